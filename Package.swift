@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+// lora-pipeline: LoRA / QLoRA fine-tuning of Llama-family models on CPU, as small Unix tools.
+import PackageDescription
+
+let package = Package(
+    name: "lora-pipeline",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "LoRAShared", targets: ["LoRAShared"]),
+        .executable(name: "lora-quantize", targets: ["lora-quantize"]),
+        .executable(name: "lora-init", targets: ["lora-init"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CBLAS",
+            path: "Sources/CBLAS",
+            pkgConfig: nil,
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "LoRAShared",
+            dependencies: ["CBLAS"],
+            path: "Sources/LoRAShared",
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .target(
+            name: "LoRACLI",
+            dependencies: [
+                "LoRAShared",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/LoRACLI"
+        ),
+        .executableTarget(name: "lora-quantize", dependencies: ["LoRACLI", "LoRAShared",
+            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "lora-init", dependencies: ["LoRACLI", "LoRAShared",
+            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(
+            name: "LoRASharedTests",
+            dependencies: ["LoRAShared", "LoRACLI"],
+            path: "Tests/LoRASharedTests",
+            resources: [.copy("Fixtures")]
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,197 @@
+// ModelConfig: config.json of a Llama-family model (model_type llama, mistral, qwen2), in both the
+// transformers 4.x form (rope_theta, torch_dtype) and the 5.x form (rope_parameters, dtype). formats.md §7.
+import Foundation
+
+public enum ConfigError: Error, CustomStringConvertible {
+    case missing(path: String)
+    case invalidJSON(path: String, reason: String)
+    case unsupportedModelType(path: String, type: String)
+    case missingKey(path: String, key: String)
+    case badValue(path: String, key: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .missing(let p): return "\(p): not found; a model folder needs the config.json that save_pretrained writes"
+        case .invalidJSON(let p, let r): return "\(p): invalid JSON: \(r)"
+        case .unsupportedModelType(let p, let t):
+            return "\(p): model_type '\(t)' is not supported; supported: \(ModelConfig.supportedTypes.joined(separator: ", "))"
+        case .missingKey(let p, let k): return "\(p): missing required key \"\(k)\""
+        case .badValue(let p, let k, let r): return "\(p): \"\(k)\": \(r)"
+        }
+    }
+}
+
+public struct RopeScaling: Equatable, Sendable {
+    public var type: String  // "default", "linear", "llama3", ...
+    public var factor: Double
+    public var lowFreqFactor: Double
+    public var highFreqFactor: Double
+    public var originalMaxPositionEmbeddings: Int
+}
+
+public struct ModelConfig: Sendable {
+    public static let supportedTypes = ["llama", "mistral", "qwen2"]
+
+    public var modelType: String
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numLayers: Int
+    public var numHeads: Int
+    public var numKVHeads: Int
+    public var headDim: Int
+    public var maxPositionEmbeddings: Int
+    public var rmsNormEps: Double
+    public var ropeTheta: Double
+    public var ropeScaling: RopeScaling?
+    public var attentionBias: Bool  // bias on q, k, v (and o for llama's attention_bias)
+    public var oProjBias: Bool
+    public var mlpBias: Bool
+    public var tieWordEmbeddings: Bool
+    public var bosTokenId: Int?
+    public var eosTokenIds: [Int]
+    public var dtype: DType?
+    public var slidingWindow: Int?
+    /// The whole file, keys in order, for tools that rewrite it.
+    public var raw: JSONObject
+
+    public var isQuantized: Bool { raw["quantization_config"] != nil }
+
+    public static func load(directory: String) throws -> ModelConfig {
+        let path = directory + "/config.json"
+        guard FileManager.default.fileExists(atPath: path) else { throw ConfigError.missing(path: path) }
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw FileError.cannotRead(path: path, reason: error.localizedDescription)
+        }
+        return try parse(data, path: path)
+    }
+
+    public static func parse(_ data: Data, path: String) throws -> ModelConfig {
+        let json: JSONValue
+        do { json = try JSONParser().parse(data) } catch {
+            throw ConfigError.invalidJSON(path: path, reason: "\(error)")
+        }
+        guard case .object(let o) = json else {
+            throw ConfigError.invalidJSON(path: path, reason: "top level is a \(json.typeName), not an object")
+        }
+        return try ModelConfig(o, path: path)
+    }
+
+    public init(_ o: JSONObject, path: String) throws {
+        raw = o
+        guard let mt = o["model_type"]?.stringValue else { throw ConfigError.missingKey(path: path, key: "model_type") }
+        guard ModelConfig.supportedTypes.contains(mt) else { throw ConfigError.unsupportedModelType(path: path, type: mt) }
+        modelType = mt
+
+        func int(_ k: String, default d: Int? = nil) throws -> Int {
+            guard let v = o[k], !v.isNull else {
+                if let d { return d }
+                throw ConfigError.missingKey(path: path, key: k)
+            }
+            guard let i = v.intValue, i > 0, i < Int64(Int32.max) else {
+                throw ConfigError.badValue(path: path, key: k, reason: "expected a positive integer, got \(v.serialized())")
+            }
+            return Int(i)
+        }
+        func bool(_ k: String, default d: Bool) throws -> Bool {
+            guard let v = o[k], !v.isNull else { return d }
+            guard let b = v.boolValue else { throw ConfigError.badValue(path: path, key: k, reason: "expected true or false") }
+            return b
+        }
+
+        vocabSize = try int("vocab_size")
+        hiddenSize = try int("hidden_size")
+        intermediateSize = try int("intermediate_size")
+        numLayers = try int("num_hidden_layers")
+        numHeads = try int("num_attention_heads")
+        numKVHeads = try int("num_key_value_heads", default: numHeads)
+        guard numHeads % numKVHeads == 0 else {
+            throw ConfigError.badValue(path: path, key: "num_key_value_heads",
+                                       reason: "\(numKVHeads) does not divide num_attention_heads \(numHeads)")
+        }
+        if let hd = o["head_dim"], !hd.isNull {
+            headDim = try int("head_dim")
+        } else {
+            guard hiddenSize % numHeads == 0 else {
+                throw ConfigError.badValue(path: path, key: "hidden_size", reason: "not divisible by num_attention_heads and no head_dim given")
+            }
+            headDim = hiddenSize / numHeads
+        }
+        guard headDim % 2 == 0 else { throw ConfigError.badValue(path: path, key: "head_dim", reason: "must be even for rotary embeddings") }
+        maxPositionEmbeddings = try int("max_position_embeddings", default: 2048)
+        guard let eps = (o["rms_norm_eps"] ?? .double(1e-6)).doubleValue, eps >= 0 else {
+            throw ConfigError.badValue(path: path, key: "rms_norm_eps", reason: "expected a non-negative number")
+        }
+        rmsNormEps = eps
+
+        // rope: 5.x nests everything in rope_parameters; 4.x has rope_theta + rope_scaling.
+        let ropeObj: JSONObject? = o["rope_parameters"]?.objectValue ?? o["rope_scaling"]?.objectValue
+        var theta = o["rope_theta"]?.doubleValue
+        if let rp = o["rope_parameters"]?.objectValue, let t = rp["rope_theta"]?.doubleValue { theta = t }
+        ropeTheta = theta ?? 10000.0
+        guard ropeTheta > 0 else { throw ConfigError.badValue(path: path, key: "rope_theta", reason: "must be positive") }
+        if let r = ropeObj {
+            let t = r["rope_type"]?.stringValue ?? r["type"]?.stringValue ?? "default"
+            switch t {
+            case "default":
+                ropeScaling = nil
+            case "linear", "llama3":
+                guard let f = r["factor"]?.doubleValue, f > 0 else {
+                    throw ConfigError.badValue(path: path, key: "rope_scaling.factor", reason: "rope_type \(t) needs a positive factor")
+                }
+                ropeScaling = RopeScaling(
+                    type: t, factor: f,
+                    lowFreqFactor: r["low_freq_factor"]?.doubleValue ?? 1,
+                    highFreqFactor: r["high_freq_factor"]?.doubleValue ?? 4,
+                    originalMaxPositionEmbeddings: Int(r["original_max_position_embeddings"]?.intValue ?? 8192))
+            default:
+                throw ConfigError.badValue(path: path, key: "rope_type", reason: "'\(t)' is not supported (default, linear, llama3)")
+            }
+        } else {
+            ropeScaling = nil
+        }
+
+        if mt == "qwen2" {
+            attentionBias = true
+            oProjBias = false
+        } else {
+            attentionBias = try bool("attention_bias", default: false)
+            oProjBias = attentionBias
+        }
+        mlpBias = try bool("mlp_bias", default: false)
+        tieWordEmbeddings = try bool("tie_word_embeddings", default: false)
+        bosTokenId = o["bos_token_id"]?.intValue.map { Int($0) }
+        switch o["eos_token_id"] {
+        case .some(.array(let a)): eosTokenIds = a.compactMap { $0.intValue.map { Int($0) } }
+        case .some(let v): eosTokenIds = v.intValue.map { [Int($0)] } ?? []
+        case .none: eosTokenIds = []
+        }
+        let dt = o["dtype"]?.stringValue ?? o["torch_dtype"]?.stringValue
+        dtype = dt.flatMap { DType(torchName: $0) }
+        slidingWindow = (try? bool("use_sliding_window", default: false)) == true ? o["sliding_window"]?.intValue.map { Int($0) } : nil
+    }
+
+    /// The Linear modules of one decoder layer, with (out, in) shapes, in the order transformers registers them.
+    public func layerLinears() -> [(name: String, out: Int, in: Int)] {
+        let q = numHeads * headDim, kv = numKVHeads * headDim
+        return [
+            ("self_attn.q_proj", q, hiddenSize),
+            ("self_attn.k_proj", kv, hiddenSize),
+            ("self_attn.v_proj", kv, hiddenSize),
+            ("self_attn.o_proj", hiddenSize, q),
+            ("mlp.gate_proj", intermediateSize, hiddenSize),
+            ("mlp.up_proj", intermediateSize, hiddenSize),
+            ("mlp.down_proj", hiddenSize, intermediateSize),
+        ]
+    }
+
+    /// Full module names of every decoder Linear (`model.layers.N.self_attn.q_proj`, ...), with shapes.
+    public func linearModules() -> [(name: String, out: Int, in: Int)] {
+        var out: [(String, Int, Int)] = []
+        for l in 0..<numLayers {
+            for m in layerLinears() { out.append(("model.layers.\(l).\(m.name)", m.out, m.in)) }
+        }
+        return out
+    }
+}

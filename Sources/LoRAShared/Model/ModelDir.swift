@@ -1,0 +1,87 @@
+// ModelDir: a Hugging Face model folder opened for reading: config.json, the safetensors weights (mmapped),
+// and the decoder's Linear modules with their shapes, whether stored in full precision or bnb 4-bit.
+import Foundation
+
+public struct LinearModule: Sendable, Equatable {
+    public let name: String      // e.g. "model.layers.0.self_attn.q_proj"
+    public let outFeatures: Int
+    public let inFeatures: Int
+    public let quantized: Bool
+
+    /// The last path component (`q_proj`).
+    public var shortName: String { String(name.split(separator: ".").last ?? "") }
+}
+
+public enum ModelError: Error, CustomStringConvertible {
+    case missingWeight(dir: String, tensor: String)
+    case shapeMismatch(dir: String, tensor: String, found: [Int], expected: [Int])
+
+    public var description: String {
+        switch self {
+        case .missingWeight(let d, let t): return "\(d): weight '\(t)' is missing; the checkpoint does not match its config.json"
+        case .shapeMismatch(let d, let t, let f, let e): return "\(d): weight '\(t)' has shape \(f), config.json implies \(e)"
+        }
+    }
+}
+
+public final class ModelDir: @unchecked Sendable {
+    public let path: String
+    public let config: ModelConfig
+    public let weights: WeightStore
+
+    public init(path: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw FileError.notFound(path: path, hint: "expected a Hugging Face model folder (config.json + model.safetensors)")
+        }
+        guard isDir.boolValue else {
+            throw FileError.cannotRead(path: path, reason: "not a folder; pass the model folder, not a file in it")
+        }
+        self.path = path
+        config = try ModelConfig.load(directory: path)
+        weights = try WeightStore(directory: path)
+    }
+
+    /// True when the checkpoint stores its Linear weights in the bitsandbytes 4-bit layout.
+    public var isQuantized: Bool {
+        config.isQuantized || weights.names.contains { $0.contains(".quant_state.bitsandbytes__") }
+    }
+
+    /// Every decoder Linear, with shapes checked against the stored weights.
+    public func linearModules() throws -> [LinearModule] {
+        var out: [LinearModule] = []
+        for m in config.linearModules() {
+            let w = m.name + ".weight"
+            guard let info = weights.info(w) else { throw ModelError.missingWeight(dir: path, tensor: w) }
+            let shape: [Int]
+            let quantized = BnbWeight.stateTensorName(w, in: weights) != nil
+            if quantized {
+                shape = try BnbWeight(name: w, store: weights).shape
+            } else {
+                shape = info.shape
+            }
+            guard shape == [m.out, m.in] else {
+                throw ModelError.shapeMismatch(dir: path, tensor: w, found: shape, expected: [m.out, m.in])
+            }
+            out.append(LinearModule(name: m.name, outFeatures: m.out, inFeatures: m.in, quantized: quantized))
+        }
+        return out
+    }
+
+    /// Parameter count as PEFT's get_nb_trainable_parameters reports it for the base model: every stored
+    /// parameter once (a 4-bit packed weight counts as 2 values per byte; its statistics are not parameters).
+    public func parameterCount() -> Int {
+        var total = 0
+        for n in weights.names {
+            guard let info = weights.info(n) else { continue }
+            if n.hasSuffix("rotary_emb.inv_freq") || n.contains(".weight.") { continue }  // buffers and 4-bit stats
+            let numel = checkedNumel(info.shape) ?? 0
+            if BnbWeight.stateTensorName(n, in: weights) != nil {
+                total += numel * 2 * info.dtype.size
+            } else {
+                total += numel
+            }
+        }
+        return total
+    }
+}

@@ -1,0 +1,107 @@
+// lora-init: create a LoRA adapter for a model (full-precision or 4-bit) in PEFT's layout, as a folder
+// or, with `-o -`, as one safetensors stream on stdout. Prints trainable/total parameters as JSON.
+import ArgumentParser
+import Foundation
+import LoRACLI
+import LoRAShared
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lora-init",
+        abstract: "Create LoRA adapters (PEFT layout) for a model's Linear modules.",
+        discussion: """
+            Initializes A as PEFT does (kaiming: U(±1/√in); gaussian: N(0, 1/r)) and B = 0, so the adapted \
+            model starts equal to the base. `-o -` streams the adapter (config in the safetensors metadata) \
+            to stdout for `lora-init M -o - | lora-train M - ...`; the JSON summary then goes to stderr.
+            """)
+
+    @Argument(help: "Model folder (full precision, or 4-bit from lora-quantize / bitsandbytes).")
+    var model: String
+
+    @Option(name: .shortAndLong, help: "Adapter folder to create, or '-' for a single-file stream on stdout.")
+    var output: String
+
+    @Option(help: "LoRA rank r.")
+    var rank: Int = 16
+
+    @Option(help: "lora_alpha (default: 2 × rank).")
+    var alpha: Double?
+
+    @Option(help: "LoRA dropout on A's input, used when training.")
+    var dropout: Double = 0.05
+
+    @Option(help: "Comma list of module names matched as PEFT does (exact or '.'-suffix), or all-linear.")
+    var targets: String = "q_proj,k_proj,v_proj,o_proj"
+
+    @Flag(help: "Rank-stabilized scaling alpha/√r instead of alpha/r.")
+    var rslora = false
+
+    @Option(name: .customLong("init"), help: "Initialization of A: kaiming or gaussian.")
+    var initMode: LoRAInit = .kaiming
+
+    @Option(help: "base_model_name_or_path recorded in adapter_config.json (default: the model path).")
+    var baseName: String?
+
+    @Flag(help: "Replace an existing adapter folder.")
+    var force = false
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        guard rank >= 1 else { throw ValidationError("--rank must be at least 1") }
+        guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1)") }
+        if let a = alpha, !(a > 0) || !a.isFinite { throw ValidationError("--alpha must be a positive number") }
+        let names = targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !names.isEmpty, !names.contains(where: \.isEmpty) else {
+            throw ValidationError("--targets must be a comma list of module names such as q_proj,v_proj, or all-linear")
+        }
+    }
+
+    func run() throws {
+        common.apply()
+        let names = targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let t: TargetModules = names == ["all-linear"] ? .allLinear : .names(names)
+        let cfg = LoRAConfig(r: rank, alpha: alpha ?? Double(2 * rank), dropout: dropout, targets: t,
+                             useRslora: rslora, initLoraWeights: initMode == .kaiming ? .bool(true) : .string("gaussian"),
+                             baseModelNameOrPath: baseName ?? model)
+        let m = try ModelDir(path: model)
+        let adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: common.seed)
+        if output == "-" {
+            let sink = FDSink.standardOutput()
+            try adapter.write(stream: sink)
+            try sink.flush()
+        } else {
+            try adapter.save(to: output, replace: force)
+        }
+        let trainable = adapter.trainableParameters
+        let total = m.parameterCount() + trainable
+        var o = JSONObject()
+        o["output"] = .string(output)
+        o["trainable_params"] = .int(Int64(trainable))
+        o["all_params"] = .int(Int64(total))
+        o["trainable_percent"] = .double((Double(trainable) / Double(total) * 1e6).rounded() / 1e4)
+        o["r"] = .int(Int64(rank))
+        o["lora_alpha"] = .double(cfg.alpha)
+        o["scaling"] = .double(cfg.scaling(for: ""))
+        o["quantized_base"] = .bool(m.isQuantized)
+        var mods: [JSONValue] = []
+        for n in adapter.moduleNames {
+            let w = adapter.modules[n]!
+            var e = JSONObject()
+            e["name"] = .string(n)
+            e["in"] = .int(Int64(w.inFeatures))
+            e["out"] = .int(Int64(w.outFeatures))
+            e["r"] = .int(Int64(w.r))
+            mods.append(.object(e))
+        }
+        o["modules"] = .array(mods)
+        let summary = JSONValue.object(o)
+        if output == "-" {
+            FileHandle.standardError.write(Data((summary.serialized(.python) + "\n").utf8))
+        } else {
+            emitJSON(summary)
+        }
+    }
+}
+
+runMain(Init.self)
