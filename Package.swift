@@ -42,7 +42,7 @@ let package = Package(
             name: "LoRASharedTests",
             dependencies: ["LoRAShared", "LoRACLI"],
             path: "Tests/LoRASharedTests",
-            resources: [.copy("Fixtures")]
+            exclude: ["Fixtures"]
         ),
     ],
     swiftLanguageModes: [.v5]

@@ -46,64 +46,42 @@ public enum DynamicMap {
 
     public static let signed: [Float] = signedBits.map { Float(bitPattern: $0) }
 
-    /// Decision thresholds of bitsandbytes 0.50.2's native CPU `quantize_blockwise` (libbitsandbytes_cpu) on
-    /// the signed dynamic map: a normalized value v gets index #{k : threshold[k] ≤ v}. They are not the float32
-    /// midpoints of the map (the kernel's BinSearch lookup and distance check shift them by up to ~1e-5), so they
-    /// were measured from the kernel itself by bisection over float32 bit patterns (scripts/gen_fixtures.py
-    /// re-measures them; Tests compare). On random inputs they reproduce the kernel's index in all but about
-    /// 2 of 100,000 values, where the kernel is not a pure threshold function of v.
-    public static let cpuThresholdBits: [UInt32] = [
-        0xbf7c66fc, 0xbf78ccf8, 0xbf7532f5, 0xbf7198f1, 0xbf6e00ee, 0xbf6a66ea, 0xbf66cce6, 0xbf6332e3,
-        0xbf5f98df, 0xbf5c00dc, 0xbf5866d8, 0xbf54ccd4, 0xbf5132d1, 0xbf4d98cd, 0xbf4a00ca, 0xbf4666c6,
-        0xbf42ccc2, 0xbf3f32bf, 0xbf3b98bb, 0xbf3800b8, 0xbf3466b4, 0xbf30ccb1, 0xbf2d32ad, 0xbf2998a9,
-        0xbf2600a6, 0xbf2266a2, 0xbf1ecc9f, 0xbf1b329b, 0xbf179a97, 0xbf140094, 0xbf106690, 0xbf0ccc8d,
-        0xbf093289, 0xbf059a85, 0xbf020082, 0xbefcccfd, 0xbef598f6, 0xbeee64ee, 0xbee734e9, 0xbee000e1,
-        0xbed8ccd9, 0xbed198d2, 0xbeca64ca, 0xbec334c5, 0xbebc00bd, 0xbeb4ccb5, 0xbead98ae, 0xbea664a6,
-        0xbe9f34a1, 0xbe980099, 0xbe90cc91, 0xbe89988a, 0xbe826482, 0xbe7668fa, 0xbe6800ea, 0xbe5998da,
-        0xbe4b30cd, 0xbe3cd0bd, 0xbe2e68b2, 0xbe2000a2, 0xbe119892, 0xbe033085, 0xbde9a0eb, 0xbdd290d4,
-        0xbdc710cb, 0xbdc140c4, 0xbdbb80bb, 0xbdb5c0bb, 0xbdb000b4, 0xbdaa40ab, 0xbda480ab, 0xbd9eb0a4,
-        0xbd98f09b, 0xbd933094, 0xbd8d7094, 0xbd87b08b, 0xbd81f084, 0xbd786108, 0xbd6cc0f7, 0xbd6140e8,
-        0xbd55c0d7, 0xbd4a40d7, 0xbd3ec0c8, 0xbd3340b7, 0xbd27a0a8, 0xbd1c20a8, 0xbd10a097, 0xbd052088,
-        0xbcf34110, 0xbcdc40ef, 0xbcc500d0, 0xbcae00af, 0xbc9700af, 0xbc800090, 0xbc5200df, 0xbc2d00df,
-        0xbc1a80a0, 0xbc1180a0, 0xbc0800a0, 0xbbfe0140, 0xbbec0140, 0xbbd90140, 0xbbc70140, 0xbbb400bf,
-        0xbba200bf, 0xbb8f00bf, 0xbb7a017f, 0xbb54017f, 0xbb30017f, 0xbb0c017f, 0xbacc0100, 0xba900100,
-        0xba680200, 0xba480200, 0xba300200, 0xba100200, 0xb9e00400, 0xb9b00400, 0xb9600800, 0xb9000800,
-        0xb8ba1f4b, 0xb8801000, 0xb8002000, 0xb70205ff, 0xb65a1a94, 0xb513a3b7, 0xb3000000, 0x00000000,
-        0x3513a3b7, 0x365a1a94, 0x370205ff, 0x37ff8000, 0x387fc000, 0x38ba1f4b, 0x38ffe000, 0x395ff000,
-        0x39aff800, 0x39dff800, 0x3a0ffc00, 0x3a2ffc00, 0x3a47fc00, 0x3a67fc00, 0x3a8ffe00, 0x3acbfe00,
-        0x3b0bff00, 0x3b2fff00, 0x3b53ff00, 0x3b79ff00, 0x3b8f0081, 0x3ba20081, 0x3bb40081, 0x3bc70081,
-        0x3bd90081, 0x3bec0081, 0x3bfe0081, 0x3c080041, 0x3c118041, 0x3c1a8041, 0x3c2d0041, 0x3c5200c0,
-        0x3c800060, 0x3c970060, 0x3cae00a1, 0x3cc500a1, 0x3cdc40a1, 0x3cf340e0, 0x3d052070, 0x3d10a091,
-        0x3d1c2091, 0x3d27a091, 0x3d3340b0, 0x3d3ec0b0, 0x3d4a40b0, 0x3d55c0d1, 0x3d6140d1, 0x3d6cc0d1,
-        0x3d7860f0, 0x3d81f078, 0x3d87b078, 0x3d8d7089, 0x3d933089, 0x3d98f098, 0x3d9eb098, 0x3da48098,
-        0x3daa40a9, 0x3db000a9, 0x3db5c0a9, 0x3dbb80b8, 0x3dc140b8, 0x3dc710b8, 0x3dd290c9, 0x3de9a0e9,
-        0x3e03307c, 0x3e11988c, 0x3e20009c, 0x3e2e68ac, 0x3e3cd0bc, 0x3e4b30c5, 0x3e5998d5, 0x3e6800e5,
-        0x3e7668f5, 0x3e826483, 0x3e899886, 0x3e90cc8e, 0x3e980096, 0x3e9f349e, 0x3ea664a6, 0x3ead98ab,
-        0x3eb4ccb3, 0x3ebc00bb, 0x3ec334c3, 0x3eca64cb, 0x3ed198ce, 0x3ed8ccd6, 0x3ee000de, 0x3ee734e6,
-        0x3eee64ee, 0x3ef598f3, 0x3efcccfb, 0x3f020082, 0x3f059a86, 0x3f09328a, 0x3f0ccc8b, 0x3f10668f,
-        0x3f140093, 0x3f179a97, 0x3f1b329b, 0x3f1ecc9e, 0x3f2266a2, 0x3f2600a6, 0x3f2998aa, 0x3f2d32ae,
-        0x3f30ccaf, 0x3f3466b3, 0x3f3800b7, 0x3f3b98bb, 0x3f3f32bf, 0x3f42ccc2, 0x3f4666c6, 0x3f4a00ca,
-        0x3f4d98ce, 0x3f5132d2, 0x3f54ccd3, 0x3f5866d7, 0x3f5c00db, 0x3f5f98df, 0x3f6332e3, 0x3f66cce6,
-        0x3f6a66ea, 0x3f6e00ee, 0x3f7198f2, 0x3f7532f6, 0x3f78ccf7, 0x3f7c66fb, 0x3f7f18ff,
-    ]
+    /// The lookup table of bitsandbytes 0.50.2's native CPU `quantize_blockwise` (quantize_cpu_impl<float>,
+    /// read from the shipped libbitsandbytes_cpu.so; see scripts/BNB_NOTES.md §2c): grid point i of 65536 on
+    /// [-1, 1] maps to the first code whose float32 midpoint with its successor is not below it. An input s is
+    /// looked up at grid index trunc(fma((s + 1) * 0.5, 65535, 0.5)), so the code is the one nearest the grid
+    /// point, not always the one nearest s.
+    static let cpuLUT: [UInt8] = {
+        let code = signed
+        let mids = (0..<255).map { 0.5 * (code[$0] + code[$0 + 1]) }
+        var lut = [UInt8](repeating: 0, count: 65536)
+        var c = 0
+        for i in 0..<65536 {
+            let val: Float = -1.0 + Float(2 * i) / 65535
+            while c < 255 && mids[c] < val { c += 1 }
+            lut[i] = UInt8(c)
+        }
+        return lut
+    }()
 
-    static let cpuThresholds: [Float] = cpuThresholdBits.map { Float(bitPattern: $0) }
+    /// The 8-bit index the kernel assigns to a normalized value s (already divided by the block's absmax).
+    @inline(__always)
+    static func cpuIndex(_ s: Float) -> UInt8 {
+        let c = min(max(s, -1), 1)
+        let h: Float = (c + 1) * 0.5
+        let t = Float(0.5).addingProduct(h, 65535).rounded(.towardZero)  // fma(h, 65535, 0.5), one rounding
+        // cvttss2si: NaN or out-of-range gives INT_MIN, whose low 16 bits index entry 0.
+        let i: Int32 = t.isFinite && t >= -2_147_483_648 && t < 2_147_483_648 ? Int32(t) : Int32.min
+        return cpuLUT[Int(UInt16(truncatingIfNeeded: i))]
+    }
 }
 
 /// torch's float32 sum over a contiguous 1-D tensor on CPU, reproduced operation for operation.
 public enum TorchSum {
-    /// Lanes of at::Vectorized<float> in the torch build being matched: 16 with AVX512, 8 with AVX2 or NEON.
-    /// `LORA_TORCH_VEC_WIDTH` overrides the detection.
+    /// Lanes of the float accumulator torch's sum kernel uses: 8 on every CPU capability (default, AVX2 and
+    /// AVX512 were measured; see scripts/BNB_NOTES.md §2a). `LORA_TORCH_VEC_WIDTH` overrides it.
     public static let vectorWidth: Int = {
         if let s = ProcessInfo.processInfo.environment["LORA_TORCH_VEC_WIDTH"], let w = Int(s), w == 8 || w == 16 { return w }
-        #if arch(x86_64)
-        if let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-           let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) {
-            let flags = Set(flagsLine.split(separator: " ").map(String.init))
-            // torch's cpuinfo check for its AVX512 kernels: F, BW, VL and DQ.
-            if ["avx512f", "avx512bw", "avx512vl", "avx512dq"].allSatisfy(flags.contains) { return 16 }
-        }
-        #endif
         return 8
     }()
 

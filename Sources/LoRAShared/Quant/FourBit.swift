@@ -19,7 +19,8 @@ public enum FourBit {
         0x3da2_faff, 0x3e24_cae3, 0x3e7c_04dd, 0x3ead_033a, 0x3ee1_a4b8, 0x3f10_07ab, 0x3f39_13b3, 0x3f80_0000,
     ].map { Float(bitPattern: $0) }
 
-    public static let fp4Code: [Float] = [0, 0.0625, 8, 12, 4, 6, 2, 3, -0.0, -0.0625, -8, -12, -4, -6, -2, -3].map { Float($0) / 12 }
+    /// bitsandbytes' FP4 table; entry 8 is +0.0 (the Python source writes an integer -0).
+    public static let fp4Code: [Float] = [0, 0.0625, 8, 12, 4, 6, 2, 3, 0, -0.0625, -8, -12, -4, -6, -2, -3].map { Float($0) / 12 }
 
     /// Sorted code values' nibbles (a stable argsort, as torch's CPU sort) and the float32 midpoints between them.
     static func bounds(_ t: QuantType) -> (order: [UInt8], mids: [Float]) {
@@ -132,7 +133,7 @@ public enum FourBit {
 
     /// Double quantization of the block scales: offset = mean(absmax) (torch float32 mean), then
     /// quantize_blockwise(absmax − offset, blocksize 256) on CPU: per 256-block absmax2 = max |·| (float32),
-    /// v = x / absmax2, index by the kernel's measured thresholds (DynamicMap.cpuThresholds).
+    /// s = x · (1/absmax2), index through the kernel's 65536-entry lookup table (DynamicMap.cpuIndex).
     public static func doubleQuantize(_ absmax: [Float]) -> Nested {
         let offset = TorchSum.mean(absmax)
         let centered = absmax.map { $0 - offset }
@@ -140,26 +141,16 @@ public enum FourBit {
         let nb = blockCount(n, nestedBlockSize)
         var idx = [UInt8](repeating: 0, count: n)
         var nested = [Float](repeating: 0, count: nb)
-        let thresholds = DynamicMap.cpuThresholds
         for b in 0..<nb {
             let s = b * nestedBlockSize, e = min(n, s + nestedBlockSize)
-            var m = -Float.greatestFiniteMagnitude
-            for i in s..<e { m = max(m, abs(centered[i])) }
+            var m: Float = 0
+            for i in s..<e where abs(centered[i]) > m { m = abs(centered[i]) }  // NaN elements are skipped
             nested[b] = m
-            for i in s..<e { idx[i] = UInt8(countAtOrBelow(thresholds, centered[i] / m)) }
+            if m == 0 { continue }  // the kernel writes index 0 for a block whose max is 0
+            let inv: Float = 1 / m
+            for i in s..<e { idx[i] = DynamicMap.cpuIndex(centered[i] * inv) }
         }
         return Nested(absmax: idx, nestedAbsmax: nested, quantMap: DynamicMap.signed, offset: offset)
-    }
-
-    /// The number of sorted thresholds ≤ v (torch.searchsorted(right=True)); NaN counts as 0.
-    @inline(__always)
-    static func countAtOrBelow(_ t: [Float], _ v: Float) -> Int {
-        var lo = 0, hi = t.count
-        while lo < hi {
-            let mid = (lo + hi) >> 1
-            if t[mid] <= v { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
     }
 
     /// Dequantizes elements [start, start + count) into `dst` (fp32), using per-block scales from `scale`.

@@ -1,0 +1,72 @@
+// NumericsTests: the GEMM wrapper against the naive reference for every transpose combination, fp16/bf16
+// rounding against torch's rules, the seeded generator's reproducibility, and torch's cascade sum.
+import XCTest
+@testable import LoRAShared
+
+final class NumericsTests: XCTestCase {
+    /// fp32 GEMM vs a Double-accumulated reference: relative error of a k-term dot product.
+    static let gemmTolerance: Float = 1e-5
+
+    func testGemmMatchesNaiveForAllTransposes() {
+        var rng = Xoshiro256(seed: 7)
+        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 33, 65), (64, 1, 300)] {
+            for ta in [Transpose.none, .transpose] {
+                for tb in [Transpose.none, .transpose] {
+                    let a = (0..<(m * k)).map { _ in rng.uniform(-1, 1) }
+                    let b = (0..<(k * n)).map { _ in rng.uniform(-1, 1) }
+                    var c0 = (0..<(m * n)).map { _ in rng.uniform(-1, 1) }
+                    var c1 = c0
+                    let lda = ta == .none ? k : m, ldb = tb == .none ? n : k
+                    gemm(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: 0.25, c: &c0, ldc: n)
+                    gemmNaive(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: 0.25, c: &c1, ldc: n)
+                    let d = maxAbsDiff(c0, c1)
+                    XCTAssertLessThan(d, NumericsTests.gemmTolerance * Float(k), "m\(m) n\(n) k\(k) \(ta) \(tb): max diff \(d)")
+                }
+            }
+        }
+    }
+
+    func testBF16RoundsToNearestEven() {
+        XCTAssertEqual(floatToBF16(1.0), 0x3F80)
+        // 1 + 2^-8 is exactly halfway between bf16 1.0 and the next value: ties to even (down).
+        XCTAssertEqual(floatToBF16(Float(bitPattern: 0x3F80_8000)), 0x3F80)
+        // 0x3F818000 is halfway between 0x3F81 and 0x3F82: ties to even (up).
+        XCTAssertEqual(floatToBF16(Float(bitPattern: 0x3F81_8000)), 0x3F82)
+        XCTAssertEqual(floatToBF16(Float(bitPattern: 0x3F80_8001)), 0x3F81)
+        XCTAssertEqual(floatToBF16(-.infinity), 0xFF80)
+        XCTAssertTrue(bf16ToFloat(floatToBF16(.nan)).isNaN)
+        for bits: UInt16 in [0x0000, 0x8000, 0x0001, 0x7F7F, 0xC2F7] {
+            XCTAssertEqual(floatToBF16(bf16ToFloat(bits)), bits)
+        }
+    }
+
+    func testF16RoundTrip() {
+        XCTAssertEqual(floatToF16(1.0), 0x3C00)
+        XCTAssertEqual(floatToF16(65504), 0x7BFF)
+        XCTAssertEqual(f16ToFloat(0x0001), Float(bitPattern: 0x3380_0000))  // smallest subnormal 2^-24
+        XCTAssertEqual(floatToF16(1e6), 0x7C00)  // overflow → inf, as torch
+    }
+
+    func testSeededGeneratorRepeats() {
+        var a = Xoshiro256(seed: 42), b = Xoshiro256(seed: 42), c = Xoshiro256(seed: 43)
+        let xa = (0..<100).map { _ in a.next() }, xb = (0..<100).map { _ in b.next() }, xc = (0..<100).map { _ in c.next() }
+        XCTAssertEqual(xa, xb)
+        XCTAssertNotEqual(xa, xc)
+        var g = Xoshiro256(seed: 1)
+        let u = (0..<10000).map { _ in g.uniform(-2, 2) }
+        XCTAssertTrue(u.allSatisfy { $0 >= -2 && $0 < 2 })
+        let normals = (0..<20000).map { _ in Double(g.normal()) }
+        let mean = normals.reduce(0, +) / Double(normals.count)
+        let variance = normals.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(normals.count)
+        XCTAssertEqual(mean, 0, accuracy: 0.03)
+        XCTAssertEqual(variance, 1, accuracy: 0.05)
+    }
+
+    func testTorchSumIsExactOnRepresentableSums() {
+        // Sums of small integers are exact in any order: checks the cascade visits every element once.
+        for n in [0, 1, 5, 15, 16, 17, 63, 64, 65, 1000, 4099, 40000] {
+            let x = (0..<n).map { Float($0 % 7) }
+            XCTAssertEqual(TorchSum.sum(x), Float(x.reduce(0) { $0 + Double($1) }), "n=\(n)")
+        }
+    }
+}

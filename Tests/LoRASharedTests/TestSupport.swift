@@ -1,0 +1,97 @@
+// TestSupport: fixture paths, temporary folders, running the built executables as a user would, and
+// comparison helpers that report the largest difference when they fail.
+import Foundation
+import XCTest
+@testable import LoRAShared
+
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static func path(_ rel: String) -> String { root + "/" + rel }
+}
+
+func makeTempDir(_ tag: String = "t") -> String {
+    let p = NSTemporaryDirectory() + "lora-tests-\(tag)-\(getpid())-\(UUID().uuidString.prefix(8))"
+    try! FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+    return p
+}
+
+/// Folder of the built products (the test bundle sits beside the executables).
+let productsDir: String = {
+    var url = Bundle.main.bundleURL
+    if url.pathExtension == "xctest" { url.deleteLastPathComponent() }
+    let candidates = [url.path, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path,
+                      URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/.build/debug"]
+    return candidates.first { FileManager.default.fileExists(atPath: $0 + "/lora-quantize") } ?? candidates[0]
+}()
+
+struct RunResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var stdoutData: Data
+}
+
+/// Runs a built executable with arguments, optional stdin bytes; never hangs past `timeout` seconds.
+@discardableResult
+func runTool(_ name: String, _ args: [String], stdin: Data? = nil, timeout: TimeInterval = 120) throws -> RunResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: productsDir + "/" + name)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    let inPipe = Pipe()
+    p.standardInput = stdin == nil ? FileHandle.nullDevice : inPipe
+    try p.run()
+    if let s = stdin {
+        DispatchQueue.global().async {
+            inPipe.fileHandleForWriting.write(s)
+            try? inPipe.fileHandleForWriting.close()
+        }
+    }
+    final class Box: @unchecked Sendable { var data = Data() }
+    let outBox = Box(), errBox = Box()
+    let g = DispatchGroup()
+    g.enter(); DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); g.leave() }
+    g.enter(); DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); g.leave() }
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning { p.terminate(); XCTFail("\(name) \(args) timed out") }
+    p.waitUntilExit()
+    g.wait()
+    let outData = outBox.data, errData = errBox.data
+    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                     stderr: String(decoding: errData, as: UTF8.self), stdoutData: outData)
+}
+
+/// Asserts a failed run printed exactly one `error: …` line mentioning `contains`.
+func assertToolError(_ r: RunResult, contains: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertNotEqual(r.status, 0, "expected a non-zero exit", file: file, line: line)
+    let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("error: ") }
+    XCTAssertEqual(lines.count, 1, "expected one error line, got: \(r.stderr)", file: file, line: line)
+    XCTAssertTrue(r.stderr.contains(contains), "error should mention '\(contains)': \(r.stderr)", file: file, line: line)
+    XCTAssertFalse(r.stderr.contains("Fatal error"), "crashed: \(r.stderr)", file: file, line: line)
+}
+
+func assertThrows<T>(_ expr: @autoclosure () throws -> T, contains: String, file: StaticString = #filePath, line: UInt = #line) {
+    do {
+        _ = try expr()
+        XCTFail("expected an error mentioning '\(contains)'", file: file, line: line)
+    } catch {
+        XCTAssertTrue("\(error)".contains(contains), "error '\(error)' should mention '\(contains)'", file: file, line: line)
+    }
+}
+
+/// Max absolute difference, for messages.
+func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
+    zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
+}
+
+func jsonObject(_ s: String) throws -> JSONValue {
+    try JSONParser().parse(s.trimmingCharacters(in: .whitespacesAndNewlines))
+}
+
+/// Writes bytes to a file (test inputs).
+func writeBytes(_ bytes: [UInt8], _ path: String) {
+    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+}
