@@ -14,6 +14,7 @@ public struct LoRAWeights: Sendable {
 /// Only one input of a command can be standard input.
 public final class StdinClaim: @unchecked Sendable {
     public static let shared = StdinClaim()
+    public init() {}
     private var owner: String?
     private let lock = NSLock()
 

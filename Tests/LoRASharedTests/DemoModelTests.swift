@@ -1,0 +1,46 @@
+// DemoModelTests: the real SmolLM2-135M-Instruct (scripts/fetch-demo-model) through lora-quantize and lora-init.
+// Skipped when the model has not been fetched; scripts/test fetches it.
+import XCTest
+@testable import LoRAShared
+
+final class DemoModelTests: XCTestCase {
+    static let modelDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("models/smollm2-135m-instruct").path
+
+    var dir = ""
+    override func setUpWithError() throws {
+        guard FileManager.default.fileExists(atPath: DemoModelTests.modelDir + "/model.safetensors") else {
+            throw XCTSkip("demo model not fetched (run scripts/fetch-demo-model)")
+        }
+        dir = makeTempDir("demo")
+    }
+    override func tearDown() { if !dir.isEmpty { try? FileManager.default.removeItem(atPath: dir) } }
+
+    func testQuantizeAndInitDemoModel() throws {
+        let base = try ModelDir(path: DemoModelTests.modelDir)
+        XCTAssertEqual(base.config.numLayers, 30)
+        XCTAssertEqual(base.parameterCount(), 134_515_008)  // transformers' count for SmolLM2-135M (tied head)
+        let q = try runTool("lora-quantize", [DemoModelTests.modelDir, "-o", dir + "/nf4", "-q"], timeout: 600)
+        XCTAssertEqual(q.status, 0, q.stderr)
+        let s = try jsonObject(q.stdout)
+        XCTAssertEqual(s["tensors_quantized"], .int(210))
+        XCTAssertEqual(s["quantized_parameters"], .int(106_168_320))
+        let bits = s["bits_per_quantized_weight"]!.doubleValue!
+        XCTAssertTrue(bits > 4.1 && bits < 4.2, "bits per weight \(bits)")
+        // NF4 with absmax per 64: the reconstruction RMSE is a small fraction of the weights' own RMS.
+        XCTAssertLessThan(s["rmse"]!.doubleValue!, 0.05)
+        let qm = try ModelDir(path: dir + "/nf4")
+        XCTAssertTrue(qm.isQuantized)
+        XCTAssertEqual(try qm.linearModules().filter(\.quantized).count, 210)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/nf4/tokenizer.json"))
+
+        for (model, extra) in [(DemoModelTests.modelDir, [String]()), (dir + "/nf4", ["--targets", "all-linear"])] {
+            let a = try runTool("lora-init", [model, "-o", dir + "/a\(extra.count)", "--rank", "16"] + extra)
+            XCTAssertEqual(a.status, 0, a.stderr)
+            let j = try jsonObject(a.stdout)
+            // q,o: 16·(576+576); k,v: 16·(576+192); gate,up: 16·(576+1536); down: 16·(1536+576); × 30 layers.
+            let expected = extra.isEmpty ? 30 * (2 * 18_432 + 2 * 12_288) : 30 * (2 * 18_432 + 2 * 12_288 + 3 * 33_792)
+            XCTAssertEqual(j["trainable_params"], .int(Int64(expected)))
+        }
+    }
+}
