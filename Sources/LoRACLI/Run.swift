@@ -12,6 +12,7 @@ public enum ExitCode32 {
 /// Runs a command the way every lora-* tool does.
 public func runMain<C: ParsableCommand>(_ type: C.Type) -> Never {
     setvbuf(stdout, nil, _IOFBF, 1 << 16)
+    installInterruptCleanup()
     do {
         var command = try type.parseAsRoot()
         try command.run()
@@ -37,6 +38,24 @@ public func runMain<C: ParsableCommand>(_ type: C.Type) -> Never {
         if message.lowercased().hasPrefix("error: ") { message = String(message.dropFirst(7)) }
         FileHandle.standardError.write(Data("error: \(message)\(isUsage ? " (see --help)" : "")\n".utf8))
         exit(isUsage ? ExitCode32.usage : ExitCode32.failure)
+    }
+}
+
+/// On SIGINT/SIGTERM, remove temporary outputs in progress and exit 130/143 (128 + signal), so an
+/// interrupted run leaves neither a half-written file nor a hidden temporary folder.
+nonisolated(unsafe) private var signalSources: [DispatchSourceSignal] = []
+
+func installInterruptCleanup() {
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        src.setEventHandler {
+            PendingOutputs.shared.removeAll()
+            FileHandle.standardError.write(Data("error: interrupted by signal \(sig); partial outputs removed\n".utf8))
+            exit(128 + sig)
+        }
+        src.resume()
+        signalSources.append(src)
     }
 }
 

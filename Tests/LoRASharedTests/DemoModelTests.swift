@@ -43,4 +43,20 @@ final class DemoModelTests: XCTestCase {
             XCTAssertEqual(j["trainable_params"], .int(Int64(expected)))
         }
     }
+
+    func testInterruptedQuantizeLeavesNothing() throws {
+        for sig in [SIGINT, SIGTERM] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: productsDir + "/lora-quantize")
+            p.arguments = [DemoModelTests.modelDir, "-o", dir + "/nf4", "-q"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            usleep(1_500_000)  // mid-way: the debug build takes several seconds on this model
+            kill(p.processIdentifier, sig)
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 128 + sig, "exit code after signal \(sig)")
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [], "temporary outputs left after signal \(sig)")
+        }
+    }
 }

@@ -7,6 +7,22 @@ import Darwin
 #endif
 import Foundation
 
+/// Temporary outputs in progress, removed if the process is interrupted (SIGINT/SIGTERM).
+public final class PendingOutputs: @unchecked Sendable {
+    public static let shared = PendingOutputs()
+    private var paths = Set<String>()
+    private let lock = NSLock()
+
+    func add(_ p: String) { lock.lock(); paths.insert(p); lock.unlock() }
+    func remove(_ p: String) { lock.lock(); paths.remove(p); lock.unlock() }
+
+    /// Deletes every temporary output still pending; called on interruption.
+    public func removeAll() {
+        lock.lock(); let ps = paths; paths.removeAll(); lock.unlock()
+        for p in ps { try? FileManager.default.removeItem(atPath: p) }
+    }
+}
+
 /// Something bytes can be streamed into: a file being written, or standard output.
 public protocol ByteSink: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws
@@ -86,6 +102,7 @@ public final class AtomicFile: ByteSink {
         let fd = open(tempPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FileError.cannotWrite(path: path, reason: errnoString()) }
         sink = FDSink(fd: fd, name: path)
+        PendingOutputs.shared.add(tempPath)
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
@@ -100,6 +117,7 @@ public final class AtomicFile: ByteSink {
         } catch { abandon(); throw error }
         close(sink.fd)
         done = true
+        PendingOutputs.shared.remove(tempPath)
         guard rename(tempPath, path) == 0 else {
             let r = errnoString()
             unlink(tempPath)
@@ -112,6 +130,7 @@ public final class AtomicFile: ByteSink {
         done = true
         close(sink.fd)
         unlink(tempPath)
+        PendingOutputs.shared.remove(tempPath)
     }
 
     deinit { abandon() }
@@ -148,6 +167,7 @@ public final class AtomicDirectory {
         }
         tempPath = parent + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(AtomicFile.counter.next())"
         guard mkdir(tempPath, 0o755) == 0 else { throw FileError.cannotWrite(path: path, reason: errnoString()) }
+        PendingOutputs.shared.add(tempPath)
     }
 
     /// Path of a file inside the folder under construction.
@@ -176,6 +196,7 @@ public final class AtomicDirectory {
             throw FileError.cannotWrite(path: path, reason: r)
         }
         done = true
+        PendingOutputs.shared.remove(tempPath)
         if let o = old { try? fm.removeItem(atPath: o) }
     }
 
@@ -183,6 +204,7 @@ public final class AtomicDirectory {
         guard !done else { return }
         done = true
         try? FileManager.default.removeItem(atPath: tempPath)
+        PendingOutputs.shared.remove(tempPath)
     }
 
     deinit { abandon() }
