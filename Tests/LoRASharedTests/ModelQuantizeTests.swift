@@ -21,6 +21,10 @@ final class ModelQuantizeTests: XCTestCase {
             XCTAssertEqual(a.shape, b.shape, n)
             XCTAssertEqual(a.bytes(), b.bytes(), "\(n): bytes differ")
         }
+        // The whole file, header and layout included, is byte-identical to transformers' save_pretrained.
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("tiny-llama-bnb/model.safetensors"))),
+                       "model.safetensors differs from transformers' file as a whole")
         let oc = try ModelConfig.load(directory: out).raw["quantization_config"]
         let rc = try ModelConfig.load(directory: Fixtures.path("tiny-llama-bnb")).raw["quantization_config"]
         XCTAssertEqual(oc, rc)

@@ -79,9 +79,16 @@ public enum SafetensorsWriter {
         return out
     }
 
-    /// Orders records as the Python writer does: larger element size first, then by name.
+    /// The Rust safetensors `Dtype` declaration order; the Python writer lays tensors out by this, descending.
+    static let rustDtypeOrder: [DType] = [.BOOL, .U8, .I8, .F8_E5M2, .F8_E4M3, .I16, .U16, .F16, .BF16, .I32, .U32, .F32, .F64, .I64, .U64]
+
+    /// Orders records as the Python (Rust) writer does: dtype descending in its enum order, then by name.
     public static func canonicalOrder(_ records: [TensorRecord]) -> [TensorRecord] {
-        records.sorted { ($0.dtype.size, $1.name) > ($1.dtype.size, $0.name) }
+        let rank = Dictionary(uniqueKeysWithValues: rustDtypeOrder.enumerated().map { ($1, $0) })
+        return records.sorted { a, b in
+            let ra = rank[a.dtype]!, rb = rank[b.dtype]!
+            return ra != rb ? ra > rb : a.name < b.name
+        }
     }
 
     /// Writes the records; `canonical` orders them as the Python writer does, otherwise they keep the given

@@ -57,11 +57,19 @@ public enum ModelQuantizer {
         ])
     }
 
-    /// Holds the one tensor being written, so its several records (adjacent in the file) share one quantization.
+    /// Holds the one tensor being written, so its U8 records (adjacent in the file) share one quantization;
+    /// its F32 statistics, written earlier in the file, are recomputed from the block scales alone.
     final class Cache: @unchecked Sendable {
         var name = ""
         var weight: QuantizedWeight?
         var summary = QuantizeSummary()
+    }
+
+    /// The block scales and, with double quantization, their nested statistics: what the F32 records need.
+    static func statistics(_ t: TensorView, _ o: QuantizeOptions) -> (absmax: [Float], nested: FourBit.Nested?) {
+        let values = t.floats()
+        let am = values.withUnsafeBufferPointer { FourBit.blockAbsmax($0.baseAddress!, count: values.count, blocksize: o.blocksize) }
+        return (am, o.doubleQuant ? FourBit.doubleQuantize(am) : nil)
     }
 
     public static func run(input: String, output: String, options: QuantizeOptions,
@@ -107,7 +115,7 @@ public enum ModelQuantizer {
                 state.nestedDtype = "float32"
                 state.nestedOffset = Double(TorchSum.mean(am))
             }
-            // The records' shapes follow from the state alone; their bytes come from one quantization, on demand.
+            // The records' shapes follow from the state alone; their bytes are computed when written.
             let n = state.numel
             let blocks = FourBit.blockCount(n, options.blocksize)
             let stateBytes = Array(state.json.utf8)
@@ -141,11 +149,11 @@ public enum ModelQuantizer {
             if options.doubleQuant {
                 records.append(TensorRecord(name: name + ".absmax", dtype: .U8, shape: [blocks]) { try $0.write(weight().nested!.absmax) })
                 records.append(TensorRecord(name: name + ".nested_absmax", dtype: .F32, shape: [FourBit.blockCount(blocks, FourBit.nestedBlockSize)]) {
-                    try writeFloats(weight().nested!.nestedAbsmax, $0)
+                    try writeFloats(statistics(t, options).nested!.nestedAbsmax, $0)
                 })
                 records.append(TensorRecord(name: name + ".nested_quant_map", floats: DynamicMap.signed, shape: [256]))
             } else {
-                records.append(TensorRecord(name: name + ".absmax", dtype: .F32, shape: [blocks]) { try writeFloats(weight().absmax!, $0) })
+                records.append(TensorRecord(name: name + ".absmax", dtype: .F32, shape: [blocks]) { try writeFloats(statistics(t, options).absmax, $0) })
             }
             records.append(TensorRecord(name: name + ".quant_map", floats: options.quantType.code, shape: [16]))
             records.append(TensorRecord(name: name + ".quant_state.bitsandbytes__" + options.quantType.rawValue,
@@ -156,7 +164,9 @@ public enum ModelQuantizer {
 
         // Pass 2: write into a temporary folder beside the output, then rename it into place.
         let dir = try AtomicDirectory(path: output)
-        let files = try ShardedWriter.write(records, to: dir.tempPath, maxShardSize: options.maxShardSize, canonical: false)
+        // Laid out as the Python writer lays out transformers' save, so the file is byte-identical to it.
+        let files = try ShardedWriter.write(SafetensorsWriter.canonicalOrder(records), to: dir.tempPath,
+                                            maxShardSize: options.maxShardSize, canonical: false)
         var config = model.config.raw
         config["quantization_config"] = .object(quantizationConfig(options))
         try AtomicFile.write(JSONValue.object(config).serialized(.indented(2), sortKeys: true) + "\n", to: dir.file("config.json"))
