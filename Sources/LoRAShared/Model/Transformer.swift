@@ -1,0 +1,322 @@
+// Transformer: the Llama / Mistral / Qwen2 decoder forward pass in fp32 (formats.md §7, transformers
+// modeling_llama.py): embeddings, RMSNorm, RoPE, causal GQA attention with right padding, SwiGLU MLP, tied or
+// untied head, with LoRA applied unmerged as two skinny GEMMs. One GEMM per projection over batch × sequence
+// (q/k/v fused, gate/up fused); the head and cross-entropy run in row chunks so tokens × vocab never exists.
+import Foundation
+
+/// Tokens of a batch, right-padded to `seq`. `labels` follow transformers: position t's logits predict
+/// labels[t + 1]; a label below 0 (−100) is ignored.
+public struct TokenBatch: Sendable {
+    public var tokens: [Int32]
+    public var labels: [Int32]
+    public var lengths: [Int]
+    public let batch: Int
+    public let seq: Int
+
+    public init(tokens: [Int32], labels: [Int32], lengths: [Int], batch: Int, seq: Int) {
+        precondition(tokens.count == batch * seq && labels.count == batch * seq && lengths.count == batch)
+        self.tokens = tokens
+        self.labels = labels
+        self.lengths = lengths
+        self.batch = batch
+        self.seq = seq
+    }
+
+    /// The target of each position: labels shifted left by one within its row, −100 at the row's end.
+    public var shiftedTargets: [Int32] {
+        var t = [Int32](repeating: -100, count: batch * seq)
+        for b in 0..<batch {
+            for i in 0..<(seq - 1) { t[b * seq + i] = labels[b * seq + i + 1] }
+        }
+        return t
+    }
+}
+
+/// LoRA weights of one module in the form the engine applies: y += scaling · (x·Aᵀ)·Bᵀ.
+public struct LoRALayer: Sendable {
+    public var r: Int
+    public var scaling: Float
+    public var a: [Float]   // [r, in]
+    public var b: [Float]   // [out, r]
+}
+
+public final class Transformer: @unchecked Sendable {
+    public let config: ModelConfig
+    let layers: [Layer]
+    let embedding: [Float]     // [vocab, hidden] fp32
+    let headWeight: [Float]?   // [vocab, hidden] when untied
+    let finalNorm: [Float]
+    public private(set) var lora: [String: LoRALayer] = [:]
+    var rope: RopeTables
+
+    struct Layer {
+        let prefix: String
+        let inputNorm: [Float]
+        let postNorm: [Float]
+        let q, k, v, o, gate, up, down: LinearWeight
+    }
+
+    public init(model: ModelDir) throws {
+        let c = model.config
+        config = c
+        let s = model.weights
+        func vector(_ name: String, _ n: Int) throws -> [Float] {
+            let t = try s.tensor(name)
+            guard t.numel == n, t.dtype.isFloatingPoint else {
+                throw ModelError.shapeMismatch(dir: model.path, tensor: name, found: t.shape, expected: [n])
+            }
+            return t.floats()
+        }
+        func matrix(_ name: String, _ rows: Int, _ cols: Int) throws -> [Float] {
+            let t = try s.tensor(name)
+            guard t.shape == [rows, cols], t.dtype.isFloatingPoint else {
+                throw ModelError.shapeMismatch(dir: model.path, tensor: name, found: t.shape, expected: [rows, cols])
+            }
+            return t.floats()
+        }
+        embedding = try matrix("model.embed_tokens.weight", c.vocabSize, c.hiddenSize)
+        if s.contains("lm_head.weight") && !c.tieWordEmbeddings {
+            headWeight = try matrix("lm_head.weight", c.vocabSize, c.hiddenSize)
+        } else if !c.tieWordEmbeddings {
+            throw ModelError.missingWeight(dir: model.path, tensor: "lm_head.weight")
+        } else {
+            headWeight = nil
+        }
+        finalNorm = try vector("model.norm.weight", c.hiddenSize)
+        var ls: [Layer] = []
+        let shapes = Dictionary(uniqueKeysWithValues: c.layerLinears().map { ($0.name, ($0.out, $0.in)) })
+        for l in 0..<c.numLayers {
+            let p = "model.layers.\(l)."
+            func lin(_ m: String, bias: Bool) throws -> LinearWeight {
+                let (o, i) = shapes[m]!
+                return try LinearWeight(name: p + m, store: s, out: o, in: i, hasBias: bias)
+            }
+            ls.append(Layer(
+                prefix: "model.layers.\(l)",
+                inputNorm: try vector(p + "input_layernorm.weight", c.hiddenSize),
+                postNorm: try vector(p + "post_attention_layernorm.weight", c.hiddenSize),
+                q: try lin("self_attn.q_proj", bias: c.attentionBias), k: try lin("self_attn.k_proj", bias: c.attentionBias),
+                v: try lin("self_attn.v_proj", bias: c.attentionBias), o: try lin("self_attn.o_proj", bias: c.oProjBias),
+                gate: try lin("mlp.gate_proj", bias: c.mlpBias), up: try lin("mlp.up_proj", bias: c.mlpBias),
+                down: try lin("mlp.down_proj", bias: c.mlpBias)))
+        }
+        layers = ls
+        rope = RopeTables(config: c, positions: min(c.maxPositionEmbeddings, 4096))
+    }
+
+    // MARK: adapters
+
+    /// Attaches an adapter (validated against the model's Linears, every mismatch reported at once).
+    public func attach(_ adapter: Adapter, linears: [LinearModule]) throws {
+        try adapter.validate(against: linears)
+        var m: [String: LoRALayer] = [:]
+        for n in adapter.moduleNames {
+            let w = adapter.modules[n]!
+            m[n] = LoRALayer(r: w.r, scaling: Float(adapter.config.scaling(for: n)), a: w.a, b: w.b)
+        }
+        lora = m
+    }
+
+    public func detach() { lora = [:] }
+
+    // MARK: forward
+
+    public struct Output {
+        public var nllSum: Double
+        public var tokens: Int
+        public var logits: [Float]?   // [batch·seq, vocab] when requested (tests, small vocab)
+        public var finalHidden: [Float]?
+    }
+
+    /// Buffers sized once per (rows, seq); no allocation inside the layer loop.
+    final class Workspace {
+        let rows: Int
+        var x, n, qkv, att, gu, h: [Float]
+        var w: [Float]
+        var t: [Float]
+        var scores: [Float]
+        var head: [Float]
+        init(config c: ModelConfig, rows: Int, seq: Int, maxLoRARank: Int, headChunk: Int) {
+            self.rows = rows
+            let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
+            x = .init(repeating: 0, count: rows * d)
+            n = .init(repeating: 0, count: rows * d)
+            qkv = .init(repeating: 0, count: rows * (qd + 2 * kvd))
+            att = .init(repeating: 0, count: rows * max(qd, d))
+            gu = .init(repeating: 0, count: rows * 2 * i)
+            h = .init(repeating: 0, count: rows * max(i, d))
+            let maxW = max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d)
+            w = .init(repeating: 0, count: maxW)
+            t = .init(repeating: 0, count: rows * max(1, maxLoRARank))
+            scores = .init(repeating: 0, count: seq * seq)
+            head = .init(repeating: 0, count: headChunk * c.vocabSize)
+        }
+    }
+    var workspace: Workspace?
+
+    public static let headChunkRows = 128
+
+    public func forward(_ batch: TokenBatch, wantLogits: Bool = false, wantHidden: Bool = false) -> Output {
+        let c = config
+        let rows = batch.batch * batch.seq
+        let maxR = lora.values.map(\.r).max() ?? 1
+        if workspace == nil || workspace!.rows != rows || workspace!.scores.count != batch.seq * batch.seq
+            || workspace!.t.count < rows * maxR {
+            workspace = Workspace(config: c, rows: rows, seq: batch.seq, maxLoRARank: maxR, headChunk: min(rows, Transformer.headChunkRows))
+        }
+        if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
+        let ws = workspace!
+        let d = c.hiddenSize
+        let positions = (0..<rows).map { Int32($0 % batch.seq) }
+
+        // Embeddings.
+        embedding.withUnsafeBufferPointer { e in
+            ws.x.withUnsafeMutableBufferPointer { x in
+                for r in 0..<rows {
+                    let tok = Int(batch.tokens[r])
+                    precondition(tok >= 0 && tok < c.vocabSize, "token id \(tok) out of range")
+                    (x.baseAddress! + r * d).update(from: e.baseAddress! + tok * d, count: d)
+                }
+            }
+        }
+        for layer in layers { runLayer(layer, ws, batch, positions) }
+
+        // Final norm, then the head and cross-entropy in row chunks.
+        ws.x.withUnsafeBufferPointer { x in
+            ws.n.withUnsafeMutableBufferPointer { n in
+                finalNorm.withUnsafeBufferPointer { w in
+                    Kernels.rmsNorm(n.baseAddress!, x.baseAddress!, w.baseAddress!, rows: rows, dim: d, eps: Float(c.rmsNormEps))
+                }
+            }
+        }
+        let targets = batch.shiftedTargets
+        var nll = 0.0, count = 0
+        var logits: [Float]? = wantLogits ? [Float](repeating: 0, count: rows * c.vocabSize) : nil
+        let headW = headWeight ?? embedding
+        let chunk = min(rows, Transformer.headChunkRows)
+        headW.withUnsafeBufferPointer { hw in
+            ws.n.withUnsafeBufferPointer { n in
+                ws.head.withUnsafeMutableBufferPointer { out in
+                    targets.withUnsafeBufferPointer { tg in
+                        var r0 = 0
+                        while r0 < rows {
+                            let m = min(chunk, rows - r0)
+                            Profiler.shared.measure("gemm head", flops: 2.0 * Double(m * c.vocabSize * d)) {
+                                gemm(.none, .transpose, m: m, n: c.vocabSize, k: d, a: n.baseAddress! + r0 * d, lda: d,
+                                     b: hw.baseAddress!, ldb: d, c: out.baseAddress!, ldc: c.vocabSize)
+                            }
+                            if logits != nil {
+                                logits!.withUnsafeMutableBufferPointer { l in
+                                    (l.baseAddress! + r0 * c.vocabSize).update(from: out.baseAddress!, count: m * c.vocabSize)
+                                }
+                            }
+                            let (s, k) = Profiler.shared.measure("cross-entropy") {
+                                Kernels.crossEntropy(out.baseAddress!, rows: m, vocab: c.vocabSize, targets: tg.baseAddress! + r0)
+                            }
+                            nll += s
+                            count += k
+                            r0 += m
+                        }
+                    }
+                }
+            }
+        }
+        return Output(nllSum: nll, tokens: count, logits: logits, finalHidden: wantHidden ? ws.n : nil)
+    }
+
+    /// y[:, cols] (row stride ldy) = x·Wᵀ (+ bias) (+ LoRA), with W expanded into the workspace first.
+    func project(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, rows: Int,
+                 y: UnsafeMutablePointer<Float>, ldy: Int, ws: Workspace, accumulate: Bool = false) {
+        let prof = Profiler.shared
+        ws.w.withUnsafeMutableBufferPointer { w in
+            prof.measure("expand weights") { lin.expand(into: w.baseAddress!) }
+            prof.measure("gemm linear", flops: 2.0 * Double(rows * lin.outFeatures * lin.inFeatures)) {
+                gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: lin.inFeatures, a: x, lda: ldx,
+                     b: w.baseAddress!, ldb: lin.inFeatures, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+            }
+        }
+        if let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(y, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
+        if let l = lora[lin.name] {
+            prof.measure("lora") {
+            ws.t.withUnsafeMutableBufferPointer { t in
+                l.a.withUnsafeBufferPointer { a in
+                    gemm(.none, .transpose, m: rows, n: l.r, k: lin.inFeatures, a: x, lda: ldx, b: a.baseAddress!, ldb: lin.inFeatures,
+                         c: t.baseAddress!, ldc: l.r)
+                }
+                l.b.withUnsafeBufferPointer { b in
+                    gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: t.baseAddress!, lda: l.r,
+                         b: b.baseAddress!, ldb: l.r, beta: 1, c: y, ldc: ldy)
+                }
+            }
+            }
+        }
+    }
+
+    func runLayer(_ L: Layer, _ ws: Workspace, _ batch: TokenBatch, _ positions: [Int32]) {
+        let c = config
+        let rows = batch.batch * batch.seq, T = batch.seq
+        let d = c.hiddenSize, hd = c.headDim
+        let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd
+        let inter = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        let group = c.numHeads / c.numKVHeads
+        let scale = 1 / Float(hd).squareRoot()
+
+        ws.x.withUnsafeMutableBufferPointer { xb in
+        ws.n.withUnsafeMutableBufferPointer { nb in
+        ws.qkv.withUnsafeMutableBufferPointer { qkvb in
+        ws.att.withUnsafeMutableBufferPointer { attb in
+        ws.gu.withUnsafeMutableBufferPointer { gub in
+        ws.h.withUnsafeMutableBufferPointer { hb in
+            let x = xb.baseAddress!, n = nb.baseAddress!, qkv = qkvb.baseAddress!, att = attb.baseAddress!
+            let gu = gub.baseAddress!, h = hb.baseAddress!
+            // Attention block.
+            L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+            project(L.q, x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws)
+            project(L.k, x: n, ldx: d, rows: rows, y: qkv + qd, ldy: ldqkv, ws: ws)
+            project(L.v, x: n, ldx: d, rows: rows, y: qkv + qd + kvd, ldy: ldqkv, ws: ws)
+            positions.withUnsafeBufferPointer { pos in
+                rope.cos.withUnsafeBufferPointer { cs in
+                    rope.sin.withUnsafeBufferPointer { sn in
+                        Kernels.rope(qkv, ld: ldqkv, rows: rows, heads: c.numHeads, headDim: hd, positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!)
+                        Kernels.rope(qkv + qd, ld: ldqkv, rows: rows, heads: c.numKVHeads, headDim: hd, positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!)
+                    }
+                }
+            }
+            Profiler.shared.measure("attention") {
+                attention(qkv: qkv, ld: ldqkv, out: att, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd, group: group, scale: scale, ws: ws)
+            }
+            project(L.o, x: att, ldx: qd, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
+            // MLP block.
+            L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+            project(L.gate, x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws)
+            project(L.up, x: n, ldx: d, rows: rows, y: gu + inter, ldy: 2 * inter, ws: ws)
+            Profiler.shared.measure("silu") { Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter) }
+            project(L.down, x: h, ldx: inter, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
+        }}}}}}
+    }
+
+    /// Causal attention per (sequence, head): S = Q·Kᵀ/√d over keys j ≤ i and j < length, softmax, O = S·V.
+    /// Jobs run one after another (OpenBLAS threads each GEMM); softmax rows are split across cores.
+    func attention(qkv: UnsafeMutablePointer<Float>, ld: Int, out: UnsafeMutablePointer<Float>, batch: TokenBatch,
+                   T: Int, hd: Int, qd: Int, kvd: Int, group: Int, scale: Float, ws: Workspace) {
+        let heads = config.numHeads
+        ws.scores.withUnsafeMutableBufferPointer { sb in
+            let s = sb.baseAddress!
+            for b in 0..<batch.batch {
+                let len = max(1, batch.lengths[b])
+                for h in 0..<heads {
+                    let kvh = h / group
+                    let q = qkv + b * T * ld + h * hd
+                    let k = qkv + b * T * ld + qd + kvh * hd
+                    let v = qkv + b * T * ld + qd + kvd + kvh * hd
+                    gemm(.none, .transpose, m: T, n: T, k: hd, alpha: scale, a: q, lda: ld, b: k, ldb: ld, c: s, ldc: T)
+                    Parallel.forRanges(T, grain: 32) { r in
+                        for i in r { Kernels.softmaxRow(s + i * T, count: T, valid: min(i + 1, len)) }
+                    }
+                    gemm(.none, .none, m: T, n: hd, k: T, a: s, lda: T, b: v, ldb: ld, c: out + b * T * qd + h * hd, ldc: qd)
+                }
+            }
+        }
+    }
+}

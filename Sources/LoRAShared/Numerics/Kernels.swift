@@ -1,0 +1,92 @@
+// Kernels: the elementwise and row-wise pieces of the Llama forward pass in fp32 (transformers
+// modeling_llama.py semantics): RMSNorm, SiLU-gated product, rotary embedding, row softmax, log-softmax NLL.
+// Each takes raw pointers and sizes; rows are split across cores.
+
+public enum Kernels {
+    /// y[i,:] = x[i,:] * rsqrt(mean(x[i,:]²) + eps) * w. x, y are [rows, dim] (may alias).
+    public static func rmsNorm(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                               rows: Int, dim: Int, eps: Float) {
+        Parallel.forRanges(rows, grain: 16) { r in
+            for i in r {
+                let xi = x + i * dim, yi = y + i * dim
+                var ss: Float = 0
+                for j in 0..<dim { ss += xi[j] * xi[j] }
+                let inv = 1 / (ss / Float(dim) + eps).squareRoot()
+                for j in 0..<dim { yi[j] = xi[j] * inv * w[j] }
+            }
+        }
+    }
+
+    /// h[i, j] = silu(g[i, j]) * u[i, j], where g and u are column slices of rows with stride `ld`.
+    public static func siluMul(_ h: UnsafeMutablePointer<Float>, ldh: Int, _ g: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
+                               ld: Int, rows: Int, cols: Int) {
+        Parallel.forRanges(rows, grain: 8) { r in
+            for i in r {
+                let gi = g + i * ld, ui = u + i * ld, hi = h + i * ldh
+                for j in 0..<cols {
+                    let v = gi[j]
+                    hi[j] = v / (1 + FastMath.exp(-v)) * ui[j]
+                }
+            }
+        }
+    }
+
+    /// Rotary embedding in place on `heads` heads of width `headDim` per row (row stride `ld`), HF half-split
+    /// layout: dimension j pairs with j + headDim/2. `cos`/`sin` are [positions, headDim/2]; row i uses position pos[i].
+    public static func rope(_ x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
+                            positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+        let half = headDim / 2
+        Parallel.forRanges(rows, grain: 16) { r in
+            for i in r {
+                let c = cos + Int(positions[i]) * half, s = sin + Int(positions[i]) * half
+                for h in 0..<heads {
+                    let p = x + i * ld + h * headDim
+                    for j in 0..<half {
+                        let a = p[j], b = p[j + half]
+                        p[j] = a * c[j] - b * s[j]
+                        p[j + half] = b * c[j] + a * s[j]
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a bias row to every row of a column slice.
+    public static func addBias(_ y: UnsafeMutablePointer<Float>, ld: Int, rows: Int, cols: Int, _ b: UnsafePointer<Float>) {
+        Parallel.forRanges(rows, grain: 64) { r in
+            for i in r { let yi = y + i * ld; for j in 0..<cols { yi[j] += b[j] } }
+        }
+    }
+
+    /// In-place softmax of row i over its first `valid` entries; entries from `valid` on become 0.
+    @inline(__always)
+    public static func softmaxRow(_ s: UnsafeMutablePointer<Float>, count: Int, valid: Int) {
+        let m = FastMath.max(s, valid)
+        let sum = FastMath.expShiftSum(s, valid, shift: m)
+        let inv = 1 / sum
+        for j in 0..<valid { s[j] *= inv }
+        for j in valid..<count { s[j] = 0 }
+    }
+
+    /// For each row: log-sum-exp of the logits and the NLL of `target` (skipped when target < 0).
+    /// Returns (Σ NLL in Double, number of counted rows). The logits are overwritten (used as scratch).
+    public static func crossEntropy(_ logits: UnsafeMutablePointer<Float>, rows: Int, vocab: Int, targets: UnsafePointer<Int32>) -> (Double, Int) {
+        var total = 0.0, count = 0
+        let lock = NSLockShim()
+        Parallel.forRanges(rows, grain: 4) { r in
+            var t = 0.0, c = 0
+            for i in r {
+                let y = Int(targets[i])
+                if y < 0 { continue }
+                let li = logits + i * vocab
+                let m = FastMath.max(li, vocab)
+                let target = li[y]
+                let s = FastMath.expShiftSum(li, vocab, shift: m)
+                t += Double(m + Glibc_logf(s) - target)
+                c += 1
+            }
+            lock.locked { total += t; count += c }
+        }
+        return (total, count)
+    }
+}

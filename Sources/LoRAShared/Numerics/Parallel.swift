@@ -1,0 +1,20 @@
+// Parallel: splits independent rows across cores (DispatchQueue.concurrentPerform), in contiguous ranges,
+// falling back to the calling thread when the work is too small to pay for the hand-off.
+import Dispatch
+import Foundation
+
+public enum Parallel {
+    public static let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Calls `body` on disjoint ranges covering 0..<n; `grain` is the least work per chunk.
+    @inline(__always)
+    public static func forRanges(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+        if n <= 0 { return }
+        let chunks = min(cores, max(1, n / max(1, grain)))
+        if chunks == 1 { body(0..<n); return }
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            let s = c * n / chunks, e = (c + 1) * n / chunks
+            if s < e { body(s..<e) }
+        }
+    }
+}
