@@ -59,10 +59,7 @@ func installInterruptCleanup() {
     }
 }
 
-func isLibraryError(_ e: Error) -> Bool {
-    e is SafetensorsError || e is FileError || e is ConfigError || e is QuantError || e is AdapterError
-        || e is WeightStoreError || e is ModelError || e is UsageError || e is JSONParseError
-}
+func isLibraryError(_ e: Error) -> Bool { e is ToolError }
 
 /// Writes one JSON value as a line on stdout.
 public func emitJSON(_ v: JSONValue) {

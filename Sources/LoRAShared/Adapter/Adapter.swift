@@ -227,3 +227,6 @@ public final class Adapter: @unchecked Sendable {
         if !problems.isEmpty { throw AdapterError.mismatch(source: source, problems: problems) }
     }
 }
+
+extension AdapterError: ToolError {}
+extension UsageError: ToolError {}

@@ -85,3 +85,5 @@ public final class ModelDir: @unchecked Sendable {
         return total
     }
 }
+
+extension ModelError: ToolError {}

@@ -192,30 +192,41 @@ public final class Transformer: @unchecked Sendable {
         let targets = batch.shiftedTargets
         var nll = 0.0, count = 0
         var logits: [Float]? = wantLogits ? [Float](repeating: 0, count: rows * c.vocabSize) : nil
+        // Only scored rows go through the head (all rows when logits are wanted).
+        let scored: [Int] = wantLogits ? Array(0..<rows) : (0..<rows).filter { targets[$0] >= 0 }
         let headW = headWeight ?? embedding
         let chunk = min(rows, Transformer.headChunkRows)
+        var gathered = [Float](repeating: 0, count: chunk * d)
+        var chunkTargets = [Int32](repeating: -100, count: chunk)
         headW.withUnsafeBufferPointer { hw in
             ws.n.withUnsafeBufferPointer { n in
                 ws.head.withUnsafeMutableBufferPointer { out in
-                    targets.withUnsafeBufferPointer { tg in
-                        var r0 = 0
-                        while r0 < rows {
-                            let m = min(chunk, rows - r0)
+                    gathered.withUnsafeMutableBufferPointer { g in
+                        var i0 = 0
+                        while i0 < scored.count {
+                            let m = min(chunk, scored.count - i0)
+                            for k in 0..<m {
+                                let r = scored[i0 + k]
+                                (g.baseAddress! + k * d).update(from: n.baseAddress! + r * d, count: d)
+                                chunkTargets[k] = targets[r]
+                            }
                             Profiler.shared.measure("gemm head", flops: 2.0 * Double(m * c.vocabSize * d)) {
-                                gemm(.none, .transpose, m: m, n: c.vocabSize, k: d, a: n.baseAddress! + r0 * d, lda: d,
+                                gemm(.none, .transpose, m: m, n: c.vocabSize, k: d, a: g.baseAddress!, lda: d,
                                      b: hw.baseAddress!, ldb: d, c: out.baseAddress!, ldc: c.vocabSize)
                             }
                             if logits != nil {
                                 logits!.withUnsafeMutableBufferPointer { l in
-                                    (l.baseAddress! + r0 * c.vocabSize).update(from: out.baseAddress!, count: m * c.vocabSize)
+                                    (l.baseAddress! + scored[i0] * c.vocabSize).update(from: out.baseAddress!, count: m * c.vocabSize)
                                 }
                             }
                             let (s, k) = Profiler.shared.measure("cross-entropy") {
-                                Kernels.crossEntropy(out.baseAddress!, rows: m, vocab: c.vocabSize, targets: tg.baseAddress! + r0)
+                                chunkTargets.withUnsafeBufferPointer { tg in
+                                    Kernels.crossEntropy(out.baseAddress!, rows: m, vocab: c.vocabSize, targets: tg.baseAddress!)
+                                }
                             }
                             nll += s
                             count += k
-                            r0 += m
+                            i0 += m
                         }
                     }
                 }
@@ -297,10 +308,14 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// Causal attention per (sequence, head): S = Q·Kᵀ/√d over keys j ≤ i and j < length, softmax, O = S·V.
+    /// Query rows go in blocks that multiply only the keys they can see (the causal triangle, not the square).
     /// Jobs run one after another (OpenBLAS threads each GEMM); softmax rows are split across cores.
+    public static let attentionBlock = 64
+
     func attention(qkv: UnsafeMutablePointer<Float>, ld: Int, out: UnsafeMutablePointer<Float>, batch: TokenBatch,
                    T: Int, hd: Int, qd: Int, kvd: Int, group: Int, scale: Float, ws: Workspace) {
         let heads = config.numHeads
+        let blk = Transformer.attentionBlock
         ws.scores.withUnsafeMutableBufferPointer { sb in
             let s = sb.baseAddress!
             for b in 0..<batch.batch {
@@ -310,11 +325,19 @@ public final class Transformer: @unchecked Sendable {
                     let q = qkv + b * T * ld + h * hd
                     let k = qkv + b * T * ld + qd + kvh * hd
                     let v = qkv + b * T * ld + qd + kvd + kvh * hd
-                    gemm(.none, .transpose, m: T, n: T, k: hd, alpha: scale, a: q, lda: ld, b: k, ldb: ld, c: s, ldc: T)
-                    Parallel.forRanges(T, grain: 32) { r in
-                        for i in r { Kernels.softmaxRow(s + i * T, count: T, valid: min(i + 1, len)) }
+                    let o = out + b * T * qd + h * hd
+                    var q0 = 0
+                    while q0 < T {
+                        let q1 = min(T, q0 + blk)
+                        let keys = min(q1, len)  // the last row of the block sees keys [0, min(q1, len))
+                        gemm(.none, .transpose, m: q1 - q0, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld,
+                             b: k, ldb: ld, c: s, ldc: keys)
+                        Parallel.forRanges(q1 - q0, grain: 16) { r in
+                            for i in r { Kernels.softmaxRow(s + i * keys, count: keys, valid: min(q0 + i + 1, len)) }
+                        }
+                        gemm(.none, .none, m: q1 - q0, n: hd, k: keys, a: s, lda: keys, b: v, ldb: ld, c: o + q0 * qd, ldc: qd)
+                        q0 = q1
                     }
-                    gemm(.none, .none, m: T, n: hd, k: T, a: s, lda: T, b: v, ldb: ld, c: out + b * T * qd + h * hd, ldc: qd)
                 }
             }
         }

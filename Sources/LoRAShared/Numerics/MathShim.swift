@@ -17,3 +17,4 @@ final class NSLockShim: @unchecked Sendable {
     func locked(_ f: () -> Void) { pthread_mutex_lock(&m); f(); pthread_mutex_unlock(&m) }
 }
 public func Foundation_sin(_ x: Double) -> Double { sin(x) }
+public func Foundation_exp(_ x: Double) -> Double { exp(x) }

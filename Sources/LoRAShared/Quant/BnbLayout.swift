@@ -257,3 +257,5 @@ public struct BnbWeight: @unchecked Sendable {
         }
     }
 }
+
+extension QuantError: ToolError {}
