@@ -29,7 +29,7 @@ final class BPEModel: @unchecked Sendable {
     private let scalarIds: [Int32]  // id of each one-character token below U+10000, -1 where absent
 
     /// Words of more symbols than this merge through a heap (O(n log n)) rather than by rescanning.
-    static var heapThreshold = 64
+    var heapThreshold = 64
 
     func id(of token: String) -> Int? { vocabBytes.find(Array(token.utf8)).map { Int($0.0) } }
 
@@ -140,7 +140,7 @@ final class BPEModel: @unchecked Sendable {
             }
         }
         if unk >= 0 { s.syms.append(unk) }
-        if s.syms.count > BPEModel.heapThreshold { mergeWithHeap(&s) } else { mergeByScan(&s) }
+        if s.syms.count > heapThreshold { mergeWithHeap(&s) } else { mergeByScan(&s) }
         out.append(contentsOf: s.syms)
     }
 
