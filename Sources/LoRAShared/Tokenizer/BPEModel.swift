@@ -31,6 +31,9 @@ final class BPEModel: @unchecked Sendable {
     /// Words of more symbols than this merge through a heap (O(n log n)) rather than by rescanning.
     var heapThreshold = 64
 
+    /// Ids index a table; real vocabularies stay far below this (Gemma's 262k is the largest common one).
+    static let maxId: Int64 = 1 << 22
+
     func id(of token: String) -> Int? { vocabBytes.find(Array(token.utf8)).map { Int($0.0) } }
 
     init(_ j: TokenizerJSON) throws {
@@ -46,8 +49,8 @@ final class BPEModel: @unchecked Sendable {
         var maxId = -1
         var scalarIds = [Int32](repeating: -1, count: 0x10000)
         for (tok, v) in vocabObj.entries {
-            guard let i = v.intValue, i >= 0, i < 50_000_000 else {
-                throw j.bad("vocab", "the id of '\(tok)' is \(v.serialized()), not a non-negative integer")
+            guard let i = v.intValue, i >= 0, i < BPEModel.maxId else {
+                throw j.bad("vocab", "the id of '\(tok)' is \(v.serialized()), not an integer in 0..<\(BPEModel.maxId)")
             }
             bytesMap.insert(Array(tok.utf8), Int32(i))
             maxId = max(maxId, Int(i))

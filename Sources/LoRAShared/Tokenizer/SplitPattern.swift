@@ -1,6 +1,5 @@
-// SplitPattern: what a Split / ByteLevel / Digits / Metaspace pre-tokenizer (and a Replace) matches, as byte ranges.
-// The GPT-2, Llama 3 and Qwen2 regexes run as hand-written scanners equal to Oniguruma's leftmost-first result
-// (tokenizers' SysRegex); any other regex is translated to ICU (NSRegularExpression) with Oniguruma's \s and \w.
+// SplitPattern: what Split / ByteLevel / Digits / Metaspace / Replace match, as byte ranges: the GPT-2, Llama 3 and Qwen2
+// regexes by hand-written scanners equal to tokenizers' Oniguruma results, any other regex through ICU with Oniguruma's \s \w.
 import Foundation
 
 /// Reusable per-call buffers of the scanners.

@@ -15,6 +15,7 @@ final class EncodeState {
 
     static let maxCachedWordBytes = 256
     static let maxCacheEntries = 200_000
+    static let maxCacheKeyBytes = 16 << 20
 }
 
 public final class Tokenizer: @unchecked Sendable {
@@ -223,7 +224,7 @@ public final class Tokenizer: @unchecked Sendable {
                     model.tokenize(p, n, into: &s.ids, scratch: &s.bpe)
                 }
                 if cacheable {
-                    if s.cache.count >= EncodeState.maxCacheEntries {
+                    if s.cache.count >= EncodeState.maxCacheEntries || s.cache.keyBytes >= EncodeState.maxCacheKeyBytes {
                         s.cache.removeAll()
                         s.cacheIds.removeAll(keepingCapacity: true)
                     }
