@@ -441,7 +441,8 @@ def normalizer_cases():
              normalizers.Prepend("▁"), normalizers.Replace(" ", "▁"), normalizers.Replace(Regex(r"\s+"), " "),
              normalizers.Replace(Regex(r"[0-9]"), "#"),
              normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase(), normalizers.Prepend("▁"),
-                                   normalizers.Replace(" ", "▁")])]
+                                   normalizers.Replace(" ", "▁")]),
+             normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(), normalizers.NFC()])]
     out = []
     for n in specs:
         t = Tokenizer(models.BPE())
@@ -475,6 +476,14 @@ def pretokenizer_cases():
         cfg = json.loads(t.to_str())["pre_tokenizer"]
         out.append({"config": cfg, "cases": [{"text": s, "words": [w for w, _ in p.pre_tokenize_str(s)]}
                                              for s in COMPONENT_TEXTS]})
+    # Older files: Metaspace with add_prefix_space (true; false without prepend_scheme is an error in 0.23) or neither.
+    for raw in [{"type": "Metaspace", "replacement": "▁", "add_prefix_space": True},
+                {"type": "Metaspace", "replacement": "▁"}]:
+        j = json.loads(Tokenizer(models.BPE()).to_str())
+        j["pre_tokenizer"] = raw
+        p = Tokenizer.from_str(json.dumps(j)).pre_tokenizer
+        out.append({"config": raw, "cases": [{"text": s, "words": [w for w, _ in p.pre_tokenize_str(s)]}
+                                             for s in COMPONENT_TEXTS]})
     return out
 
 
@@ -486,7 +495,7 @@ def decoder_cases():
     specs = [D.ByteLevel(), D.ByteFallback(), D.Fuse(), D.Replace("▁", " "), D.Replace(Regex("[a-c]"), "X"),
              D.Strip(" ", 1, 0), D.Strip(" ", 2, 2), D.Metaspace("▁", "always", True), D.Metaspace("▁", "never", True),
              D.Metaspace("▁", "first", False),
-             D.Sequence([D.Replace("▁", " "), D.ByteFallback(), D.Fuse(), D.Strip(" ", 1, 0)])]
+             D.Sequence([D.Replace("▁", " "), D.ByteFallback(), D.Fuse(), D.Strip(" ", 1, 0)]), D.BPEDecoder("</w>")]
     out = []
     for d in specs:
         t = Tokenizer(models.BPE())
@@ -524,15 +533,18 @@ def dump_cases(result):
 def main():
     if not tokenizers.__version__.startswith("0.23."):
         print(f"warning: fixtures were made with tokenizers 0.23.x; this is {tokenizers.__version__}", file=sys.stderr)
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    final = OUT
+    work = OUT.with_name(OUT.name + ".tmp")  # built aside, swapped in at the end: a failed run leaves the old set
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    out = work
     rng = random.Random(SEED)
     result = {"generator": "scripts/gen_tokenizer_fixtures.py", "tokenizers_version": tokenizers.__version__,
               "tokenizers": {}}
     for kind, build in BUILDERS:
         tok, cfg, jinja = build(rng)
-        d = OUT / kind
+        d = out / kind
         d.mkdir()
         if kind == "gpt2":
             text = json.dumps(legacy_merges(tok.to_str()), ensure_ascii=False, indent=2)
@@ -562,7 +574,10 @@ def main():
     result["normalizers"] = normalizer_cases()
     result["pre_tokenizers"] = pretokenizer_cases()
     result["decoders"] = decoder_cases()
-    (OUT / "cases.json").write_text(dump_cases(result), encoding="utf-8")
+    (out / "cases.json").write_text(dump_cases(result), encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    work.rename(final)
     for kind, v in result["tokenizers"].items():
         print(f"{kind}: {len(v['cases'])} encode cases, {len(v['decode_cases'])} decode cases, vocab {v['vocab_size']}")
 
