@@ -36,3 +36,13 @@ final class JSONTests: XCTestCase {
         for (d, s) in cases { XCTAssertEqual(JSONValue.pythonFloatRepr(d), s) }
     }
 }
+
+final class JSONExactKeyTests: XCTestCase {
+    /// "é" and "e\u0301" are different keys to JSON (tokenizer vocabularies hold both); Swift's String == would merge them.
+    func testCanonicallyEquivalentKeysStayApart() throws {
+        let v = try JSONParser(rejectDuplicateKeys: true).parse("{\"\u{E9}\": 1, \"e\u{301}\": 2}")
+        XCTAssertEqual(v.objectValue?.count, 2)
+        XCTAssertEqual(v["\u{E9}"], .int(1))
+        XCTAssertEqual(v["e\u{301}"], .int(2))
+    }
+}

@@ -51,7 +51,7 @@ public enum JSONValue: Equatable, Sendable {
 /// A JSON object that keeps its keys in insertion (file) order.
 public struct JSONObject: Equatable, Sendable {
     public private(set) var entries: [(key: String, value: JSONValue)] = []
-    private var index: [String: Int] = [:]
+    private var index: [ExactKey: Int] = [:]
 
     public init() {}
     public init(_ pairs: [(String, JSONValue)]) { for (k, v) in pairs { self[k] = v } }
@@ -60,16 +60,16 @@ public struct JSONObject: Equatable, Sendable {
     public var count: Int { entries.count }
 
     public subscript(key: String) -> JSONValue? {
-        get { index[key].map { entries[$0].value } }
+        get { index[ExactKey(key)].map { entries[$0].value } }
         set {
-            if let i = index[key] {
+            if let i = index[ExactKey(key)] {
                 if let v = newValue { entries[i].value = v } else {
                     entries.remove(at: i)
                     index = [:]
-                    for (j, e) in entries.enumerated() { index[e.key] = j }
+                    for (j, e) in entries.enumerated() { index[ExactKey(e.key)] = j }
                 }
             } else if let v = newValue {
-                index[key] = entries.count
+                index[ExactKey(key)] = entries.count
                 entries.append((key, v))
             }
         }
@@ -77,7 +77,20 @@ public struct JSONObject: Equatable, Sendable {
 
     public static func == (a: JSONObject, b: JSONObject) -> Bool {
         a.entries.count == b.entries.count
-            && zip(a.entries, b.entries).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+            && zip(a.entries, b.entries).allSatisfy { $0.key.utf8.elementsEqual($1.key.utf8) && $0.value == $1.value }
+    }
+}
+
+/// A key compared by its exact code points. Swift's String == holds canonically equivalent strings equal
+/// ("é" and "e\u{301}"); JSON, Python and tokenizer vocabularies keep them apart.
+struct ExactKey: Hashable {
+    let string: String
+    init(_ s: String) { string = s }
+    static func == (a: ExactKey, b: ExactKey) -> Bool { a.string.utf8.elementsEqual(b.string.utf8) }
+    func hash(into h: inout Hasher) {
+        if string.utf8.withContiguousStorageIfAvailable({ h.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
+            for b in string.utf8 { h.combine(b) }
+        }
     }
 }
 
