@@ -41,6 +41,7 @@ public struct ChatTemplate: Sendable {
             var lexer = JinjaLexer(source)
             var parser = JinjaParser(tokens: try lexer.tokenize())
             body = try parser.parseTemplate()
+            try JinjaParser.validate(body, soft: false)
         } catch let f as JinjaSyntaxFailure {
             if f.unsupported {
                 throw ChatTemplateError.unsupported(template: name, line: f.pos.line, column: f.pos.column, construct: f.message)

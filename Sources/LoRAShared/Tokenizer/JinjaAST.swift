@@ -68,6 +68,8 @@ struct JinjaStmt: Sendable {
         case setBlock(JinjaTarget, filters: [(name: String, args: JinjaArgs, pos: JinjaPos)], body: [JinjaStmt])
         case macro(name: String, params: [(name: String, defaultValue: JinjaExpr?)], body: [JinjaStmt])
         case with([(target: JinjaTarget, value: JinjaExpr)], body: [JinjaStmt])
+        /// `{% filter f | g(x) %}…{% endfilter %}`: the rendered body passed through filters.
+        case filterBlock(filters: [(name: String, args: JinjaArgs, pos: JinjaPos)], body: [JinjaStmt])
         /// transformers' `{% generation %}` extension: renders its body unchanged.
         case generation([JinjaStmt])
         case breakLoop

@@ -30,25 +30,25 @@ enum JinjaFilters {
             return .int(Int64(try JinjaOps.length(v)))
         case "string":
             _ = try bind(name, args, kwargs, [])
-            return .string(v.pyStr)
+            return v.isMarkup ? v : .string(v.pyStr)
         case "safe":
             _ = try bind(name, args, kwargs, [])
-            return .string(v.pyStr)
+            return v.isMarkup ? v : .markup(v.pyStr)
         case "e", "escape":
             _ = try bind(name, args, kwargs, [])
-            return .string(PyString.htmlEscape(v.pyStr))
+            return v.isMarkup ? v : .markup(PyString.htmlEscape(v.pyStr))
         case "trim":
             let a = try bind(name, args, kwargs, ["chars"])
             let chars: String? = try a[0].flatMap { c in
                 if c.isNone { return nil }
-                guard case .string(let s) = c else { throw JinjaFailure.type("strip arg must be None or str") }
+                guard let s = c.stringLike else { throw JinjaFailure.type("strip arg must be None or str") }
                 return s
             }
-            return .string(PyString.strip(v.pyStr, chars: chars, left: true, right: true))
-        case "upper": _ = try bind(name, args, kwargs, []); return .string(PyString.upper(v.pyStr))
-        case "lower": _ = try bind(name, args, kwargs, []); return .string(PyString.lower(v.pyStr))
+            return keepMarkup(v, PyString.strip(v.pyStr, chars: chars, left: true, right: true))
+        case "upper": _ = try bind(name, args, kwargs, []); return keepMarkup(v, PyString.upper(v.pyStr))
+        case "lower": _ = try bind(name, args, kwargs, []); return keepMarkup(v, PyString.lower(v.pyStr))
         case "title": _ = try bind(name, args, kwargs, []); return .string(PyString.jinjaTitle(v.pyStr))
-        case "capitalize": _ = try bind(name, args, kwargs, []); return .string(PyString.capitalize(v.pyStr))
+        case "capitalize": _ = try bind(name, args, kwargs, []); return keepMarkup(v, PyString.capitalize(v.pyStr))
         case "replace":
             let a = try bind(name, args, kwargs, ["old", "new", "count"])
             guard let old = a[0], let new = a[1] else { throw JinjaFailure.type("filter 'replace' needs old and new") }
@@ -68,9 +68,14 @@ enum JinjaFilters {
             return .int(Int64(n))
         case "indent":
             let a = try bind(name, args, kwargs, ["width", "first", "blank"])
-            return .string(try indent(v.pyStr, a[0] ?? .int(4), first: a[1]?.truthy ?? false, blank: a[2]?.truthy ?? false))
+            return keepMarkup(v, try indent(v.pyStr, a[0] ?? .int(4), first: a[1]?.truthy ?? false, blank: a[2]?.truthy ?? false))
         case "first", "last":
             _ = try bind(name, args, kwargs, [])
+            if case .iterator(let it) = v {
+                // first: next(iter(seq)); last: reversed(seq) fails on a one-shot iterator.
+                guard name == "first" else { throw JinjaFailure.type("'\(it.typeName)' object is not reversible") }
+                return it.next() ?? .undefined(hint: "No first item, sequence was empty.")
+            }
             let items = try JinjaOps.iterate(v)
             guard let x = name == "first" ? items.first : items.last else {
                 return .undefined(hint: "No \(name) item, sequence was empty.")
@@ -82,8 +87,8 @@ enum JinjaFilters {
         case "items":
             _ = try bind(name, args, kwargs, [])
             switch v {
-            case .undefined: return .array([])
-            case .object(let d): return JinjaMethods.itemPairs(d)
+            case .undefined: return .iterator(JinjaIterator([], producer: "do_items"))
+            case .object(let d): return .iterator(JinjaIterator(JinjaMethods.itemPairs(d), producer: "do_items"))
             default: throw JinjaFailure.type("Can only get item pairs from a mapping.")
             }
         case "join":
@@ -93,8 +98,14 @@ enum JinjaFilters {
             return .string(items.map(\.pyStr).joined(separator: a[0]?.pyStr ?? ""))
         case "reverse":
             _ = try bind(name, args, kwargs, [])
-            if case .string(let s) = v { return .string(PyString.string(s.unicodeScalars.reversed())) }
-            return .array(try JinjaOps.iterate(v).reversed())
+            // str: value[::-1]; sequences: reversed(value), a one-shot iterator; anything else: a reversed list.
+            switch v {
+            case .string(let s), .markup(let s): return keepMarkup(v, PyString.string(s.unicodeScalars.reversed()))
+            case .array(let a): return .iterator(JinjaIterator(a.reversed(), typeName: "list_reverseiterator", producer: "reversed"))
+            case .tuple(let a): return .iterator(JinjaIterator(a.reversed(), typeName: "reversed", producer: "reversed"))
+            case .object(let d): return .iterator(JinjaIterator(d.keys.reversed(), typeName: "dict_reversekeyiterator", producer: "reversed"))
+            default: return .array(try JinjaOps.iterate(v).reversed())
+            }
         case "abs":
             _ = try bind(name, args, kwargs, [])
             switch v.number {
@@ -141,7 +152,7 @@ enum JinjaFilters {
             guard case .object(let d) = v else { throw JinjaFailure.type("dictsort: expected a mapping, got \(v.pythonTypeName)") }
             let by = a[1]?.pyStr ?? "key"
             guard by == "key" || by == "value" else { throw JinjaFailure.type("You can only sort by either \"key\" or \"value\"") }
-            let pairs: [JinjaValue] = d.entries.map { .tuple([.string($0.key), $0.value]) }
+            let pairs = JinjaMethods.itemPairs(d)
             let cs = a[0]?.truthy ?? false
             return .array(try stableSort(pairs, key: { p in
                 guard case .tuple(let kv) = p else { return p }
@@ -156,7 +167,7 @@ enum JinjaFilters {
                 let k = try key(x)
                 if !seen.contains(where: { JinjaValue.pyEqual($0, k) }) { seen.append(k); out.append(x) }
             }
-            return .array(out)
+            return .iterator(JinjaIterator(out, producer: "do_unique"))
         case "select", "reject", "selectattr", "rejectattr":
             let byAttr = name.hasSuffix("attr")
             var rest = args
@@ -168,37 +179,45 @@ enum JinjaFilters {
             let testName = rest.isEmpty ? nil : rest.removeFirst().pyStr
             if let t = testName, !JinjaTests.supported.contains(t) { throw JinjaFailure.unsupported("test '\(t)' in filter '\(name)'") }
             let keep = name.hasPrefix("select")
-            return .array(try JinjaOps.iterate(v).filter { item in
+            // Jinja's generator starts with `if value:`, so none / empty inputs give an empty result.
+            let items = v.truthy ? try JinjaOps.iterate(v) : []
+            return .iterator(JinjaIterator(try items.filter { item in
                 let x = try attr.map { try attribute(item, $0) } ?? item
                 let ok = try testName.map { try JinjaTests.apply($0, x, rest, kwargs) } ?? x.truthy
                 return ok == keep
-            })
+            }, producer: "select_or_reject"))
         case "map":
-            let items = try JinjaOps.iterate(v)
+            let items = v.truthy ? try JinjaOps.iterate(v) : []
             if let attr = kwargs.first(where: { $0.name == "attribute" })?.value {
                 for kw in kwargs where kw.name != "attribute" && kw.name != "default" {
                     throw JinjaFailure.type("Unexpected keyword argument '\(kw.name)'")
                 }
                 let dflt = kwargs.first(where: { $0.name == "default" })?.value
-                return .array(try items.map { item in
+                return .iterator(JinjaIterator(try items.map { item in
                     let x = try attribute(item, attr)
                     if x.isUndefined, let d = dflt { return d }
                     return x
-                })
+                }, producer: "do_map"))
             }
             guard let f = args.first else { throw JinjaFailure.type("map requires a filter argument") }
             let fname = f.pyStr
             guard supported.contains(fname) else { throw JinjaFailure.unsupported("filter '\(fname)' in map()") }
-            return .array(try items.map { try apply(fname, $0, Array(args.dropFirst()), kwargs, interp) })
+            return .iterator(JinjaIterator(try items.map { try apply(fname, $0, Array(args.dropFirst()), kwargs, interp) }, producer: "do_map"))
         case "tojson":
             let a = try bind(name, args, kwargs, ["ensure_ascii", "indent", "separators", "sort_keys"])
             return .string(try toJSON(v, ensureASCII: a[0]?.truthy ?? false, indent: a[1], separators: a[2], sortKeys: a[3]?.truthy ?? false))
         default:
-            throw JinjaFailure.unsupported("filter '\(name)'")
+            if jinjaBuiltins.contains(name) { throw JinjaFailure.unsupported("filter '\(name)' (a Jinja built-in this interpreter does not implement)") }
+            throw JinjaFailure.type("No filter named '\(name)' found.")
         }
     }
 
     // MARK: Helpers
+
+    /// Filters that run `soft_str(s).method()` keep a Markup a Markup.
+    private static func keepMarkup(_ original: JinjaValue, _ s: String) -> JinjaValue {
+        original.isMarkup ? .markup(s) : .string(s)
+    }
 
     /// Jinja's attribute getter for `map(attribute=)`, `selectattr`, `sort(attribute=)`: dotted paths, integer parts as indices.
     static func attribute(_ item: JinjaValue, _ attr: JinjaValue) throws -> JinjaValue {
@@ -347,17 +366,19 @@ enum JinjaFilters {
             keySep = b
         }
         var out = ""
-        try writeJSON(try v.toJSON(), &out, ascii: ensureASCII, pad: pad, itemSep: itemSep, keySep: keySep, sortKeys: sortKeys, level: 0)
+        try writeJSON(v, &out, ascii: ensureASCII, pad: pad, itemSep: itemSep, keySep: keySep, sortKeys: sortKeys, level: 0)
         return out
     }
 
-    private static func writeJSON(_ v: JSONValue, _ out: inout String, ascii: Bool, pad: String?, itemSep: String, keySep: String,
+    /// json.dumps over template values: sort_keys compares the original keys (mixed types raise, as in Python)
+    /// before they become strings.
+    private static func writeJSON(_ v: JinjaValue, _ out: inout String, ascii: Bool, pad: String?, itemSep: String, keySep: String,
                                   sortKeys: Bool, level: Int) throws {
         func newline(_ l: Int) {
             if let p = pad { out += "\n" + String(repeating: p, count: l) }
         }
         switch v {
-        case .array(let a):
+        case .array(let a), .tuple(let a):
             if a.isEmpty { out += "[]"; return }
             out += "["
             for (i, x) in a.enumerated() {
@@ -372,19 +393,27 @@ enum JinjaFilters {
             out += "{"
             var entries = o.entries
             if sortKeys {
-                entries.sort { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) { $0.value < $1.value } }
+                var err: Error? = nil
+                entries = entries.enumerated().sorted { x, y in
+                    do {
+                        if try less(x.element.key, y.element.key) { return true }
+                        if try less(y.element.key, x.element.key) { return false }
+                    } catch { err = err ?? error }
+                    return x.offset < y.offset
+                }.map(\.element)
+                if let e = err { throw e }
             }
             for (i, e) in entries.enumerated() {
                 if i > 0 { out += itemSep }
                 newline(level + 1)
-                JSONValue.writeString(e.key, to: &out, asciiOnly: ascii)
+                JSONValue.writeString(try JinjaDict.jsonKey(e.key), to: &out, asciiOnly: ascii)
                 out += keySep
                 try writeJSON(e.value, &out, ascii: ascii, pad: pad, itemSep: itemSep, keySep: keySep, sortKeys: sortKeys, level: level + 1)
             }
             newline(level)
             out += "}"
         default:
-            out += v.serialized(.compact, asciiOnly: ascii)
+            out += try v.toJSON().serialized(.compact, asciiOnly: ascii)
         }
     }
 }

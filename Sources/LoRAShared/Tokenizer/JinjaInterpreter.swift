@@ -79,6 +79,15 @@ final class JinjaInterpreter {
                     v = try at(f.pos) { try JinjaFilters.apply(f.name, v, args, kwargs, self) }
                 }
                 try at(st.pos) { try assign(target, v, s) }
+            case .filterBlock(let filters, let body):
+                var buf = ""
+                _ = try exec(body, JinjaScope(parent: s), &buf)
+                var v = JinjaValue.string(buf)
+                for f in filters {
+                    let (args, kwargs) = try evalArgs(f.args, s)
+                    v = try at(f.pos) { try JinjaFilters.apply(f.name, v, args, kwargs, self) }
+                }
+                out += v.pyStr
             case .macro(let name, let params, let body):
                 s.vars[name] = makeMacro(name, params, body, s)
                 macroScopes.append(s)
@@ -215,11 +224,8 @@ final class JinjaInterpreter {
         case .dict(let items):
             var d = JinjaDict()
             for item in items {
-                let k = try eval(item.key, s)
-                guard case .string(let key) = k else {
-                    throw located(.unsupported("dict literal keys that are not strings (got \(k.pythonTypeName))"), item.key.pos)
-                }
-                d[key] = try eval(item.value, s)
+                let k = try eval(item.key, s), v = try eval(item.value, s)
+                try at(item.key.pos) { try d.insert(k, v) }
             }
             return .object(d)
         case .getattr(let obj, let name):

@@ -25,6 +25,7 @@ enum JinjaMethods {
         let typeName: String
         switch receiver {
         case .string: guard strMethods.contains(name) else { return nil }; typeName = "str"
+        case .markup: guard strMethods.contains(name) else { return nil }; typeName = "Markup"
         case .object: guard dictMethods.contains(name) else { return nil }; typeName = "dict"
         case .array: guard listMethods.contains(name) else { return nil }; typeName = "list"
         default: return nil
@@ -35,6 +36,7 @@ enum JinjaMethods {
             }
             switch receiver {
             case .string(let s): return try stringMethod(s, name, args, kwargs)
+            case .markup(let s): return try markupMethod(s, name, args, kwargs)
             case .object(let d): return try dictMethod(d, name, args, kwargs)
             case .array(let a): return try listMethod(a, name, args, kwargs)
             default: throw JinjaFailure.unsupported("method '\(name)'")
@@ -60,7 +62,7 @@ enum JinjaMethods {
 
     private static func str(_ v: JinjaValue?, _ what: String) throws -> String? {
         guard let v = v, !v.isNone else { return nil }
-        guard case .string(let s) = v else { throw JinjaFailure.type("\(what) must be str or None, not \(v.pythonTypeName)") }
+        guard let s = v.stringLike else { throw JinjaFailure.type("\(what) must be str or None, not \(v.pythonTypeName)") }
         return s
     }
 
@@ -113,12 +115,12 @@ enum JinjaMethods {
             guard let p = a[0] else { throw JinjaFailure.type("\(f)() takes at least 1 argument (0 given)") }
             let cands: [JinjaValue]
             switch p {
-            case .string: cands = [p]
+            case .string, .markup: cands = [p]
             case .tuple(let t): cands = t
             default: throw JinjaFailure.type("\(name) first arg must be str or a tuple of str, not \(p.pythonTypeName)")
             }
             for c in cands {
-                guard case .string(let x) = c else { throw JinjaFailure.type("tuple for \(name) must only contain str, not \(c.pythonTypeName)") }
+                guard let x = c.stringLike else { throw JinjaFailure.type("tuple for \(name) must only contain str, not \(c.pythonTypeName)") }
                 if name == "startswith" ? PyString.hasPrefix(s, x) : PyString.hasSuffix(s, x) { return .bool(true) }
             }
             return .bool(false)
@@ -151,7 +153,7 @@ enum JinjaMethods {
             guard let it = a[0] else { throw JinjaFailure.type("join() takes exactly one argument (0 given)") }
             var parts: [String] = []
             for (i, v) in try JinjaOps.iterate(it).enumerated() {
-                guard case .string(let x) = v else { throw JinjaFailure.type("sequence item \(i): expected str instance, \(v.pythonTypeName) found") }
+                guard let x = v.stringLike else { throw JinjaFailure.type("sequence item \(i): expected str instance, \(v.pythonTypeName) found") }
                 parts.append(x)
             }
             return .string(parts.joined(separator: s))
@@ -174,12 +176,80 @@ enum JinjaMethods {
         case "isspace": _ = try bind(f, args, kwargs, []); return .bool(allChars(s, PyString.isSpace))
         case "islower": _ = try bind(f, args, kwargs, []); return .bool(casedCheck(s, lower: true))
         case "isupper": _ = try bind(f, args, kwargs, []); return .bool(casedCheck(s, lower: false))
+        case "format": return .string(try format(s, args, kwargs))
         default:
             throw JinjaFailure.unsupported("string method '\(name)'")
         }
     }
 
-    static func itemPairs(_ d: JinjaDict) -> JinjaValue { .array(d.entries.map { .tuple([.string($0.key), $0.value]) }) }
+    /// markupsafe wraps these str methods to return Markup, escaping their string arguments.
+    private static let markupReturning: Set<String> = ["strip", "lstrip", "rstrip", "upper", "lower", "title", "capitalize", "replace", "join", "format"]
+
+    private static func markupMethod(_ s: String, _ name: String, _ args: [JinjaValue], _ kwargs: JinjaKwargs) throws -> JinjaValue {
+        // markupsafe's escape(): a Markup stays, anything else becomes escaped str(value).
+        func esc(_ v: JinjaValue) -> JinjaValue { v.isMarkup ? v : .markup(PyString.htmlEscape(v.pyStr)) }
+        var escArgs = args, escKwargs = kwargs
+        switch name {
+        case "replace": if escArgs.count > 1 { escArgs[1] = esc(escArgs[1]) }  // only `new` is escaped
+        case "join": if let items = args.first { escArgs = [.array(try JinjaOps.iterate(items).map(esc))] }
+        case "format":
+            escArgs = args.map(esc)
+            escKwargs = kwargs.map { ($0.name, esc($0.value)) }
+        default: break
+        }
+        let r = try stringMethod(s, name, escArgs, escKwargs)
+        switch r {
+        case .string(let x) where markupReturning.contains(name): return .markup(x)
+        case .array(let a) where name.hasSuffix("split") || name == "splitlines": return .array(a.map { .markup($0.stringLike ?? "") })
+        default: return r
+        }
+    }
+
+    /// `str.format` with `{}`, `{0}`, `{name}` fields, `!s`/`!r` conversions and `{{`/`}}` escapes (no format specs).
+    static func format(_ s: String, _ args: [JinjaValue], _ kwargs: JinjaKwargs) throws -> String {
+        var out = ""
+        var it = Array(s.unicodeScalars)[...]
+        var auto = 0
+        while let c = it.popFirst() {
+            if c == "}" {
+                guard it.popFirst() == "}" else { throw JinjaFailure.type("Single '}' encountered in format string") }
+                out += "}"
+                continue
+            }
+            guard c == "{" else { out.unicodeScalars.append(c); continue }
+            if it.first == "{" { it.removeFirst(); out += "{"; continue }
+            var field = ""
+            while let d = it.popFirst(), d != "}" { field.unicodeScalars.append(d) }
+            var conversion: String? = nil
+            if let bang = field.firstIndex(of: "!") {
+                conversion = String(field[field.index(after: bang)...])
+                field = String(field[..<bang])
+            }
+            if field.contains(":") || field.contains(".") || field.contains("[") {
+                throw JinjaFailure.unsupported("str.format fields with format specs, attributes or indices ('{\(field)}')")
+            }
+            let value: JinjaValue
+            if field.isEmpty {
+                guard auto < args.count else { throw JinjaFailure.type("Replacement index \(auto) out of range for positional args tuple") }
+                value = args[auto]
+                auto += 1
+            } else if let i = Int(field) {
+                guard i < args.count else { throw JinjaFailure.type("Replacement index \(i) out of range for positional args tuple") }
+                value = args[i]
+            } else {
+                guard let kw = kwargs.last(where: { $0.name == field }) else { throw JinjaFailure.type("'\(field)'") }
+                value = kw.value
+            }
+            switch conversion {
+            case nil, "s": out += value.pyStr
+            case "r": out += value.pyRepr
+            default: throw JinjaFailure.unsupported("str.format conversion '!\(conversion!)'")
+            }
+        }
+        return out
+    }
+
+    static func itemPairs(_ d: JinjaDict) -> [JinjaValue] { d.entries.map { .tuple([$0.key, $0.value]) } }
 
     private static func dictMethod(_ d: JinjaDict, _ name: String, _ args: [JinjaValue], _ kwargs: JinjaKwargs) throws -> JinjaValue {
         let f = "dict.\(name)"
@@ -187,10 +257,10 @@ enum JinjaMethods {
         case "get":
             let a = try bind(f, args, kwargs, ["key", "default"])
             guard let k = a[0] else { throw JinjaFailure.type("get expected at least 1 argument, got 0") }
-            if case .string(let key) = k, let v = d[key] { return v }
+            if let v = d[value: k] { return v }
             return a[1] ?? .none
-        case "items": _ = try bind(f, args, kwargs, []); return itemPairs(d)
-        case "keys": _ = try bind(f, args, kwargs, []); return .array(d.keys.map { .string($0) })
+        case "items": _ = try bind(f, args, kwargs, []); return .array(itemPairs(d))
+        case "keys": _ = try bind(f, args, kwargs, []); return .array(d.keys)
         case "values": _ = try bind(f, args, kwargs, []); return .array(d.values)
         case "copy": _ = try bind(f, args, kwargs, []); return .object(d)
         default: throw JinjaFailure.unsupported("dict method '\(name)'")
@@ -254,10 +324,8 @@ enum JinjaMethods {
                 default:
                     for pair in try JinjaOps.iterate(a) {
                         let kv = try JinjaOps.iterate(pair)
-                        guard kv.count == 2, case .string(let k) = kv[0] else {
-                            throw JinjaFailure.type("\(fname) needs a mapping or (str, value) pairs")
-                        }
-                        d[k] = kv[1]
+                        guard kv.count == 2 else { throw JinjaFailure.type("\(fname) needs a mapping or (key, value) pairs") }
+                        try d.insert(kv[0], kv[1])
                     }
                 }
             }
@@ -267,8 +335,8 @@ enum JinjaMethods {
         g["dict"] = .function(JinjaFunction("dict") { args, kwargs in .object(try makeDict("dict", args, kwargs)) })
         g["namespace"] = .function(JinjaFunction("namespace") { args, kwargs in
             let d = try makeDict("namespace", args, kwargs)
-            if let bad = d.keys.first(where: { $0.hasPrefix("_") }) {
-                throw JinjaFailure.type("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '\(bad)'. Please rename the attribute.")
+            if let bad = d.keys.first(where: { $0.stringLike?.hasPrefix("_") ?? false }) {
+                throw JinjaFailure.type("Chat templates cannot store underscore-prefixed attributes on a namespace, but got \(bad.pyRepr). Please rename the attribute.")
             }
             return .namespace(JinjaNamespace(d))
         })

@@ -14,8 +14,9 @@ enum JinjaOps {
     static func iterate(_ v: JinjaValue) throws -> [JinjaValue] {
         switch v {
         case .array(let a), .tuple(let a): return a
-        case .object(let o): return o.keys.map { .string($0) }
-        case .string(let s): return s.unicodeScalars.map { .string(String($0)) }
+        case .object(let o): return o.keys
+        case .string(let s), .markup(let s): return s.unicodeScalars.map { .string(String($0)) }
+        case .iterator(let it): return it.drain()
         case .undefined: return []
         default: throw JinjaFailure.type("'\(v.pythonTypeName)' object is not iterable")
         }
@@ -25,7 +26,7 @@ enum JinjaOps {
         switch v {
         case .array(let a), .tuple(let a): return a.count
         case .object(let o): return o.count
-        case .string(let s): return s.unicodeScalars.count
+        case .string(let s), .markup(let s): return s.unicodeScalars.count
         case .undefined: return 0
         default: throw JinjaFailure.type("object of type '\(v.pythonTypeName)' has no len()")
         }
@@ -49,18 +50,18 @@ enum JinjaOps {
     static func getitem(_ obj: JinjaValue, _ key: JinjaValue) throws -> JinjaValue {
         if let err = undefinedError(obj) { throw err }
         switch (obj, key) {
-        case (.object(let d), .string(let k)):
-            if let v = d[k] { return v }
+        case (.object(let d), _):
+            if let v = d[value: key] { return v }
         case (.array(let a), _), (.tuple(let a), _):
             if let i = index(key) {
                 let j = i < 0 ? i + a.count : i
                 if j >= 0 && j < a.count { return a[j] }
             }
-        case (.string(let s), _):
+        case (.string(let s), _), (.markup(let s), _):
             if let i = index(key) {
                 let u = Array(s.unicodeScalars)
                 let j = i < 0 ? i + u.count : i
-                if j >= 0 && j < u.count { return .string(String(u[j])) }
+                if j >= 0 && j < u.count { return obj.isMarkup ? .markup(String(u[j])) : .string(String(u[j])) }
             }
         default: break
         }
@@ -102,9 +103,10 @@ enum JinjaOps {
         switch obj {
         case .array(let a): return .array(try pick(a.count).map { a[$0] })
         case .tuple(let a): return .tuple(try pick(a.count).map { a[$0] })
-        case .string(let s):
+        case .string(let s), .markup(let s):
             let u = Array(s.unicodeScalars)
-            return .string(PyString.string(try pick(u.count).map { u[$0] }))
+            let r = PyString.string(try pick(u.count).map { u[$0] })
+            return obj.isMarkup ? .markup(r) : .string(r)
         default: throw JinjaFailure.type("'\(obj.pythonTypeName)' object is not subscriptable")
         }
     }
@@ -154,8 +156,15 @@ enum JinjaOps {
         if op == "~" { return .string(a.pyStr + b.pyStr) }
         if let err = undefinedError(a) ?? undefinedError(b) { throw err }
         switch (op, a, b) {
-        case ("%", .string, _): throw JinjaFailure.unsupported("printf-style string formatting ('…' % value)")
+        case ("%", .string, _), ("%", .markup, _): throw JinjaFailure.unsupported("printf-style string formatting ('…' % value)")
         case ("+", .string(let x), .string(let y)): return .string(x + y)
+        // markupsafe: Markup + str escapes the str (and str + Markup escapes the left side).
+        case ("+", .markup(let x), .markup(let y)): return .markup(x + y)
+        case ("+", .markup(let x), .string(let y)): return .markup(x + PyString.htmlEscape(y))
+        case ("+", .string(let x), .markup(let y)): return .markup(PyString.htmlEscape(x) + y)
+        case ("*", .markup(let s), _), ("*", _, .markup(let s)):
+            guard let n = (a.isMarkup ? b : a).intLike else { throw operandError(op, a, b) }
+            return .markup(String(repeating: s, count: max(0, Int(n))))
         case ("+", .array(let x), .array(let y)): return .array(x + y)
         case ("+", .tuple(let x), .tuple(let y)): return .tuple(x + y)
         case ("*", .string(let s), _), ("*", _, .string(let s)):
@@ -283,14 +292,17 @@ enum JinjaOps {
     /// Python `item in container`.
     static func contains(_ container: JinjaValue, _ item: JinjaValue) throws -> Bool {
         switch container {
-        case .string(let s):
-            guard case .string(let sub) = item else {
+        case .string(let s), .markup(let s):
+            guard let sub = item.stringLike else {
                 throw JinjaFailure.type("'in <string>' requires string as left operand, not \(item.pythonTypeName)")
             }
             return PyString.contains(s, sub)
         case .array(let a), .tuple(let a): return a.contains { JinjaValue.pyEqual($0, item) }
         case .object(let d):
-            if case .string(let k) = item { return d[k] != nil }
+            guard JinjaDict.key(item) != nil else { throw JinjaFailure.type("unhashable type: '\(item.pythonTypeName)'") }
+            return d[value: item] != nil
+        case .iterator(let it):
+            while let x = it.next() { if JinjaValue.pyEqual(x, item) { return true } }
             return false
         case .undefined: return false
         default: throw JinjaFailure.type("argument of type '\(container.pythonTypeName)' is not iterable")
@@ -300,6 +312,7 @@ enum JinjaOps {
 
 extension JinjaValue {
     var isString: Bool { if case .string = self { return true }; return false }
+    var isMarkup: Bool { if case .markup = self { return true }; return false }
     var isArray: Bool { if case .array = self { return true }; return false }
     /// An int or bool as Int64 (what Python accepts as an index or repeat count).
     var intLike: Int64? {

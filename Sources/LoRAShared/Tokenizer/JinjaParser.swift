@@ -94,7 +94,7 @@ struct JinjaParser {
         return body
     }
 
-    private static let unsupportedTags: Set<String> = ["block", "extends", "include", "import", "from", "filter", "call", "autoescape", "do", "trans", "pluralize", "debug"]
+    private static let unsupportedTags: Set<String> = ["block", "extends", "include", "import", "from", "call", "autoescape", "do", "trans", "pluralize", "debug"]
     private static let endTags: Set<String> = ["endif", "elif", "else", "endfor", "endset", "endmacro", "endwith", "endgeneration", "endraw", "endblock", "endfilter", "endcall"]
 
     private mutating func parseStatement() throws -> JinjaStmt {
@@ -114,6 +114,15 @@ struct JinjaParser {
             next()
             guard loopDepth > 0 else { throw fail("'{% \(tag) %}' outside of a loop", t) }
             return JinjaStmt(kind: tag == "break" ? .breakLoop : .continueLoop, pos: t.pos)
+        case "filter":
+            next()
+            var filters: [(name: String, args: JinjaArgs, pos: JinjaPos)] = []
+            repeat {
+                let (name, args, pos) = try parseFilterCall()
+                filters.append((name, args, pos))
+            } while skipOp("|")
+            let body = try parseBody(tag, t.pos, ends: ["endfilter"], dropNeedle: true)
+            return JinjaStmt(kind: .filterBlock(filters: filters, body: body), pos: t.pos)
         case "generation":
             next()
             let body = try parseBody(tag, t.pos, ends: ["endgeneration"], dropNeedle: true)

@@ -258,11 +258,6 @@ extension JinjaParser {
         let t = current
         var name = try expectName()
         while skipOp(".") { name += "." + (try expectName()) }
-        if !JinjaFilters.supported.contains(name) {
-            throw unsupported(JinjaFilters.jinjaBuiltins.contains(name)
-                ? "filter '\(name)' (a Jinja built-in this interpreter does not implement)"
-                : "filter '\(name)' (no such filter in Jinja or transformers)", t.pos)
-        }
         let args = isOp("(") ? try parseCallArgs() : JinjaArgs()
         return (name, args, t.pos)
     }
@@ -273,11 +268,6 @@ extension JinjaParser {
         let t = current
         var name = try expectName()
         while skipOp(".") { name += "." + (try expectName()) }
-        if !JinjaTests.supported.contains(name) {
-            throw unsupported(JinjaTests.jinjaBuiltins.contains(name)
-                ? "test '\(name)' (a Jinja built-in this interpreter does not implement)"
-                : "test '\(name)' (no such test in Jinja)", t.pos)
-        }
         var args = JinjaArgs()
         if isOp("(") {
             args = try parseCallArgs()
@@ -290,7 +280,101 @@ extension JinjaParser {
             default: break
             }
         }
-        let test = node(.test(subject, name: name, args), isTok.pos)
+        let test = node(.test(subject, name: name, args), t.pos)
         return negated ? node(.not(test), isTok.pos) : test
+    }
+
+    // MARK: Filter and test names
+
+    /// Jinja checks filter and test names when it compiles, except in "soft" frames (the test and branches
+    /// of an `if`, and inline `a if b else c`), where an unknown name fails only if that code runs.
+    static func validate(_ body: [JinjaStmt], soft: Bool) throws {
+        for st in body {
+            switch st.kind {
+            case .text, .breakLoop, .continueLoop: break
+            case .output(let e), .set(_, let e): try validate(e, soft: soft)
+            case .ifChain(let branches, let otherwise):
+                for b in branches {
+                    try validate(b.test, soft: true)
+                    try validate(b.body, soft: true)
+                }
+                try validate(otherwise, soft: true)
+            case .forLoop(_, let iter, let filter, let loopBody, let otherwise):
+                try validate(iter, soft: soft)
+                if let f = filter { try validate(f, soft: false) }
+                try validate(loopBody, soft: false)
+                try validate(otherwise, soft: false)
+            case .setBlock(_, let filters, let blockBody):
+                for f in filters {
+                    try validateName(f.name, filter: true, soft: soft, f.pos)
+                    try validate(f.args, soft: soft)
+                }
+                try validate(blockBody, soft: false)
+            case .macro(_, let params, let macroBody):
+                for p in params { if let d = p.defaultValue { try validate(d, soft: false) } }
+                try validate(macroBody, soft: false)
+            case .with(let assignments, let withBody):
+                for a in assignments { try validate(a.value, soft: soft) }
+                try validate(withBody, soft: false)
+            case .filterBlock(let filters, let blockBody):
+                for f in filters {
+                    try validateName(f.name, filter: true, soft: soft, f.pos)
+                    try validate(f.args, soft: soft)
+                }
+                try validate(blockBody, soft: false)
+            case .generation(let genBody):
+                try validate(genBody, soft: false)
+            }
+        }
+    }
+
+    private static func validate(_ a: JinjaArgs, soft: Bool) throws {
+        for e in a.positional { try validate(e, soft: soft) }
+        for k in a.keyword { try validate(k.value, soft: soft) }
+    }
+
+    private static func validateName(_ name: String, filter: Bool, soft: Bool, _ pos: JinjaPos) throws {
+        let kind = filter ? "filter" : "test"
+        if filter ? JinjaFilters.supported.contains(name) : JinjaTests.supported.contains(name) { return }
+        if filter ? JinjaFilters.jinjaBuiltins.contains(name) : JinjaTests.jinjaBuiltins.contains(name) {
+            // A Jinja built-in we lack would render in transformers: refuse it up front, soft frame or not.
+            throw JinjaSyntaxFailure(pos: pos, message: "\(kind) '\(name)' (a Jinja built-in this interpreter does not implement)", unsupported: true)
+        }
+        if !soft {
+            throw JinjaSyntaxFailure(pos: pos, message: "\(kind) '\(name)' (no such \(kind) in Jinja or transformers)", unsupported: true)
+        }
+    }
+
+    static func validate(_ e: JinjaExpr, soft: Bool) throws {
+        switch e.kind {
+        case .const, .name: break
+        case .list(let items), .tuple(let items): for x in items { try validate(x, soft: soft) }
+        case .dict(let items):
+            for x in items {
+                try validate(x.key, soft: soft)
+                try validate(x.value, soft: soft)
+            }
+        case .getattr(let x, _), .not(let x), .neg(let x), .pos(let x): try validate(x, soft: soft)
+        case .getitem(let x, let y), .binary(_, let x, let y), .and(let x, let y), .or(let x, let y):
+            try validate(x, soft: soft)
+            try validate(y, soft: soft)
+        case .slice(let x, let a, let b, let c):
+            try validate(x, soft: soft)
+            for y in [a, b, c] { if let y = y { try validate(y, soft: soft) } }
+        case .call(let x, let args):
+            try validate(x, soft: soft)
+            try validate(args, soft: soft)
+        case .filter(let x, let name, let args), .test(let x, let name, let args):
+            if case .filter = e.kind { try validateName(name, filter: true, soft: soft, e.pos) } else { try validateName(name, filter: false, soft: soft, e.pos) }
+            try validate(x, soft: soft)
+            try validate(args, soft: soft)
+        case .compare(let x, let ops):
+            try validate(x, soft: soft)
+            for o in ops { try validate(o.rhs, soft: soft) }
+        case .conditional(let test, let then, let otherwise):
+            try validate(test, soft: true)
+            try validate(then, soft: true)
+            if let o = otherwise { try validate(o, soft: true) }
+        }
     }
 }

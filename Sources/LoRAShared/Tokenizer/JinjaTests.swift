@@ -31,12 +31,13 @@ enum JinjaTests {
         case "integer": if case .int = v { return true }; return false
         case "float": if case .double = v { return true }; return false
         case "number": return v.number != nil
-        case "string": return v.isString
+        case "string": return v.stringLike != nil
         case "mapping": if case .object = v { return true }; return false
         case "callable": if case .function = v { return true }; return false
         case "iterable", "sequence":
             switch v {
-            case .string, .array, .tuple, .object, .undefined: return true
+            case .string, .markup, .array, .tuple, .object, .undefined: return true
+            case .iterator: return name == "iterable"
             default: return false
             }
         case "odd", "even":
@@ -63,7 +64,8 @@ enum JinjaTests {
             default: return false
             }
         default:
-            throw JinjaFailure.unsupported("test '\(name)'")
+            if jinjaBuiltins.contains(name) { throw JinjaFailure.unsupported("test '\(name)' (a Jinja built-in this interpreter does not implement)") }
+            throw JinjaFailure.type("No test named '\(name)' found.")
         }
     }
 }

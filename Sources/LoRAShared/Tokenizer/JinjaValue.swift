@@ -13,11 +13,16 @@ enum JinjaValue {
     case int(Int64)
     case double(Double)
     case string(String)
+    /// markupsafe's `Markup` (from `|safe`, `|e`): a str whose `+` HTML-escapes the plain strings added to it.
+    case markup(String)
     case array([JinjaValue])
     case tuple([JinjaValue])
     case object(JinjaDict)
     case namespace(JinjaNamespace)
     case function(JinjaFunction)
+    /// A one-shot Python iterator (what `select`, `map`, `unique`, `items`, `reverse` return): truthy,
+    /// no len(), not JSON serializable, exhausted once iterated.
+    case iterator(JinjaIterator)
 
     init(_ json: JSONValue) {
         switch json {
@@ -39,6 +44,14 @@ enum JinjaValue {
     var isUndefined: Bool { if case .undefined = self { return true }; return false }
     var isNone: Bool { if case .none = self { return true }; return false }
 
+    /// The text of a str or Markup.
+    var stringLike: String? {
+        switch self {
+        case .string(let s), .markup(let s): return s
+        default: return nil
+        }
+    }
+
     /// Python's type name, as used in Python/Jinja error messages.
     var pythonTypeName: String {
         switch self {
@@ -48,11 +61,13 @@ enum JinjaValue {
         case .int: return "int"
         case .double: return "float"
         case .string: return "str"
+        case .markup: return "Markup"
         case .array: return "list"
         case .tuple: return "tuple"
         case .object: return "dict"
         case .namespace: return "Namespace"
         case .function: return "function"
+        case .iterator(let it): return it.typeName
         }
     }
 
@@ -69,10 +84,10 @@ enum JinjaValue {
         case .bool(let b): return b
         case .int(let i): return i != 0
         case .double(let d): return d != 0
-        case .string(let s): return !s.isEmpty
+        case .string(let s), .markup(let s): return !s.isEmpty
         case .array(let a), .tuple(let a): return !a.isEmpty
         case .object(let o): return o.count > 0
-        case .namespace, .function: return true
+        case .namespace, .function, .iterator: return true
         }
     }
 
@@ -101,7 +116,7 @@ enum JinjaValue {
     var pyStr: String {
         switch self {
         case .undefined: return ""
-        case .string(let s): return s
+        case .string(let s), .markup(let s): return s
         default: return pyRepr
         }
     }
@@ -115,15 +130,17 @@ enum JinjaValue {
         case .int(let i): return String(i)
         case .double(let d): return JinjaValue.pyFloatStr(d)
         case .string(let s): return PyString.repr(s)
+        case .markup(let s): return "Markup(" + PyString.repr(s) + ")"
         case .array(let a): return "[" + a.map(\.pyRepr).joined(separator: ", ") + "]"
         case .tuple(let a):
             if a.count == 1 { return "(" + a[0].pyRepr + ",)" }
             return "(" + a.map(\.pyRepr).joined(separator: ", ") + ")"
         case .object(let o):
-            return "{" + o.entries.map { PyString.repr($0.key) + ": " + $0.value.pyRepr }.joined(separator: ", ") + "}"
+            return "{" + o.entries.map { $0.key.pyRepr + ": " + $0.value.pyRepr }.joined(separator: ", ") + "}"
         case .namespace(let n):
             return "<Namespace " + JinjaValue.object(n.attrs).pyRepr + ">"
         case .function(let f): return "<function \(f.name)>"
+        case .iterator(let it): return "<\(it.typeName) object \(it.producer)>"
         }
     }
 
@@ -141,17 +158,19 @@ enum JinjaValue {
     static func pyEqual(_ a: JinjaValue, _ b: JinjaValue) -> Bool {
         switch (a, b) {
         case (.undefined, .undefined), (.none, .none): return true
-        case (.string(let x), .string(let y)): return x.unicodeScalars.elementsEqual(y.unicodeScalars)
+        case (.string(let x), .string(let y)), (.string(let x), .markup(let y)), (.markup(let x), .string(let y)), (.markup(let x), .markup(let y)):
+            return x.unicodeScalars.elementsEqual(y.unicodeScalars)
         case (.array(let x), .array(let y)), (.tuple(let x), .tuple(let y)):
             return x.count == y.count && zip(x, y).allSatisfy { pyEqual($0, $1) }
         case (.object(let x), .object(let y)):
             guard x.count == y.count else { return false }
             for e in x.entries {
-                guard let v = y[e.key], pyEqual(e.value, v) else { return false }
+                guard let v = y[value: e.key], pyEqual(e.value, v) else { return false }
             }
             return true
         case (.namespace(let x), .namespace(let y)): return x === y
         case (.function(let x), .function(let y)): return x === y
+        case (.iterator(let x), .iterator(let y)): return x === y
         default:
             switch (a.number, b.number) {
             case (.int(let x)?, .int(let y)?): return x == y
@@ -172,7 +191,7 @@ enum JinjaValue {
     /// Returns nil where Python raises TypeError.
     static func pyLess(_ a: JinjaValue, _ b: JinjaValue) -> Bool? {
         switch (a, b) {
-        case (.string(let x), .string(let y)):
+        case (.string(let x), .string(let y)), (.string(let x), .markup(let y)), (.markup(let x), .string(let y)), (.markup(let x), .markup(let y)):
             return x.unicodeScalars.lexicographicallyPrecedes(y.unicodeScalars) { $0.value < $1.value }
         case (.array(let x), .array(let y)), (.tuple(let x), .tuple(let y)):
             for (p, q) in zip(x, y) where !pyEqual(p, q) { return pyLess(p, q) }
@@ -196,37 +215,116 @@ enum JinjaValue {
         case .bool(let b): return .bool(b)
         case .int(let i): return .int(i)
         case .double(let d): return .double(d)
-        case .string(let s): return .string(s)
+        case .string(let s), .markup(let s): return .string(s)
         case .array(let a), .tuple(let a): return .array(try a.map { try $0.toJSON() })
         case .object(let o):
             var out = JSONObject()
-            for e in o.entries { out[e.key] = try e.value.toJSON() }
+            for e in o.entries { out[try JinjaDict.jsonKey(e.key)] = try e.value.toJSON() }
             return .object(out)
-        case .undefined, .namespace, .function:
+        case .undefined, .namespace, .function, .iterator:
             throw JinjaFailure.type("Object of type \(pythonTypeName) is not JSON serializable")
         }
     }
 }
 
-/// An insertion-ordered dictionary with string keys (Python dict as templates see it).
+/// A dictionary key: Python hashes 1, 1.0 and True alike, so numbers are normalised.
+enum JinjaKey: Hashable {
+    case str(String)
+    case int(Int64)
+    case double(Double)
+    case none
+}
+
+/// An insertion-ordered dictionary (a Python dict as templates see it). Keys are str, numbers, bools or None.
 struct JinjaDict {
-    private(set) var keys: [String] = []
-    private var storage: [String: JinjaValue] = [:]
+    private var order: [JinjaKey] = []
+    private var storage: [JinjaKey: (key: JinjaValue, value: JinjaValue)] = [:]
 
     init() {}
-    var count: Int { keys.count }
-    var entries: [(key: String, value: JinjaValue)] { keys.map { ($0, storage[$0]!) } }
-    var values: [JinjaValue] { keys.map { storage[$0]! } }
+    var count: Int { order.count }
+    var entries: [(key: JinjaValue, value: JinjaValue)] { order.map { storage[$0]! } }
+    var keys: [JinjaValue] { order.map { storage[$0]!.key } }
+    var values: [JinjaValue] { order.map { storage[$0]!.value } }
+
+    /// The hash key of a value, or nil when this interpreter cannot use it as a key (lists, dicts, tuples…).
+    static func key(_ v: JinjaValue) -> JinjaKey? {
+        switch v {
+        case .string(let s), .markup(let s): return .str(s)
+        case .int(let i): return .int(i)
+        case .bool(let b): return .int(b ? 1 : 0)
+        case .double(let d):
+            if d.rounded() == d && Swift.abs(d) < 9.2e18 { return .int(Int64(d)) }
+            return .double(d)
+        case .none: return JinjaKey.none
+        default: return nil
+        }
+    }
+
+    /// json.dumps turns non-string keys into strings: 1 -> "1", 1.5 -> "1.5", True -> "true", None -> "null".
+    static func jsonKey(_ k: JinjaValue) throws -> String {
+        switch k {
+        case .string(let s), .markup(let s): return s
+        case .int(let i): return String(i)
+        case .bool(let b): return b ? "true" : "false"
+        case .double(let d): return d.isNaN ? "NaN" : d.isInfinite ? (d < 0 ? "-Infinity" : "Infinity") : JSONValue.pythonFloatRepr(d)
+        case .none: return "null"
+        default: throw JinjaFailure.type("keys must be str, int, float, bool or None, not \(k.pythonTypeName)")
+        }
+    }
 
     subscript(key: String) -> JinjaValue? {
-        get { storage[key] }
-        set {
-            if let v = newValue {
-                if storage.updateValue(v, forKey: key) == nil { keys.append(key) }
-            } else if storage.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
+        get { storage[.str(key)]?.value }
+        set { set(.str(key), .string(key), newValue) }
+    }
+
+    subscript(value key: JinjaValue) -> JinjaValue? {
+        JinjaDict.key(key).flatMap { storage[$0]?.value }
+    }
+
+    /// Inserts or updates (an existing key keeps its original key object, as in Python).
+    mutating func insert(_ key: JinjaValue, _ value: JinjaValue) throws {
+        guard let k = JinjaDict.key(key) else {
+            switch key {
+            case .array, .object: throw JinjaFailure.type("unhashable type: '\(key.pythonTypeName)'")
+            default: throw JinjaFailure.unsupported("dict keys of type \(key.pythonTypeName)")
             }
         }
+        set(k, key, value)
+    }
+
+    private mutating func set(_ k: JinjaKey, _ original: JinjaValue, _ value: JinjaValue?) {
+        if let v = value {
+            if let old = storage[k] { storage[k] = (old.key, v) } else { storage[k] = (original, v); order.append(k) }
+        } else if storage.removeValue(forKey: k) != nil {
+            order.removeAll { $0 == k }
+        }
+    }
+}
+
+/// A one-shot iterator over precomputed items (Jinja's generator-returning filters, evaluated eagerly).
+final class JinjaIterator {
+    let typeName: String
+    /// The generator function's name, shown when the iterator is printed (Python also shows an address).
+    let producer: String
+    private let items: [JinjaValue]
+    private var position = 0
+
+    init(_ items: [JinjaValue], typeName: String = "generator", producer: String) {
+        self.items = items
+        self.typeName = typeName
+        self.producer = producer
+    }
+
+    func next() -> JinjaValue? {
+        guard position < items.count else { return nil }
+        position += 1
+        return items[position - 1]
+    }
+
+    func drain() -> [JinjaValue] {
+        let rest = Array(items[position...])
+        position = items.count
+        return rest
     }
 }
 
