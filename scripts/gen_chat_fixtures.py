@@ -673,6 +673,7 @@ SNIPPETS = [
     "{% set a, b = 1, 2 %}{{ a }}{{ b }}{% set t = (3, 4) %}{% set c, e = t %}{{ c }}{{ e }}",
     "{% set x %}  hi {{ 1 }}\n{% endset %}[{{ x }}]{% set y | upper %}shout{% endset %}{{ y }}",
     "{% with a = 1, b = 'z' %}{{ a }}{{ b }}{% endwith %}[{{ a }}]",
+    "{% filter upper %}a{{ 'b' }}{% endfilter %}|{% filter trim | replace('x', 'y') %}  x{% set q = 1 %}  {% endfilter %}|{{ q }}",
     "{% set messages = messages[1:] %}{{ messages|length }}",
     # macros
     "{% macro f(a, b='x') %}[{{ a }}{{ b }}]{% endmacro %}{{ f(1) }}{{ f(1, b=2) }}{{ f(a=3) }}{{ f() }}",
@@ -720,6 +721,27 @@ SNIPPETS = [
     "{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %A %B %j %a %y %%') }}",
     # generation extension (transformers' AssistantTracker): renders its body
     "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}{% endif %}{% endfor %}",
+    # markupsafe: |safe and |e make a Markup, and Markup + str HTML-escapes the str (what functionary v3.1 relies on)
+    "{{ ('<b>'|safe) + '<i>' }}|{{ '<i>' + ('<b>'|safe) }}|{{ ('<b>'|safe) ~ '<i>' }}|{{ ('x'|e) + '&' }}|{{ ('<b>'|safe) + ('<i>'|safe) }}",
+    "{{ ('<b>'|safe)|upper + '&' }}|{{ ('<b>'|safe)|replace('b', '&') + '&' }}|{{ ('a&b'|safe).replace('&', '<') }}|{{ ('a'|safe) * 2 + '<' }}|{{ ('<x>'|safe)|title + '&' }}",
+    "{{ '<a>'|safe|length }}{{ ('<b>'|safe) == '<b>' }}{{ ('<'|safe)|string + '<' }}{{ ('<a>'|safe)|tojson }}{{ ('<p>\n<q>'|safe)|indent(2) + '&' }}{{ ('a'|safe)[0] + '<' }}",
+    "{{ ('a b'|safe).split()[0] + '<' }}|{{ ('<'|safe).join(['<', '>']) }}|{{ ('<'|safe) is string }}|{{ '<'|e|e }}|{{ (' x '|safe)|trim + '<' }}|{{ ['a'|safe] }}",
+    "{{ \"Use '\"|safe + d.content + \"'\\n\"|safe + d | tojson() }}",
+    # generator-returning filters: truthy, no len(), one-shot, not JSON serializable; select/map start with `if value:`
+    "{{ lst|select('odd') is iterable }}{{ lst|select('odd') is sequence }}{% if []|select %}T{% else %}F{% endif %}{% if []|select|list %}T{% else %}F{% endif %}",
+    "{% set g = lst|select %}{{ g|list }}{{ g|list }}{% set h = lst|map('string') %}{{ h|first }}{{ h|join }}{{ 2 in lst|select }}{{ lst|reverse|list }}",
+    "{{ none|selectattr('x')|list }}{{ none|map('upper')|list }}{{ ''|reject|list }}{{ d|items|first }}{% for k, v in d|items %}{{ k }}{% endfor %}{{ lst|unique|list }}",
+    "{{ lst|select|length }}", "{{ (lst|reverse)|last }}", "{{ lst|select|tojson }}", "{{ none|unique|list }}",
+    # dict keys that are not strings (ByteDance-Seed-OSS uses int keys)
+    "{% set m = {0: 'a', 512: 'b', 1.0: 'c', true: 'd', none: 'e', 2.5: 'f'} %}{{ m }}|{{ m[512] }}{{ m[1] }}{{ m[none] }}{{ m[2.5] }}|{{ m|tojson }}",
+    "{{ {2: 'x', 1: 'y'}|dictsort }}{{ 1 in {1: 2} }}{{ {1: 2}.get(1) }}{% for k in {3: 1} %}{{ k + 1 }}{% endfor %}{{ {1: 'a', 'b': 2}|tojson }}",
+    "{{ {[1]: 2} }}", "{{ {'b': 1, 2: 'a'}|tojson(sort_keys=true) }}",
+    # unknown filters/tests are compile errors, except inside if branches and inline conditionals (soft frames)
+    "{% if x %}{{ 1|nofilter }}{% endif %}ok", "{% if x %}{% else %}{{ 1|nofilter }}{% endif %}ok", "{{ 1|nofilter if x }}ok",
+    "{% for a in [] %}{{ 1|nofilter }}{% endfor %}ok", "{% if x %}{% for a in [] %}{{ 1|nofilter }}{% endfor %}{% endif %}ok",
+    "{% if x %}{{ 1 is notest }}{% endif %}ok", "{{ 1 is notest }}",
+    # str.format (the sandbox's safe formatter)
+    "{{ '{}-{}'.format(1, 'a') }}{{ '{1}{0}'.format('a', 'b') }}{{ '{x}!'.format(x=3) }}{{ '{{}}{!r}'.format('q') }}{{ '<{}>'.format(none) }}",
     # errors Python raises while rendering
     "{{ 3 // 0 }}", "{{ 1 / 0 }}", "{{ 'a' < 1 }}", "{{ 'a' + 1 }}", "{{ none + 1 }}", "{{ 'ab'.x() }}", "{{ 1 in 2 }}", "{{ 1 in none }}",
     "{% for x in none %}{% endfor %}", "{% for x in 5 %}{% endfor %}", "{{ missing|tojson }}", "{{ [1, 2][1:][0:][5] }}", "{% set a, b = [1] %}",
