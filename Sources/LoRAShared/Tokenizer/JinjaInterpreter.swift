@@ -1,0 +1,284 @@
+// JinjaInterpreter: executes a parsed template against a scope chain, with Jinja 3.1's scoping (a loop
+// iteration and a macro call get their own scope; `if` does not) and Python operator semantics.
+import Foundation
+
+/// One level of variables. Lookups walk to the parent; assignments always land in the innermost scope.
+final class JinjaScope {
+    var vars: [String: JinjaValue] = [:]
+    let parent: JinjaScope?
+    init(parent: JinjaScope?) { self.parent = parent }
+
+    func lookup(_ name: String) -> JinjaValue? {
+        var s: JinjaScope? = self
+        while let c = s {
+            if let v = c.vars[name] { return v }
+            s = c.parent
+        }
+        return nil
+    }
+}
+
+final class JinjaInterpreter {
+    enum Flow { case normal, breakLoop, continueLoop }
+
+    let templateName: String
+    /// Scopes that hold macros (macro → scope → macro cycles), cleared when rendering ends.
+    private var macroScopes: [JinjaScope] = []
+
+    init(templateName: String) { self.templateName = templateName }
+
+    func render(_ body: [JinjaStmt], root: JinjaScope) throws -> String {
+        defer { for s in macroScopes { s.vars = [:] } }
+        var out = ""
+        _ = try exec(body, root, &out)
+        return out
+    }
+
+    /// Attaches a template position to a position-less failure.
+    func located(_ f: JinjaFailure, _ pos: JinjaPos) -> ChatTemplateError {
+        switch f {
+        case .type(let m): return .render(template: templateName, line: pos.line, column: pos.column, message: m)
+        case .unsupported(let m): return .unsupported(template: templateName, line: pos.line, column: pos.column, construct: m)
+        case .raised(let m): return .raised(template: templateName, line: pos.line, column: pos.column, message: m)
+        }
+    }
+
+    private func at<T>(_ pos: JinjaPos, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let f as JinjaFailure { throw located(f, pos) }
+    }
+
+    // MARK: Statements
+
+    func exec(_ stmts: [JinjaStmt], _ s: JinjaScope, _ out: inout String) throws -> Flow {
+        for st in stmts {
+            switch st.kind {
+            case .text(let t):
+                out += t
+            case .output(let e):
+                out += try eval(e, s).pyStr
+            case .ifChain(let branches, let otherwise):
+                var chosen = otherwise
+                for b in branches where try eval(b.test, s).truthy {
+                    chosen = b.body
+                    break
+                }
+                let flow = try exec(chosen, s, &out)
+                if flow != .normal { return flow }
+            case .forLoop(let target, let iterExpr, let filter, let body, let otherwise):
+                let flow = try execFor(target, iterExpr, filter, body, otherwise, s, &out, st.pos)
+                if flow != .normal { return flow }
+            case .set(let target, let e):
+                let v = try eval(e, s)
+                try at(st.pos) { try assign(target, v, s) }
+            case .setBlock(let target, let filters, let body):
+                var buf = ""
+                _ = try exec(body, JinjaScope(parent: s), &buf)
+                var v = JinjaValue.string(buf)
+                for f in filters {
+                    let (args, kwargs) = try evalArgs(f.args, s)
+                    v = try at(f.pos) { try JinjaFilters.apply(f.name, v, args, kwargs, self) }
+                }
+                try at(st.pos) { try assign(target, v, s) }
+            case .filterBlock(let filters, let body):
+                var buf = ""
+                _ = try exec(body, JinjaScope(parent: s), &buf)
+                var v = JinjaValue.string(buf)
+                for f in filters {
+                    let (args, kwargs) = try evalArgs(f.args, s)
+                    v = try at(f.pos) { try JinjaFilters.apply(f.name, v, args, kwargs, self) }
+                }
+                out += v.pyStr
+            case .macro(let name, let params, let body):
+                s.vars[name] = makeMacro(name, params, body, s)
+                macroScopes.append(s)
+            case .with(let assignments, let body):
+                let inner = JinjaScope(parent: s)
+                for a in assignments {
+                    let v = try eval(a.value, s)
+                    try at(st.pos) { try assign(a.target, v, inner) }
+                }
+                let flow = try exec(body, inner, &out)
+                if flow != .normal { return flow }
+            case .generation(let body):
+                let flow = try exec(body, s, &out)
+                if flow != .normal { return flow }
+            case .breakLoop:
+                return .breakLoop
+            case .continueLoop:
+                return .continueLoop
+            }
+        }
+        return .normal
+    }
+
+    private func execFor(_ target: JinjaTarget, _ iterExpr: JinjaExpr, _ filter: JinjaExpr?, _ body: [JinjaStmt],
+                         _ otherwise: [JinjaStmt], _ s: JinjaScope, _ out: inout String, _ pos: JinjaPos) throws -> Flow {
+        let seq = try eval(iterExpr, s)
+        var items = try at(iterExpr.pos) { try JinjaOps.iterate(seq) }
+        if let f = filter {
+            items = try items.filter { item in
+                let tmp = JinjaScope(parent: s)
+                try at(pos) { try assign(target, item, tmp) }
+                return try eval(f, tmp).truthy
+            }
+        }
+        if items.isEmpty {
+            return try exec(otherwise, JinjaScope(parent: s), &out)
+        }
+        let n = items.count
+        for (i, item) in items.enumerated() {
+            let scope = JinjaScope(parent: s)
+            try at(pos) { try assign(target, item, scope) }
+            scope.vars["loop"] = JinjaInterpreter.loopObject(index0: i, items: items, count: n)
+            if try exec(body, scope, &out) == .breakLoop { break }
+        }
+        return .normal
+    }
+
+    /// Jinja's `loop` variable for one iteration.
+    private static func loopObject(index0 i: Int, items: [JinjaValue], count n: Int) -> JinjaValue {
+        var d = JinjaDict()
+        d["index"] = .int(Int64(i + 1))
+        d["index0"] = .int(Int64(i))
+        d["revindex"] = .int(Int64(n - i))
+        d["revindex0"] = .int(Int64(n - i - 1))
+        d["first"] = .bool(i == 0)
+        d["last"] = .bool(i == n - 1)
+        d["length"] = .int(Int64(n))
+        d["depth"] = .int(1)
+        d["depth0"] = .int(0)
+        d["previtem"] = i > 0 ? items[i - 1] : .undefined(hint: "there is no previous item")
+        d["nextitem"] = i < n - 1 ? items[i + 1] : .undefined(hint: "there is no next item")
+        d["cycle"] = .function(JinjaFunction("loop.cycle") { args, _ in
+            guard !args.isEmpty else { throw JinjaFailure.type("no items for cycling given") }
+            return args[i % args.count]
+        })
+        return .object(d)
+    }
+
+    private func assign(_ target: JinjaTarget, _ v: JinjaValue, _ s: JinjaScope) throws {
+        switch target {
+        case .name(let n):
+            s.vars[n] = v
+        case .tuple(let names):
+            let parts = try JinjaOps.iterate(v)
+            if parts.count < names.count {
+                throw JinjaFailure.type("not enough values to unpack (expected \(names.count), got \(parts.count))")
+            }
+            if parts.count > names.count { throw JinjaFailure.type("too many values to unpack (expected \(names.count))") }
+            for (n, p) in zip(names, parts) { s.vars[n] = p }
+        case .namespaceAttr(let ns, let attr):
+            guard case .namespace(let obj)? = s.lookup(ns) else {
+                throw JinjaFailure.type("cannot assign attribute on non-namespace object '\(ns)'")
+            }
+            if attr.hasPrefix("_") {
+                throw JinjaFailure.type("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '\(attr)'. Please rename the attribute.")
+            }
+            obj.attrs[attr] = v
+        }
+    }
+
+    private func makeMacro(_ name: String, _ params: [(name: String, defaultValue: JinjaExpr?)], _ body: [JinjaStmt],
+                           _ defining: JinjaScope) -> JinjaValue {
+        .function(JinjaFunction(name) { [unowned self] args, kwargs in
+            if args.count > params.count {
+                throw JinjaFailure.type("macro '\(name)' takes not more than \(params.count) argument(s)")
+            }
+            for kw in kwargs where !params.contains(where: { $0.name == kw.name }) {
+                throw JinjaFailure.type("macro '\(name)' takes no keyword argument '\(kw.name)'")
+            }
+            let scope = JinjaScope(parent: defining)
+            for (i, p) in params.enumerated() {
+                if i < args.count {
+                    scope.vars[p.name] = args[i]
+                } else if let kw = kwargs.last(where: { $0.name == p.name }) {
+                    scope.vars[p.name] = kw.value
+                } else if let d = p.defaultValue {
+                    scope.vars[p.name] = try self.eval(d, scope)
+                } else {
+                    scope.vars[p.name] = .undefined(hint: "parameter '\(p.name)' was not provided")
+                }
+            }
+            var buf = ""
+            _ = try self.exec(body, scope, &buf)
+            return .string(buf)
+        })
+    }
+
+    // MARK: Expressions
+
+    func evalArgs(_ a: JinjaArgs, _ s: JinjaScope) throws -> ([JinjaValue], JinjaKwargs) {
+        (try a.positional.map { try eval($0, s) }, try a.keyword.map { ($0.name, try eval($0.value, s)) })
+    }
+
+    func eval(_ e: JinjaExpr, _ s: JinjaScope) throws -> JinjaValue {
+        switch e.kind {
+        case .const(let c):
+            return c.value
+        case .name(let n):
+            return s.lookup(n) ?? .undefinedName(n)
+        case .list(let items):
+            return .array(try items.map { try eval($0, s) })
+        case .tuple(let items):
+            return .tuple(try items.map { try eval($0, s) })
+        case .dict(let items):
+            var d = JinjaDict()
+            for item in items {
+                let k = try eval(item.key, s), v = try eval(item.value, s)
+                try at(item.key.pos) { try d.insert(k, v) }
+            }
+            return .object(d)
+        case .getattr(let obj, let name):
+            let o = try eval(obj, s)
+            return try at(e.pos) { try JinjaOps.getattr(o, name) }
+        case .getitem(let obj, let key):
+            let o = try eval(obj, s), k = try eval(key, s)
+            return try at(e.pos) { try JinjaOps.getitem(o, k) }
+        case .slice(let obj, let start, let stop, let step):
+            let o = try eval(obj, s)
+            let a = try start.map { try eval($0, s) }, b = try stop.map { try eval($0, s) }, c = try step.map { try eval($0, s) }
+            return try at(e.pos) { try JinjaOps.slice(o, a, b, c) }
+        case .call(let callee, let args):
+            let f = try eval(callee, s)
+            let (pos, kw) = try evalArgs(args, s)
+            return try at(e.pos) { try JinjaOps.call(f, pos, kw) }
+        case .filter(let subject, let name, let args):
+            let v = try eval(subject, s)
+            let (pos, kw) = try evalArgs(args, s)
+            return try at(e.pos) { try JinjaFilters.apply(name, v, pos, kw, self) }
+        case .test(let subject, let name, let args):
+            let v = try eval(subject, s)
+            let (pos, kw) = try evalArgs(args, s)
+            return .bool(try at(e.pos) { try JinjaTests.apply(name, v, pos, kw) })
+        case .not(let x):
+            return .bool(!(try eval(x, s).truthy))
+        case .neg(let x):
+            let v = try eval(x, s)
+            return try at(e.pos) { try JinjaOps.negate(v) }
+        case .pos(let x):
+            let v = try eval(x, s)
+            return try at(e.pos) { try JinjaOps.unaryPlus(v) }
+        case .binary(let op, let l, let r):
+            let a = try eval(l, s), b = try eval(r, s)
+            return try at(e.pos) { try JinjaOps.binary(op, a, b) }
+        case .and(let l, let r):
+            let a = try eval(l, s)
+            return a.truthy ? try eval(r, s) : a
+        case .or(let l, let r):
+            let a = try eval(l, s)
+            return a.truthy ? a : try eval(r, s)
+        case .compare(let first, let ops):
+            var left = try eval(first, s)
+            for o in ops {
+                let right = try eval(o.rhs, s)
+                guard try at(o.rhs.pos, { try JinjaOps.compare(o.op, left, right) }) else { return .bool(false) }
+                left = right
+            }
+            return .bool(true)
+        case .conditional(let test, let then, let otherwise):
+            if try eval(test, s).truthy { return try eval(then, s) }
+            if let o = otherwise { return try eval(o, s) }
+            return .undefined(hint: "the inline if-expression on line \(e.pos.line) evaluated to false and no else section was defined.")
+        }
+    }
+}
