@@ -11,6 +11,7 @@ The Swift tests read only these files; they never need Python.
 
 import json
 import os
+import random
 import sys
 from datetime import datetime, timezone
 
@@ -589,6 +590,27 @@ def cases_for(tpl):
     return out
 
 
+# Seeded random conversations (roles valid or not, None content, hostile text) for every template.
+FUZZ_PIECES = ["a", "Hello", " ", "  ", "\t", "\n", "\r\n", "\r", "'", '"', "{{ x }}", "{%", "%}", "#}", "\\", "é", "e\u0301",
+               "世界", "😀", "\u200b", "\u2028", "\x00", "\x7f", "\u3000", "\x1c", "<|im_end|>", "[INST]", "</s>", "0", "-1.5", "None"]
+
+
+def fuzz_cases(tpl, count, rng):
+    def text():
+        return "".join(rng.choice(FUZZ_PIECES) for _ in range(rng.randint(0, 8)))
+
+    out = []
+    for n in range(count):
+        msgs = []
+        for _ in range(rng.choice([0, 1, 2, 2, 3, 4, 5, 6])):
+            role = rng.choices(["system", "user", "assistant", "tool", "ipython", "weird"], [2, 6, 6, 1, 1, 1])[0]
+            msgs.append({"role": role, "content": None if rng.random() < 0.05 else text()})
+        extra = {"date_string": text()} if rng.random() < 0.3 else {}
+        tools = TOOLS if rng.random() < 0.15 else None
+        out.append(case(f"fuzz/{n}", msgs, rng.random() < 0.5, tools, now=NOW, **extra))
+    return out
+
+
 def render(template, c, special):
     kwargs = dict(special)
     kwargs.update(c["extra"])
@@ -767,7 +789,7 @@ def main():
     for name, text in TEMPLATES.items():
         with open(os.path.join(OUT, f"{name}.jinja"), "w", newline="") as f:
             f.write(text)
-        for c in cases_for(name):
+        for c in cases_for(name) + fuzz_cases(name, 25, random.Random(f"{name}/fuzz")):
             result = render(text, c, SPECIAL[name])
             variables = dict(SPECIAL[name])
             variables.update(c["extra"])

@@ -63,7 +63,8 @@ struct JinjaStmt: Sendable {
         case text(String)
         case output(JinjaExpr)
         case ifChain([(test: JinjaExpr, body: [JinjaStmt])], otherwise: [JinjaStmt])
-        case forLoop(target: JinjaTarget, iter: JinjaExpr, filter: JinjaExpr?, body: [JinjaStmt], otherwise: [JinjaStmt])
+        /// `usesLoop`: whether the body mentions `loop` at all (the loop object is built only then).
+        case forLoop(target: JinjaTarget, iter: JinjaExpr, filter: JinjaExpr?, body: [JinjaStmt], otherwise: [JinjaStmt], usesLoop: Bool)
         case set(JinjaTarget, JinjaExpr)
         case setBlock(JinjaTarget, filters: [(name: String, args: JinjaArgs, pos: JinjaPos)], body: [JinjaStmt])
         case macro(name: String, params: [(name: String, defaultValue: JinjaExpr?)], body: [JinjaStmt])

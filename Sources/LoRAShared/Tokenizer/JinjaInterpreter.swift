@@ -64,8 +64,8 @@ final class JinjaInterpreter {
                 }
                 let flow = try exec(chosen, s, &out)
                 if flow != .normal { return flow }
-            case .forLoop(let target, let iterExpr, let filter, let body, let otherwise):
-                let flow = try execFor(target, iterExpr, filter, body, otherwise, s, &out, st.pos)
+            case .forLoop(let target, let iterExpr, let filter, let body, let otherwise, let usesLoop):
+                let flow = try execFor(target, iterExpr, filter, body, otherwise, usesLoop, s, &out, st.pos)
                 if flow != .normal { return flow }
             case .set(let target, let e):
                 let v = try eval(e, s)
@@ -112,7 +112,7 @@ final class JinjaInterpreter {
     }
 
     private func execFor(_ target: JinjaTarget, _ iterExpr: JinjaExpr, _ filter: JinjaExpr?, _ body: [JinjaStmt],
-                         _ otherwise: [JinjaStmt], _ s: JinjaScope, _ out: inout String, _ pos: JinjaPos) throws -> Flow {
+                         _ otherwise: [JinjaStmt], _ usesLoop: Bool, _ s: JinjaScope, _ out: inout String, _ pos: JinjaPos) throws -> Flow {
         let seq = try eval(iterExpr, s)
         var items = try at(iterExpr.pos) { try JinjaOps.iterate(seq) }
         if let f = filter {
@@ -129,7 +129,7 @@ final class JinjaInterpreter {
         for (i, item) in items.enumerated() {
             let scope = JinjaScope(parent: s)
             try at(pos) { try assign(target, item, scope) }
-            scope.vars["loop"] = JinjaInterpreter.loopObject(index0: i, items: items, count: n)
+            if usesLoop { scope.vars["loop"] = JinjaInterpreter.loopObject(index0: i, items: items, count: n) }
             if try exec(body, scope, &out) == .breakLoop { break }
         }
         return .normal

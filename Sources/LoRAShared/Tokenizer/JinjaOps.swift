@@ -66,7 +66,7 @@ enum JinjaOps {
         default: break
         }
         if case .string(let name) = key { return try getattr(obj, name) }
-        return .undefined(hint: "'\(obj.jinjaObjectTypeRepr)' has no element \(key.pyRepr)")
+        return .undefined(hint: "\(obj.jinjaObjectTypeRepr) has no element \(key.pyRepr)")
     }
 
     private static func index(_ v: JinjaValue) -> Int? {

@@ -165,12 +165,15 @@ struct JinjaParser {
         if skipName("if") { filter = try parseExpression() }
         if isName("recursive") { throw unsupported("recursive for loops", current.pos) }
         loopDepth += 1
+        let bodyStart = i
         let body = try parseBody("for", start, ends: ["endfor", "else"])
+        let bodyEnd = i
         loopDepth -= 1
         var otherwise: [JinjaStmt] = []
         let end = next()
         if isName("else", end) { otherwise = try parseBody("else", end.pos, ends: ["endfor"], dropNeedle: true) }
-        return JinjaStmt(kind: .forLoop(target: target, iter: iter, filter: filter, body: body, otherwise: otherwise), pos: start)
+        let usesLoop = tokens[bodyStart..<bodyEnd].contains { $0.kind == .name("loop") }
+        return JinjaStmt(kind: .forLoop(target: target, iter: iter, filter: filter, body: body, otherwise: otherwise, usesLoop: usesLoop), pos: start)
     }
 
     private mutating func parseSet() throws -> JinjaStmt {

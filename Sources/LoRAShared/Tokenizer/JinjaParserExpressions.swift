@@ -299,7 +299,7 @@ extension JinjaParser {
                     try validate(b.body, soft: true)
                 }
                 try validate(otherwise, soft: true)
-            case .forLoop(_, let iter, let filter, let loopBody, let otherwise):
+            case .forLoop(_, let iter, let filter, let loopBody, let otherwise, _):
                 try validate(iter, soft: soft)
                 if let f = filter { try validate(f, soft: false) }
                 try validate(loopBody, soft: false)

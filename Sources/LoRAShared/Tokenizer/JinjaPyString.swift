@@ -19,13 +19,14 @@ enum PyString {
 
     /// `str.strip/lstrip/rstrip(chars)`; `chars == nil` strips whitespace.
     static func strip(_ s: String, chars: String?, left: Bool, right: Bool) -> String {
-        let a = scalars(s)
+        let u = s.unicodeScalars
         let set = chars.map { Set($0.unicodeScalars) }
         func drop(_ c: Unicode.Scalar) -> Bool { set.map { $0.contains(c) } ?? isSpace(c) }
-        var lo = 0, hi = a.count
-        if left { while lo < hi && drop(a[lo]) { lo += 1 } }
-        if right { while hi > lo && drop(a[hi - 1]) { hi -= 1 } }
-        return string(a[lo..<hi])
+        var lo = u.startIndex, hi = u.endIndex
+        if left { while lo < hi && drop(u[lo]) { lo = u.index(after: lo) } }
+        if right { while hi > lo && drop(u[u.index(before: hi)]) { hi = u.index(before: hi) } }
+        if lo == u.startIndex && hi == u.endIndex { return s }
+        return String(u[lo..<hi])
     }
 
     /// Index of `needle` in `hay` at or after `from`, by code points.

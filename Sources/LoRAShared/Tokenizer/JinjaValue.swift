@@ -102,14 +102,6 @@ enum JinjaValue {
         }
     }
 
-    var asDouble: Double? {
-        switch number {
-        case .int(let i)?: return Double(i)
-        case .double(let d)?: return d
-        case nil: return nil
-        }
-    }
-
     // MARK: str() and repr()
 
     /// Python's `str(value)`, which is what `{{ value }}` prints. Undefined prints as "".
