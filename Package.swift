@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "LoRAShared", targets: ["LoRAShared"]),
         .executable(name: "lora-quantize", targets: ["lora-quantize"]),
         .executable(name: "lora-init", targets: ["lora-init"]),
+        .executable(name: "lora-eval", targets: ["lora-eval"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -37,6 +38,8 @@ let package = Package(
         .executableTarget(name: "lora-quantize", dependencies: ["LoRACLI", "LoRAShared",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "lora-init", dependencies: ["LoRACLI", "LoRAShared",
+            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "lora-eval", dependencies: ["LoRACLI", "LoRAShared",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "LoRASharedTests",

@@ -1,0 +1,191 @@
+// Examples: JSONL rows → token ids with a loss mask. Formats: {"text"}, {"prompt","completion"},
+// {"instruction","input"?,"output"} and {"messages":[{role, content}]}; chat data goes through the model's
+// chat template, and with masking only completion / assistant tokens (each ending with the end-of-turn
+// token the model stops on) count.
+import Foundation
+
+public enum DataFormat: String, Sendable, CaseIterable {
+    case text, promptCompletion = "prompt-completion", instruction, messages
+}
+
+public enum DataError: Error, CustomStringConvertible {
+    case badRecord(path: String, line: Int, reason: String)
+    case noChatTemplate(path: String, line: Int, format: String)
+    case noUsableExamples(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .badRecord(let p, let l, let r): return "\(p):\(l): \(r)"
+        case .noChatTemplate(let p, let l, let f):
+            return "\(p):\(l): \(f) rows need the model's chat template, and the model has none (tokenizer_config.json chat_template or chat_template.jinja); use {\"text\"} or {\"prompt\",\"completion\"} rows"
+        case .noUsableExamples(let p, let r): return "\(p): no usable example: \(r)"
+        }
+    }
+}
+
+/// One tokenized example: ids and, per position, whether its token is a training target.
+public struct Example: Sendable {
+    public var ids: [Int32]
+    public var targets: [Bool]
+    public var line: Int
+    public var format: DataFormat
+    public var targetCount: Int { targets.reduce(0) { $0 + ($1 ? 1 : 0) } }
+}
+
+public struct ExampleBuilder {
+    public let tokenizer: Tokenizer
+    public let template: ChatTemplate?
+    public let maskPrompt: Bool?     // nil: default (off for text, on for the others)
+    public let path: String
+
+    public init(tokenizer: Tokenizer, maskPrompt: Bool?, path: String) throws {
+        self.tokenizer = tokenizer
+        self.maskPrompt = maskPrompt
+        self.path = path
+        if let src = tokenizer.chatTemplate {
+            template = try ChatTemplate(src, name: "chat_template")
+        } else {
+            template = nil
+        }
+    }
+
+    public static func format(of o: JSONObject) -> DataFormat? {
+        if o["messages"] != nil { return .messages }
+        if o["text"] != nil { return .text }
+        if o["prompt"] != nil || o["completion"] != nil { return .promptCompletion }
+        if o["instruction"] != nil || o["output"] != nil { return .instruction }
+        return nil
+    }
+
+    func string(_ o: JSONObject, _ key: String, line: Int, optional: Bool = false) throws -> String? {
+        guard let v = o[key], !v.isNull else {
+            if optional { return nil }
+            throw DataError.badRecord(path: path, line: line, reason: "missing \"\(key)\"")
+        }
+        guard let s = v.stringValue else {
+            throw DataError.badRecord(path: path, line: line, reason: "\"\(key)\" must be a string, found a \(v.typeName)")
+        }
+        return s
+    }
+
+    var eos: Int32? { tokenizer.eosTokenId.map { Int32($0) } }
+
+    public func build(_ r: JSONLRecord) throws -> Example {
+        let o = r.value
+        guard let f = ExampleBuilder.format(of: o) else {
+            let keys = o.keys.prefix(6).joined(separator: ", ")
+            throw DataError.badRecord(path: path, line: r.line,
+                reason: "unrecognized row (keys: \(keys)); expected \"text\", \"prompt\"+\"completion\", \"instruction\"+\"output\" or \"messages\"")
+        }
+        let mask = maskPrompt ?? (f != .text)
+        switch f {
+        case .text:
+            let t = try string(o, "text", line: r.line)!
+            let ids = tokenizer.encode(t, addSpecialTokens: true).map { Int32($0) }
+            return Example(ids: ids, targets: [Bool](repeating: true, count: ids.count), line: r.line, format: f)
+        case .promptCompletion:
+            let p = try string(o, "prompt", line: r.line)!, c = try string(o, "completion", line: r.line)!
+            let pi = tokenizer.encode(p, addSpecialTokens: true).map { Int32($0) }
+            var ci = tokenizer.encode(c, addSpecialTokens: false).map { Int32($0) }
+            if let e = eos, ci.last != e { ci.append(e) }
+            return Example(ids: pi + ci, targets: [Bool](repeating: !mask, count: pi.count) + [Bool](repeating: true, count: ci.count),
+                           line: r.line, format: f)
+        case .instruction:
+            let ins = try string(o, "instruction", line: r.line)!
+            let inp = try string(o, "input", line: r.line, optional: true) ?? ""
+            let out = try string(o, "output", line: r.line)!
+            let user = inp.isEmpty ? ins : ins + "\n\n" + inp
+            let msgs: [JSONValue] = [
+                .object(JSONObject([("role", .string("user")), ("content", .string(user))])),
+                .object(JSONObject([("role", .string("assistant")), ("content", .string(out))])),
+            ]
+            return try chat(msgs, line: r.line, mask: mask, format: f)
+        case .messages:
+            guard let arr = o["messages"]?.arrayValue, !arr.isEmpty else {
+                throw DataError.badRecord(path: path, line: r.line, reason: "\"messages\" must be a non-empty array")
+            }
+            for (i, m) in arr.enumerated() {
+                guard let mo = m.objectValue, mo["role"]?.stringValue != nil else {
+                    throw DataError.badRecord(path: path, line: r.line, reason: "messages[\(i)] must be an object with a string \"role\"")
+                }
+                if let c = mo["content"], c.stringValue == nil, !c.isNull, c.arrayValue == nil {
+                    throw DataError.badRecord(path: path, line: r.line, reason: "messages[\(i)].content must be a string")
+                }
+            }
+            return try chat(arr, line: r.line, mask: mask, format: f)
+        }
+    }
+
+    /// The part of `s` after its UTF-8 prefix `p`.
+    func suffix(_ s: String, after p: String) -> String {
+        String(decoding: Array(s.utf8.dropFirst(p.utf8.count)), as: UTF8.self)
+    }
+
+    /// Renders a conversation; each assistant turn (content through its end-of-turn token) is a target.
+    func chat(_ msgs: [JSONValue], line: Int, mask: Bool, format: DataFormat) throws -> Example {
+        guard let tpl = template else { throw DataError.noChatTemplate(path: path, line: line, format: format.rawValue) }
+        let vars = tokenizer.templateVariables
+        func render(_ m: [JSONValue], _ gen: Bool) throws -> String {
+            do { return try tpl.render(messages: m, addGenerationPrompt: gen, variables: vars) } catch {
+                throw DataError.badRecord(path: path, line: line, reason: "chat template: \(error)")
+            }
+        }
+        var ids: [Int32] = [], targets: [Bool] = []
+        var done = ""   // text already tokenized
+        for i in msgs.indices where msgs[i]["role"]?.stringValue == "assistant" {
+            let before = try render(Array(msgs[..<i]), true)
+            let through = try render(Array(msgs[...i]), false)
+            guard before.utf8.starts(with: done.utf8), through.utf8.starts(with: before.utf8) else {
+                throw DataError.badRecord(path: path, line: line,
+                    reason: "the chat template does not render this conversation incrementally (turn \(i)); the loss mask cannot be placed")
+            }
+            // The turn's own text: a header (when the template has no generation prompt, or a different one),
+            // then the content through the end-of-turn token. Only the latter is a target.
+            let seg = suffix(through, after: before)
+            var head = "", body = seg
+            if let content = msgs[i]["content"]?.stringValue, !content.isEmpty, let r = seg.range(of: content) {
+                head = String(seg[..<r.lowerBound])
+                body = String(seg[r.lowerBound...])
+            }
+            let ctx = tokenizer.encode(suffix(before, after: done) + head, addSpecialTokens: false).map { Int32($0) }
+            var turn = tokenizer.encode(body, addSpecialTokens: false).map { Int32($0) }
+            // The target ends with the end-of-turn token; anything the template adds after it is context.
+            var turnTargets = [Bool](repeating: true, count: turn.count)
+            if let e = eos, let last = turn.lastIndex(of: e) {
+                for k in (last + 1)..<turn.count { turnTargets[k] = false }
+            } else if let e = eos {
+                turn.append(e)
+                turnTargets.append(true)
+            }
+            ids += ctx
+            targets += [Bool](repeating: !mask, count: ctx.count)
+            ids += turn
+            targets += turnTargets
+            done = through
+        }
+        let full = try render(msgs, false)
+        if full.utf8.count > done.utf8.count, full.utf8.starts(with: done.utf8) {
+            let rest = tokenizer.encode(suffix(full, after: done), addSpecialTokens: false).map { Int32($0) }
+            ids += rest
+            targets += [Bool](repeating: !mask, count: rest.count)
+        }
+        return Example(ids: ids, targets: targets, line: line, format: format)
+    }
+}
+
+extension DataError: ToolError {}
+
+extension Tokenizer {
+    /// The variables chat templates read besides `messages` and `add_generation_prompt`.
+    public var templateVariables: [String: JSONValue] {
+        var v: [String: JSONValue] = [:]
+        if let b = bosToken { v["bos_token"] = .string(b) }
+        if let e = eosToken { v["eos_token"] = .string(e) }
+        if let p = padToken { v["pad_token"] = .string(p) }
+        if let u = unkToken { v["unk_token"] = .string(u) }
+        return v
+    }
+}
+
+extension TokenizerError: ToolError {}
+extension ChatTemplateError: ToolError {}

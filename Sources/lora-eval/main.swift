@@ -1,0 +1,121 @@
+// lora-eval: loss and perplexity of a model, or model + LoRA adapter, on a JSONL file (text, prompt/completion,
+// instruction or chat rows). Prints one JSON object on stdout; progress on stderr.
+import ArgumentParser
+import Foundation
+import LoRACLI
+import LoRAShared
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lora-eval",
+        abstract: "Loss and perplexity of a model (or model + LoRA adapter) on JSONL data.",
+        discussion: """
+            Rows: {"text": ...}, {"prompt": ..., "completion": ...}, {"instruction": ..., "input": ..., "output": ...} \
+            or {"messages": [{"role": ..., "content": ...}, ...]}. A text row is tokenized as the tokenizer does by \
+            default (its post-processor, e.g. a BOS, once per text; no EOS added); texts longer than --seq-len are \
+            scored in windows advancing by --stride. Other rows get the chat template (instruction, messages) and end \
+            with the end-of-turn token; with --mask-prompt only completion / assistant tokens count.
+            """)
+
+    @Argument(help: "Model folder (full precision or 4-bit).")
+    var model: String
+
+    @Option(help: "LoRA adapter: a PEFT folder, a single-file adapter, or '-' for stdin.")
+    var adapter: String?
+
+    @Option(help: "JSONL data file, or '-' for stdin.")
+    var data: String
+
+    @Option(name: .customLong("mask-prompt"), help: "Score only completion / assistant tokens: true or false (default: true for prompt/completion, instruction and messages rows, false for text).")
+    var maskPrompt: Bool?
+
+    @Option(help: "Tokens per sequence (default: the model's context, at most 2048).")
+    var seqLen: Int?
+
+    @Option(help: "Window advance for texts longer than --seq-len (default: --seq-len, no overlap).")
+    var stride: Int?
+
+    @Option(help: "Sequences per forward pass.")
+    var batchSize: Int = 4
+
+    @Flag(help: "Count and report malformed lines instead of stopping at the first.")
+    var skipBadLines = false
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        if let s = seqLen, s < 2 { throw ValidationError("--seq-len must be at least 2") }
+        if let s = stride, s < 1 { throw ValidationError("--stride must be at least 1") }
+        if let s = stride, let l = seqLen, s > l { throw ValidationError("--stride \(s) must not exceed --seq-len \(l)") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+    }
+
+    func run() throws {
+        common.apply()
+        let started = Date()
+        let m = try ModelDir(path: model)
+        let ctx = m.config.maxPositionEmbeddings
+        let L = seqLen ?? min(ctx, 2048)
+        guard L <= ctx else {
+            throw UsageError("--seq-len \(L) exceeds the model's context of \(ctx) tokens (max_position_embeddings); lower --seq-len")
+        }
+        let tokenizer = try Tokenizer.load(directory: model)
+        let file = try JSONLFile.read(data, skipBad: skipBadLines)
+        for s in file.skipped { Log.warn("skipped \(s)") }
+        let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path)
+        let options = EvalOptions(seqLen: L, stride: stride, batchSize: batchSize)
+        var windows: [Window] = []
+        var result = EvalResult()
+        for r in file.records {
+            let e: Example
+            do { e = try builder.build(r) } catch {
+                if skipBadLines { Log.warn("skipped \(error)"); continue }
+                throw error
+            }
+            if let bad = e.ids.first(where: { Int($0) >= m.config.vocabSize }) {
+                throw DataError.badRecord(path: file.path, line: e.line,
+                    reason: "token id \(bad) is outside the model's vocabulary of \(m.config.vocabSize); the tokenizer does not belong to this model")
+            }
+            let (w, cut) = Evaluator.windows(e, options)
+            windows += w
+            result.examples += 1
+            if cut { result.truncated += 1 }
+        }
+        guard !windows.isEmpty else { throw DataError.noUsableExamples(path: file.path, reason: "every line was skipped") }
+        result.windows = windows.count
+
+        let transformer = try Transformer(model: m)
+        if let a = adapter {
+            try transformer.attach(try Adapter.load(a), linears: try m.linearModules())
+        }
+        var bar: ProgressBar? = nil
+        let t0 = Date()
+        let (nll, count) = Evaluator.evaluate(transformer, windows: windows, options: options) { done, total in
+            if bar == nil { bar = ProgressBar(total: total, label: "eval", unit: " tokens") }
+            bar!.update(done)
+        }
+        Profiler.shared.report()
+        guard count > 0 else {
+            throw DataError.noUsableExamples(path: file.path, reason: "no token is scored (every target is masked or cut off by --seq-len \(L))")
+        }
+        result.nll = nll
+        result.tokens = count
+        let dt = Date().timeIntervalSince(t0)
+        let inputTokens = windows.reduce(0) { $0 + $1.ids.count }
+        var o = JSONObject()
+        o["loss"] = .double(result.loss)
+        o["perplexity"] = .double(result.perplexity)
+        o["tokens"] = .int(Int64(result.tokens))
+        o["examples"] = .int(Int64(result.examples))
+        o["windows"] = .int(Int64(result.windows))
+        o["truncated"] = .int(Int64(result.truncated))
+        o["skipped_lines"] = .int(Int64(file.skipped.count))
+        o["seq_len"] = .int(Int64(L))
+        o["adapter"] = adapter.map { .string($0) } ?? .null
+        o["tokens_per_s"] = .double((Double(inputTokens) / dt * 10).rounded() / 10)
+        o["seconds"] = .double((Date().timeIntervalSince(started) * 100).rounded() / 100)
+        emitJSON(.object(o))
+    }
+}
+
+runMain(Eval.self)

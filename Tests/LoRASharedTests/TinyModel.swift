@@ -1,0 +1,39 @@
+// TinyModel: writes a random tiny Llama model folder (config.json + bf16 model.safetensors) with a tokenizer
+// copied from the fixtures, so the data tools can run end to end without Python.
+import Foundation
+@testable import LoRAShared
+
+enum TinyModel {
+    /// A Llama with `vocab` tokens (≥ the tokenizer's), hidden 32, 2 layers, GQA 4/2, tied head.
+    static func write(to dir: String, tokenizer: String = "qwen2", vocab: Int = 1824, seed: UInt64 = 1,
+                      maxPositions: Int = 512, chatTemplate: Bool = true) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let h = 32, inter = 64, layers = 2, heads = 4, kv = 2, hd = 8
+        let config = """
+        {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": \(vocab), "hidden_size": \(h),
+         "intermediate_size": \(inter), "num_hidden_layers": \(layers), "num_attention_heads": \(heads),
+         "num_key_value_heads": \(kv), "head_dim": \(hd), "max_position_embeddings": \(maxPositions), "rms_norm_eps": 1e-06,
+         "rope_theta": 10000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16", "hidden_act": "silu"}
+        """
+        try config.write(toFile: dir + "/config.json", atomically: true, encoding: .utf8)
+        var rng = Xoshiro256(seed: seed)
+        func rand(_ n: Int, _ std: Float) -> [Float] { (0..<n).map { _ in rng.normal() * std } }
+        var recs = [TensorRecord(name: "model.embed_tokens.weight", floats: rand(vocab * h, 0.5), shape: [vocab, h], dtype: .BF16),
+                    TensorRecord(name: "model.norm.weight", floats: (0..<h).map { _ in 1 + 0.1 * rng.normal() }, shape: [h], dtype: .BF16)]
+        for l in 0..<layers {
+            let p = "model.layers.\(l)."
+            for (n, o, i) in [("self_attn.q_proj", heads * hd, h), ("self_attn.k_proj", kv * hd, h), ("self_attn.v_proj", kv * hd, h),
+                              ("self_attn.o_proj", h, heads * hd), ("mlp.gate_proj", inter, h), ("mlp.up_proj", inter, h), ("mlp.down_proj", h, inter)] {
+                recs.append(TensorRecord(name: p + n + ".weight", floats: rand(o * i, 0.2), shape: [o, i], dtype: .BF16))
+            }
+            recs.append(TensorRecord(name: p + "input_layernorm.weight", floats: (0..<h).map { _ in 1 + 0.1 * rng.normal() }, shape: [h], dtype: .BF16))
+            recs.append(TensorRecord(name: p + "post_attention_layernorm.weight", floats: (0..<h).map { _ in 1 + 0.1 * rng.normal() }, shape: [h], dtype: .BF16))
+        }
+        try SafetensorsWriter.write(recs, toFile: dir + "/model.safetensors")
+        let src = Fixtures.path("tokenizer/" + tokenizer)
+        try FileManager.default.copyItem(atPath: src + "/tokenizer.json", toPath: dir + "/tokenizer.json")
+        var cfg = try JSONParser().parse(try Data(contentsOf: URL(fileURLWithPath: src + "/tokenizer_config.json"))).objectValue!
+        if !chatTemplate { cfg["chat_template"] = nil }
+        try JSONValue.object(cfg).serialized(.indented(2)).write(toFile: dir + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+    }
+}
