@@ -9,7 +9,10 @@ SmolLM2 tokenizer on one thread (RAYON_NUM_THREADS=1), times encode() over ~4 KB
 lines) with a fresh and then a warm word cache, and one encode() of the whole text; prints MB/s and
 the token counts (which the Swift run must match):
 
-  LORA_BENCH=1 LORA_BENCH_TEXT=FILE swift test -c release --filter TokenizerBench
+  LORA_BENCH=1 LORA_BENCH_TEXT=FILE swift test -c release -Xswiftc -enable-testing --filter TokenizerBench
+
+(-enable-testing: the test target uses @testable imports.)  --model takes any tokenizer folder, e.g. a
+fixture kind under Tests/LoRASharedTests/Fixtures/tokenizer/, with LORA_BENCH_KIND=<kind> on the Swift side.
 """
 import argparse
 import os

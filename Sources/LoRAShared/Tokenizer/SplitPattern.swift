@@ -94,10 +94,11 @@ final class SplitPattern: @unchecked Sendable {
                 i += l
             }
         case .classMask(let mask):
+            let table = CharClass.bmpPointer
             var i = 0
             while i < n {
                 let (v, l) = UTF8Scan.decode(p, i)
-                if CharClass.of(v) & mask != 0 { out.append(i); out.append(i + l) }
+                if CharClass.of(v, table) & mask != 0 { out.append(i); out.append(i + l) }
                 i += l
             }
         case .gpt2: scan(p, n, gpt2: true, maxDigits: 0, into: &out, scratch: &scratch)
@@ -137,14 +138,15 @@ final class SplitPattern: @unchecked Sendable {
             scratch.classes.withUnsafeMutableBufferPointer { clb in
                 scratch.offsets.withUnsafeMutableBufferPointer { ofb in
                     let sc = scb.baseAddress!, cl = clb.baseAddress!, off = ofb.baseAddress!
+                    let table = CharClass.bmpPointer
                     var m = 0, i = 0
                     while i < n {
                         let b = p[i]
                         if b < 0x80 {
-                            sc[m] = UInt32(b); cl[m] = SplitPattern.ascii[Int(b)]; off[m] = Int32(i); i += 1
+                            sc[m] = UInt32(b); cl[m] = table[Int(b)]; off[m] = Int32(i); i += 1
                         } else {
                             let (v, l) = UTF8Scan.decode(p, i)
-                            sc[m] = v; cl[m] = CharClass.of(v); off[m] = Int32(i); i += l
+                            sc[m] = v; cl[m] = CharClass.of(v, table); off[m] = Int32(i); i += l
                         }
                         m += 1
                     }
@@ -159,8 +161,6 @@ final class SplitPattern: @unchecked Sendable {
             }
         }
     }
-
-    private static let ascii: [UInt8] = (0..<128).map { CharClass.compute(UInt32($0)) }
 
     @inline(__always) private static func run(_ cl: UnsafeMutablePointer<UInt8>, _ j0: Int, _ m: Int, _ mask: UInt8) -> Int {
         var j = j0

@@ -13,6 +13,16 @@ final class EncodeState {
     var cache = ByteKeyMap(capacity: 4096)  // word bytes → (offset, count) in cacheIds
     var cacheIds: [Int32] = []
 
+    /// Drops buffers a very long text grew, so a kept state does not hold them (the word cache stays).
+    func trim() {
+        guard words.spans.capacity > 1 << 20 || words.bytes.capacity > 1 << 24 || ids.capacity > 1 << 20 else { return }
+        words = Words()
+        scan = ScanScratch()
+        bpe = BPEScratch()
+        pieces = []
+        ids = []
+    }
+
     static let maxCachedWordBytes = 256
     static let maxCacheEntries = 200_000
     static let maxCacheKeyBytes = 16 << 20
@@ -89,7 +99,7 @@ public final class Tokenizer: @unchecked Sendable {
             if t.normalized {
                 normalized.add(t, pattern: normalizer?.apply(content) ?? content)
             } else {
-                raw.add(t, pattern: Array(t.content.utf8))
+                raw.add(t, pattern: content)
             }
         }
         rawMatcher = raw
@@ -147,6 +157,7 @@ public final class Tokenizer: @unchecked Sendable {
         preTokenizer?.apply(&state.words, &state.scan)
         runModel(state)
         let ids = state.ids.map { Int($0) }
+        state.trim()
         return postProcessor?.process(ids, addSpecialTokens: addSpecialTokens) ?? ids
     }
 
@@ -197,39 +208,45 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// BPE over every word, through the word cache.
     private func runModel(_ s: EncodeState) {
-        s.ids.removeAll(keepingCapacity: true)
+        // Work on locals moved out of the state: a struct reached through a class reference is retained
+        // and released on every access, which costs more than the cache lookup itself.
+        var ids = s.ids, cache = s.cache, cacheIds = s.cacheIds, bpe = s.bpe, mapped = s.mapped
+        s.ids = []; s.cache = ByteKeyMap(capacity: 0); s.cacheIds = []; s.bpe = BPEScratch(); s.mapped = []
+        defer { s.ids = ids; s.cache = cache; s.cacheIds = cacheIds; s.bpe = bpe; s.mapped = mapped }
+        ids.removeAll(keepingCapacity: true)
         let byteLevel = s.words.byteLevel
+        let spans = s.words.spans
         s.words.bytes.withUnsafeBufferPointer { b in
             guard let base = b.baseAddress else {
-                for span in s.words.spans where span.token >= 0 { s.ids.append(Int32(span.token)) }
+                for span in spans where span.token >= 0 { ids.append(Int32(span.token)) }
                 return
             }
-            for span in s.words.spans {
-                if span.token >= 0 { s.ids.append(Int32(span.token)); continue }
+            for span in spans {
+                if span.token >= 0 { ids.append(Int32(span.token)); continue }
                 let p = base + span.start, n = span.end - span.start
                 if n == 0 { continue }
                 let cacheable = n <= EncodeState.maxCachedWordBytes
-                if cacheable, let (off, count) = s.cache.find(p, n) {
-                    s.cacheIds.withUnsafeBufferPointer { c in
-                        s.ids.append(contentsOf: UnsafeBufferPointer(rebasing: c[Int(off)..<Int(off + count)]))
+                if cacheable, let (off, count) = cache.find(p, n) {
+                    cacheIds.withUnsafeBufferPointer { c in
+                        ids.append(contentsOf: UnsafeBufferPointer(rebasing: c[Int(off)..<Int(off + count)]))
                     }
                     continue
                 }
-                let before = s.ids.count
+                let before = ids.count
                 if byteLevel {
-                    s.mapped.removeAll(keepingCapacity: true)
-                    ByteLevelMap.appendMapped(p, n, to: &s.mapped)
-                    s.mapped.withUnsafeBufferPointer { m in model.tokenize(m.baseAddress!, m.count, into: &s.ids, scratch: &s.bpe) }
+                    mapped.removeAll(keepingCapacity: true)
+                    ByteLevelMap.appendMapped(p, n, to: &mapped)
+                    mapped.withUnsafeBufferPointer { m in model.tokenize(m.baseAddress!, m.count, into: &ids, scratch: &bpe) }
                 } else {
-                    model.tokenize(p, n, into: &s.ids, scratch: &s.bpe)
+                    model.tokenize(p, n, into: &ids, scratch: &bpe)
                 }
                 if cacheable {
-                    if s.cache.count >= EncodeState.maxCacheEntries || s.cache.keyBytes >= EncodeState.maxCacheKeyBytes {
-                        s.cache.removeAll()
-                        s.cacheIds.removeAll(keepingCapacity: true)
+                    if cache.count >= EncodeState.maxCacheEntries || cache.keyBytes >= EncodeState.maxCacheKeyBytes {
+                        cache.removeAll()
+                        cacheIds.removeAll(keepingCapacity: true)
                     }
-                    s.cache.insert(p, n, Int32(s.cacheIds.count), Int32(s.ids.count - before))
-                    s.cacheIds.append(contentsOf: s.ids[before...])
+                    cache.insert(p, n, Int32(cacheIds.count), Int32(ids.count - before))
+                    cacheIds.append(contentsOf: ids[before...])
                 }
             }
         }

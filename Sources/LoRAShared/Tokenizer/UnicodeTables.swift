@@ -42,6 +42,17 @@ enum CharClass {
     @inline(__always) static func of(_ v: UInt32) -> UInt8 {
         v < 0x10000 ? bmp.withUnsafeBufferPointer { $0[Int(v)] } : compute(v)
     }
+
+    /// The BMP table for loops (hoists the lazy-global check out of them); `bmp` stays alive for the process.
+    static let bmpPointer: UnsafePointer<UInt8> = {
+        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: 0x10000)
+        p.initialize(from: bmp, count: 0x10000)
+        return UnsafePointer(p)
+    }()
+
+    @inline(__always) static func of(_ v: UInt32, _ table: UnsafePointer<UInt8>) -> UInt8 {
+        v < 0x10000 ? table[Int(v)] : compute(v)
+    }
 }
 
 /// UTF-8 helpers over valid UTF-8 (the bytes of a Swift String).
