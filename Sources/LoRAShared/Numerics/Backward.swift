@@ -1,0 +1,106 @@
+// Backward: gradients of the row-wise kernels in Kernels.swift (llm.c style: gradients accumulate with +=, so
+// zeroing is the caller's visible step). Each is checked against finite differences in Double (Tests).
+
+public enum Backward {
+    /// RMSNorm forward that also records rstd[i] = 1/sqrt(mean(x²) + eps) for the backward pass.
+    public static func rmsNormForward(_ y: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                      _ w: UnsafePointer<Float>, rows: Int, dim: Int, eps: Float) {
+        Parallel.forRanges(rows, grain: 16) { r in
+            for i in r {
+                let xi = x + i * dim, yi = y + i * dim
+                var ss: Float = 0
+                for j in 0..<dim { ss += xi[j] * xi[j] }
+                let inv = 1 / (ss / Float(dim) + eps).squareRoot()
+                rstd[i] = inv
+                for j in 0..<dim { yi[j] = xi[j] * inv * w[j] }
+            }
+        }
+    }
+
+    /// dx += ∂/∂x of y = x · rstd · w given dy:  dx_j += rstd·w_j·dy_j − x_j·rstd³/D · Σ_k w_k·dy_k·x_k.
+    public static func rmsNorm(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                               _ w: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, rows: Int, dim: Int) {
+        Parallel.forRanges(rows, grain: 16) { r in
+            for i in r {
+                let xi = x + i * dim, dyi = dy + i * dim, dxi = dx + i * dim
+                let s = rstd[i]
+                var dot: Float = 0
+                for j in 0..<dim { dot += w[j] * dyi[j] * xi[j] }
+                let c = dot * s * s * s / Float(dim)
+                for j in 0..<dim { dxi[j] += s * w[j] * dyi[j] - xi[j] * c }
+            }
+        }
+    }
+
+    /// Given dh for h = silu(g)·u: writes dg and du (column slices of rows with stride ld).
+    public static func siluMul(dg: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>, ldd: Int,
+                               dh: UnsafePointer<Float>, ldh: Int, g: UnsafePointer<Float>, u: UnsafePointer<Float>, ld: Int,
+                               rows: Int, cols: Int) {
+        Parallel.forRanges(rows, grain: 8) { r in
+            for i in r {
+                let gi = g + i * ld, ui = u + i * ld, dhi = dh + i * ldh, dgi = dg + i * ldd, dui = du + i * ldd
+                for j in 0..<cols {
+                    let v = gi[j]
+                    let s = 1 / (1 + FastMath.exp(-v))
+                    let d = dhi[j]
+                    dgi[j] = d * ui[j] * s * (1 + v * (1 - s))
+                    dui[j] = d * v * s
+                }
+            }
+        }
+    }
+
+    /// The transpose of Kernels.rope: rotates gradients by −θ in place.
+    public static func rope(_ dx: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
+                            positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+        let half = headDim / 2
+        Parallel.forRanges(rows, grain: 16) { r in
+            for i in r {
+                let c = cos + Int(positions[i]) * half, s = sin + Int(positions[i]) * half
+                for h in 0..<heads {
+                    let p = dx + i * ld + h * headDim
+                    for j in 0..<half {
+                        let a = p[j], b = p[j + half]
+                        p[j] = a * c[j] + b * s[j]
+                        p[j + half] = b * c[j] - a * s[j]
+                    }
+                }
+            }
+        }
+    }
+
+    /// Softmax backward for one row over its first `valid` entries: dS = P ⊙ (dP − Σ_k dP_k·P_k), in place in dP.
+    @inline(__always)
+    public static func softmaxRow(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, valid: Int, count: Int) {
+        var dot: Float = 0
+        for j in 0..<valid { dot += dp[j] * p[j] }
+        for j in 0..<valid { dp[j] = p[j] * (dp[j] - dot) }
+        for j in valid..<count { dp[j] = 0 }
+    }
+
+    /// Cross-entropy over rows of logits, in place: each row with target ≥ 0 becomes scale·(softmax − onehot),
+    /// other rows 0. Returns Σ NLL (Double) and the number of scored rows.
+    public static func crossEntropy(_ logits: UnsafeMutablePointer<Float>, rows: Int, vocab: Int,
+                                    targets: UnsafePointer<Int32>, scale: Float) -> (Double, Int) {
+        var total = 0.0, count = 0
+        let lock = NSLockShim()
+        Parallel.forRanges(rows, grain: 4) { r in
+            var t = 0.0, c = 0
+            for i in r {
+                let li = logits + i * vocab
+                let y = Int(targets[i])
+                if y < 0 { for j in 0..<vocab { li[j] = 0 }; continue }
+                let m = FastMath.max(li, vocab)
+                let target = li[y]
+                let s = FastMath.expShiftSum(li, vocab, shift: m)
+                t += Double(m + Glibc_logf(s) - target)
+                c += 1
+                let k = scale / s
+                for j in 0..<vocab { li[j] *= k }
+                li[y] -= scale
+            }
+            lock.locked { total += t; count += c }
+        }
+        return (total, count)
+    }
+}

@@ -1,0 +1,124 @@
+// GradCheckTests: every backward kernel against central finite differences of a Double forward reference, on
+// tiny shapes, for the loss L = Σ c·y with random c. The kernels run in Float, so the bound is relative 1e-3.
+import XCTest
+@testable import LoRAShared
+
+final class GradCheckTests: XCTestCase {
+    /// Float kernels vs Double finite differences (h = 1e-5): a correct formula lands near 1e-5 relative.
+    static let tolerance = 1e-3
+
+    var rng = Xoshiro256(seed: 11)
+    func rand(_ n: Int, _ s: Float = 1) -> [Float] { (0..<n).map { _ in rng.normal() * s } }
+
+    /// Central differences of f at x (Double).
+    func numericGrad(_ x: [Double], _ f: ([Double]) -> Double) -> [Double] {
+        let h = 1e-5
+        return x.indices.map { i in
+            var a = x, b = x
+            a[i] += h; b[i] -= h
+            return (f(a) - f(b)) / (2 * h)
+        }
+    }
+
+    func assertClose(_ analytic: [Float], _ numeric: [Double], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        let scale = max(1e-3, numeric.map(abs).max() ?? 1)
+        let err = zip(analytic, numeric).map { abs(Double($0) - $1) }.max() ?? 0
+        XCTAssertLessThan(err / scale, GradCheckTests.tolerance, "\(what): max error \(err) relative to \(scale)", file: file, line: line)
+        print("gradcheck \(what): max rel error \(err / scale)")
+    }
+
+    func testRMSNorm() {
+        let rows = 3, dim = 8, eps: Float = 1e-5
+        let x = rand(rows * dim), w = rand(dim), c = rand(rows * dim)
+        func f(_ xd: [Double]) -> Double {
+            var l = 0.0
+            for i in 0..<rows {
+                let ss = (0..<dim).reduce(0.0) { $0 + xd[i * dim + $1] * xd[i * dim + $1] }
+                let r = 1 / (ss / Double(dim) + Double(eps)).squareRoot()
+                for j in 0..<dim { l += Double(c[i * dim + j]) * xd[i * dim + j] * r * Double(w[j]) }
+            }
+            return l
+        }
+        var y = [Float](repeating: 0, count: rows * dim), rstd = [Float](repeating: 0, count: rows)
+        var dx = [Float](repeating: 0, count: rows * dim)
+        Backward.rmsNormForward(&y, &rstd, x, w, rows: rows, dim: dim, eps: eps)
+        Backward.rmsNorm(&dx, c, x, w, rstd, rows: rows, dim: dim)
+        assertClose(dx, numericGrad(x.map(Double.init), f), "rmsnorm dx")
+    }
+
+    func testSiluMul() {
+        let rows = 2, cols = 5
+        let g = rand(rows * cols, 2), u = rand(rows * cols), c = rand(rows * cols)
+        func silu(_ v: Double) -> Double { v / (1 + Foundation.exp(-v)) }
+        let dgNum = numericGrad(g.map(Double.init)) { gd in (0..<(rows * cols)).reduce(0.0) { $0 + Double(c[$1]) * silu(gd[$1]) * Double(u[$1]) } }
+        let duNum = numericGrad(u.map(Double.init)) { ud in (0..<(rows * cols)).reduce(0.0) { $0 + Double(c[$1]) * silu(Double(g[$1])) * ud[$1] } }
+        var dg = [Float](repeating: 0, count: rows * cols), du = dg
+        Backward.siluMul(dg: &dg, du: &du, ldd: cols, dh: c, ldh: cols, g: g, u: u, ld: cols, rows: rows, cols: cols)
+        assertClose(dg, dgNum, "silu·u dg")
+        assertClose(du, duNum, "silu·u du")
+    }
+
+    func testRoPE() throws {
+        let cfg = try ModelConfig.load(directory: Fixtures.path("forward/llama3-rope/model"))
+        let tables = RopeTables(config: cfg, positions: 16)
+        let rows = 3, heads = 2, hd = cfg.headDim, ld = heads * hd
+        let x = rand(rows * ld), c = rand(rows * ld)
+        let pos: [Int32] = [0, 5, 15]
+        // y = R(θ)x is linear: dL/dx = R(θ)ᵀ c, checked by differences of the forward kernel in Double.
+        func f(_ xd: [Double]) -> Double {
+            var l = 0.0
+            let half = hd / 2
+            for i in 0..<rows {
+                for h in 0..<heads {
+                    for j in 0..<half {
+                        let a = xd[i * ld + h * hd + j], b = xd[i * ld + h * hd + j + half]
+                        let cs = Double(tables.cos[Int(pos[i]) * half + j]), sn = Double(tables.sin[Int(pos[i]) * half + j])
+                        l += Double(c[i * ld + h * hd + j]) * (a * cs - b * sn) + Double(c[i * ld + h * hd + j + half]) * (b * cs + a * sn)
+                    }
+                }
+            }
+            return l
+        }
+        var d = c
+        Backward.rope(&d, ld: ld, rows: rows, heads: heads, headDim: hd, positions: pos, cos: tables.cos, sin: tables.sin)
+        assertClose(d, numericGrad(x.map(Double.init), f), "rope")
+    }
+
+    func testSoftmax() {
+        let n = 7, valid = 5
+        let s = rand(n, 2), c = rand(n)
+        func f(_ sd: [Double]) -> Double {
+            let m = sd[0..<valid].max()!
+            let e = sd[0..<valid].map { Foundation.exp($0 - m) }
+            let z = e.reduce(0, +)
+            return (0..<valid).reduce(0.0) { $0 + Double(c[$1]) * e[$1] / z }
+        }
+        var p = s
+        Kernels.softmaxRow(&p, count: n, valid: valid)
+        var dp = c
+        Backward.softmaxRow(&dp, p, valid: valid, count: n)
+        assertClose(dp, numericGrad(s.map(Double.init), f), "softmax")
+    }
+
+    func testCrossEntropy() {
+        let rows = 3, vocab = 11
+        let logits = rand(rows * vocab, 2)
+        let targets: [Int32] = [4, -100, 10]
+        let scale: Float = 0.5
+        func f(_ ld: [Double]) -> Double {
+            var l = 0.0
+            for i in 0..<rows where targets[i] >= 0 {
+                let row = ld[(i * vocab)..<((i + 1) * vocab)]
+                let m = row.max()!
+                let lse = m + Foundation.log(row.reduce(0.0) { $0 + Foundation.exp($1 - m) })
+                l += Double(scale) * (lse - ld[i * vocab + Int(targets[i])])
+            }
+            return l
+        }
+        var g = logits
+        let (nll, count) = Backward.crossEntropy(&g, rows: rows, vocab: vocab, targets: targets, scale: scale)
+        XCTAssertEqual(count, 2)
+        XCTAssertEqual(nll * Double(scale), f(logits.map(Double.init)), accuracy: 1e-4)
+        assertClose(g, numericGrad(logits.map(Double.init), f), "cross-entropy")
+    }
+}
