@@ -119,6 +119,9 @@ public final class Transformer: @unchecked Sendable {
 
     public func detach() { lora = [:] }
 
+    /// Replaces one module's LoRA weights (the optimizer writes updated A and B through this).
+    public func setLoRA(_ module: String, _ l: LoRALayer) { lora[module] = l }
+
     // MARK: forward
 
     public struct Output {
@@ -153,6 +156,7 @@ public final class Transformer: @unchecked Sendable {
         }
     }
     var workspace: Workspace?
+    var trainWorkspace: TrainWorkspace?
 
     public static let headChunkRows = 128
 
@@ -295,7 +299,9 @@ public final class Transformer: @unchecked Sendable {
                 }
             }
             Profiler.shared.measure("attention") {
-                attention(qkv: qkv, ld: ldqkv, out: att, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd, group: group, scale: scale, ws: ws)
+                ws.scores.withUnsafeMutableBufferPointer {
+                    attention(qkv: qkv, ld: ldqkv, out: att, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd, group: group, scale: scale, scores: $0.baseAddress!)
+                }
             }
             project(L.o, x: att, ldx: qd, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
             // MLP block.
@@ -313,11 +319,10 @@ public final class Transformer: @unchecked Sendable {
     public static let attentionBlock = 64
 
     func attention(qkv: UnsafeMutablePointer<Float>, ld: Int, out: UnsafeMutablePointer<Float>, batch: TokenBatch,
-                   T: Int, hd: Int, qd: Int, kvd: Int, group: Int, scale: Float, ws: Workspace) {
+                   T: Int, hd: Int, qd: Int, kvd: Int, group: Int, scale: Float, scores s: UnsafeMutablePointer<Float>) {
         let heads = config.numHeads
         let blk = Transformer.attentionBlock
-        ws.scores.withUnsafeMutableBufferPointer { sb in
-            let s = sb.baseAddress!
+        do {
             for b in 0..<batch.batch {
                 let len = max(1, batch.lengths[b])
                 for h in 0..<heads {

@@ -1,0 +1,378 @@
+// TransformerTraining: the training step of the LoRA model: a forward pass that keeps each layer's input,
+// mid-residual, roped q/k/v and attention output, then the backward pass through head, norms, MLP, attention
+// and RoPE, producing gradients for LoRA A and B only (frozen weights of any dtype or NF4 pass gradients to
+// activations). Norm outputs, gate/up, the SwiGLU product, LoRA intermediates and attention probabilities are
+// recomputed in backward instead of stored. LoRA dropout masks are regenerated from (seed, step, module).
+
+/// Gradients of every LoRA module's A and B (same shapes), accumulated across micro-batches.
+public final class LoRAGradients: @unchecked Sendable {
+    public var a: [String: [Float]]
+    public var b: [String: [Float]]
+
+    public init(for lora: [String: LoRALayer]) {
+        a = lora.mapValues { [Float](repeating: 0, count: $0.a.count) }
+        b = lora.mapValues { [Float](repeating: 0, count: $0.b.count) }
+    }
+
+    public func zero() {
+        for k in a.keys { a[k]!.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+        for k in b.keys { b[k]!.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+    }
+
+    /// √(Σ g²) over all A and B gradients (Double accumulation).
+    public var globalNorm: Double {
+        var s = 0.0
+        for v in a.values { for x in v { s += Double(x) * Double(x) } }
+        for v in b.values { for x in v { s += Double(x) * Double(x) } }
+        return s.squareRoot()
+    }
+}
+
+/// LoRA dropout: which inputs of A are kept, regenerated identically in forward and backward.
+public struct LoRADropout: Sendable {
+    public var rate: Float
+    public var seed: UInt64
+    public var step: UInt64
+
+    /// Writes x ⊙ mask / (1 − rate) for one module into dst.
+    func apply(_ x: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, module: String, into dst: UnsafeMutablePointer<Float>) {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for c in module.utf8 { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
+        var rng = Xoshiro256(seed: seed ^ (step &* 0x9E37_79B9_7F4A_7C15) ^ h)
+        let keep = 1 - rate, scale = 1 / keep
+        for i in 0..<rows {
+            for j in 0..<cols { dst[i * cols + j] = rng.nextUnitFloat() < keep ? x[i * ld + j] * scale : 0 }
+        }
+    }
+}
+
+extension Transformer {
+    /// Buffers for one training step, allocated once from (config, rows, seq); the hot loop sees raw pointers.
+    final class TrainWorkspace {
+        let rows: Int, seq: Int, tCap: Int, dropCap: Int
+        private var owned: [UnsafeMutablePointer<Float>] = []
+        var xIn: [UnsafeMutablePointer<Float>] = [], xMid: [UnsafeMutablePointer<Float>] = [], qkv: [UnsafeMutablePointer<Float>] = []
+        var att: [UnsafeMutablePointer<Float>] = [], rstd1: [UnsafeMutablePointer<Float>] = [], rstd2: [UnsafeMutablePointer<Float>] = []
+        var xFinal, rstdF, nF, dnF, n, gu, h, dgu, dh, dx, dn, dqkv, datt, w, t, dt, xdrop, tmp, p, dp, head, gathered: UnsafeMutablePointer<Float>
+
+        init(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, dropoutCols: Int, headChunk: Int) {
+            self.rows = rows
+            self.seq = seq
+            let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
+            var owned: [UnsafeMutablePointer<Float>] = []
+            func z(_ n: Int) -> UnsafeMutablePointer<Float> {
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
+                p.initialize(repeating: 0, count: max(1, n))
+                owned.append(p)
+                return p
+            }
+            for _ in 0..<c.numLayers {
+                xIn.append(z(rows * d)); xMid.append(z(rows * d)); qkv.append(z(rows * (qd + 2 * kvd)))
+                att.append(z(rows * qd)); rstd1.append(z(rows)); rstd2.append(z(rows))
+            }
+            xFinal = z(rows * d); rstdF = z(rows); nF = z(rows * d); dnF = z(rows * d)
+            n = z(rows * d); gu = z(rows * 2 * i); h = z(rows * i); dgu = z(rows * 2 * i); dh = z(rows * i)
+            dx = z(rows * d); dn = z(rows * d); dqkv = z(rows * (qd + 2 * kvd)); datt = z(rows * qd)
+            w = z(max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d))
+            tCap = rows * maxR
+            t = z(tCap); dt = z(tCap)
+            dropCap = rows * dropoutCols
+            xdrop = z(dropCap); tmp = z(rows * max(d, i, qd))
+            p = z(seq * seq); dp = z(seq * seq)
+            head = z(headChunk * c.vocabSize); gathered = z(headChunk * d)
+            self.owned = owned
+        }
+
+        deinit { for p in owned { p.deallocate() } }
+    }
+
+    public struct StepResult: Sendable {
+        public var nllSum: Double
+        public var tokens: Int
+    }
+
+    /// Forward and backward over one micro-batch. The loss is Σ NLL · lossScale (e.g. 1/scored tokens);
+    /// gradients of that loss are added into `grads`.
+    public func trainStep(_ batch: TokenBatch, lossScale: Float, grads: LoRAGradients, dropout: LoRADropout? = nil) -> StepResult {
+        let c = config
+        let rows = batch.batch * batch.seq
+        let maxR = lora.values.map(\.r).max() ?? 1
+        let maxIn = max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim)
+        let drop = (dropout?.rate ?? 0) > 0 ? dropout : nil
+        if trainWorkspace == nil || trainWorkspace!.rows != rows || trainWorkspace!.seq != batch.seq
+            || trainWorkspace!.tCap < rows * maxR || (drop != nil && trainWorkspace!.dropCap < rows * maxIn) {
+            trainWorkspace = TrainWorkspace(config: c, rows: rows, seq: batch.seq, maxR: maxR,
+                                            dropoutCols: drop != nil ? maxIn : 0, headChunk: min(rows, Transformer.headChunkRows))
+        }
+        if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
+        let ws = trainWorkspace!
+        let d = c.hiddenSize
+        let positions = (0..<rows).map { Int32($0 % batch.seq) }
+        let L = layers.count
+
+        // Forward: layer l reads xIn[l] and writes its output into xIn[l+1] (the last into xFinal).
+        embedding.withUnsafeBufferPointer { e in
+            for r in 0..<rows {
+                let tok = Int(batch.tokens[r])
+                precondition(tok >= 0 && tok < c.vocabSize, "token id \(tok) out of range")
+                (ws.xIn[0] + r * d).update(from: e.baseAddress! + tok * d, count: d)
+            }
+        }
+        for l in 0..<L { trainLayerForward(l, ws, batch, positions, drop) }
+        finalNorm.withUnsafeBufferPointer { w in
+            Backward.rmsNormForward(ws.nF, ws.rstdF, ws.xFinal, w.baseAddress!, rows: rows, dim: d, eps: Float(c.rmsNormEps))
+        }
+        let result = headBackward(ws, batch, lossScale: lossScale)
+        // d(final norm) → gradient of the last layer's output, kept in ws.dx.
+        ws.dx.update(repeating: 0, count: rows * d)
+        finalNorm.withUnsafeBufferPointer { w in
+            Backward.rmsNorm(ws.dx, ws.dnF, ws.xFinal, w.baseAddress!, ws.rstdF, rows: rows, dim: d)
+        }
+        for l in stride(from: L - 1, through: 0, by: -1) { trainLayerBackward(l, ws, batch, positions, grads, drop) }
+        return result
+    }
+
+    /// Head and cross-entropy over scored rows in chunks: loss, and dnF = ∂loss/∂(final norm output).
+    func headBackward(_ ws: TrainWorkspace, _ batch: TokenBatch, lossScale: Float) -> StepResult {
+        let c = config, d = c.hiddenSize, rows = batch.batch * batch.seq
+        let targets = batch.shiftedTargets
+        let scored = (0..<rows).filter { targets[$0] >= 0 }
+        let chunk = min(rows, Transformer.headChunkRows)
+        var nll = 0.0, count = 0
+        let headW = headWeight ?? embedding
+        var chunkTargets = [Int32](repeating: -100, count: chunk)
+        let dn = ws.dnF, n = ws.nF, out = ws.head, g = ws.gathered
+        dn.update(repeating: 0, count: rows * d)
+        headW.withUnsafeBufferPointer { hw in
+            var i0 = 0
+            while i0 < scored.count {
+                let m = min(chunk, scored.count - i0)
+                for k in 0..<m {
+                    (g + k * d).update(from: n + scored[i0 + k] * d, count: d)
+                    chunkTargets[k] = targets[scored[i0 + k]]
+                }
+                Profiler.shared.measure("train head", flops: 4.0 * Double(m * c.vocabSize * d)) {
+                    gemm(.none, .transpose, m: m, n: c.vocabSize, k: d, a: g, lda: d, b: hw.baseAddress!, ldb: d, c: out, ldc: c.vocabSize)
+                    let (s, k) = chunkTargets.withUnsafeBufferPointer {
+                        Backward.crossEntropy(out, rows: m, vocab: c.vocabSize, targets: $0.baseAddress!, scale: lossScale)
+                    }
+                    nll += s
+                    count += k
+                    // d(normed rows) = dlogits · W_head, scattered back to their rows.
+                    gemm(.none, .none, m: m, n: d, k: c.vocabSize, a: out, lda: c.vocabSize, b: hw.baseAddress!, ldb: d, c: g, ldc: d)
+                }
+                for k in 0..<m { (dn + scored[i0 + k] * d).update(from: g + k * d, count: d) }
+                i0 += m
+            }
+        }
+        return StepResult(nllSum: nll, tokens: count)
+    }
+
+    // MARK: projections with LoRA (training)
+
+    /// y (row stride ldy) = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ, accumulating into y when asked.
+    func trainProject(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                      ws: TrainWorkspace, accumulate: Bool, drop: LoRADropout?) {
+        let prof = Profiler.shared
+        prof.measure("expand weights") { lin.expand(into: ws.w) }
+        prof.measure("gemm linear", flops: 2.0 * Double(rows * lin.outFeatures * lin.inFeatures)) {
+            gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: lin.inFeatures, a: x, lda: ldx,
+                 b: ws.w, ldb: lin.inFeatures, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+        }
+        if let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(y, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
+        guard let l = lora[lin.name] else { return }
+        prof.measure("lora") {
+            var xin = x, ldxin = ldx
+            if let dr = drop {
+                dr.apply(x, ld: ldx, rows: rows, cols: lin.inFeatures, module: lin.name, into: ws.xdrop)
+                xin = UnsafePointer(ws.xdrop); ldxin = lin.inFeatures
+            }
+            l.a.withUnsafeBufferPointer { a in
+                gemm(.none, .transpose, m: rows, n: l.r, k: lin.inFeatures, a: xin, lda: ldxin, b: a.baseAddress!, ldb: lin.inFeatures,
+                     c: ws.t, ldc: l.r)
+            }
+            l.b.withUnsafeBufferPointer { b in
+                gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: ws.t, lda: l.r,
+                     b: b.baseAddress!, ldb: l.r, beta: 1, c: y, ldc: ldy)
+            }
+        }
+    }
+
+    /// Given dy for y = trainProject(x): dx += dy·W (+ LoRA path), dA and dB accumulated into grads.
+    func trainProjectBackward(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
+                              dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, ws: TrainWorkspace,
+                              grads: LoRAGradients, drop: LoRADropout?) {
+        let prof = Profiler.shared
+        prof.measure("expand weights") { lin.expand(into: ws.w) }
+        prof.measure("gemm linear", flops: 2.0 * Double(rows * lin.outFeatures * lin.inFeatures)) {
+            gemm(.none, .none, m: rows, n: lin.inFeatures, k: lin.outFeatures, a: dy, lda: ldy,
+                 b: ws.w, ldb: lin.inFeatures, beta: 1, c: dx, ldc: lddx)
+        }
+        guard let l = lora[lin.name] else { return }
+        prof.measure("lora") {
+            let inF = lin.inFeatures, outF = lin.outFeatures, r = l.r
+            let t = ws.t, u = ws.dt, xd = ws.xdrop, tmp = ws.tmp
+            l.a.withUnsafeBufferPointer { a in
+            l.b.withUnsafeBufferPointer { b in
+            grads.a[lin.name]!.withUnsafeMutableBufferPointer { da in
+            grads.b[lin.name]!.withUnsafeMutableBufferPointer { db in
+                var xin = x, ldxin = ldx
+                if let dr = drop {
+                    dr.apply(x, ld: ldx, rows: rows, cols: inF, module: lin.name, into: xd)
+                    xin = UnsafePointer(xd); ldxin = inF
+                }
+                // t = drop(x)·Aᵀ; dB += s·dyᵀ·t
+                gemm(.none, .transpose, m: rows, n: r, k: inF, a: xin, lda: ldxin, b: a.baseAddress!, ldb: inF, c: t, ldc: r)
+                gemm(.transpose, .none, m: outF, n: r, k: rows, alpha: l.scaling, a: dy, lda: ldy, b: t, ldb: r,
+                     beta: 1, c: db.baseAddress!, ldc: r)
+                // u = dy·B; dA += s·uᵀ·drop(x)
+                gemm(.none, .none, m: rows, n: r, k: outF, a: dy, lda: ldy, b: b.baseAddress!, ldb: r, c: u, ldc: r)
+                gemm(.transpose, .none, m: r, n: inF, k: rows, alpha: l.scaling, a: u, lda: r, b: xin, ldb: ldxin,
+                     beta: 1, c: da.baseAddress!, ldc: inF)
+                // dx += s·(u·A) ⊙ mask/keep
+                if let dr = drop {
+                    gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
+                         c: tmp, ldc: inF)
+                    dr.apply(tmp, ld: inF, rows: rows, cols: inF, module: lin.name, into: xd)
+                    for i in 0..<rows { for j in 0..<inF { dx[i * lddx + j] += xd[i * inF + j] } }
+                } else {
+                    gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
+                         beta: 1, c: dx, ldc: lddx)
+                }
+            }}}}
+        }
+    }
+
+    // MARK: layers
+
+    func trainLayerForward(_ l: Int, _ ws: TrainWorkspace, _ batch: TokenBatch, _ positions: [Int32], _ drop: LoRADropout?) {
+        let L = layers[l], c = config
+        let rows = batch.batch * batch.seq, T = batch.seq, d = c.hiddenSize, hd = c.headDim
+        let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd, inter = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        let out: UnsafeMutablePointer<Float> = l + 1 < layers.count ? ws.xIn[l + 1] : ws.xFinal
+        let x = ws.xIn[l]
+        let xm = ws.xMid[l]
+        let qkv = ws.qkv[l]
+        let att = ws.att[l]
+        let r1 = ws.rstd1[l]
+        let r2 = ws.rstd2[l]
+        let n = ws.n
+        let gu = ws.gu
+        let h = ws.h
+        L.inputNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r1, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+        trainProject(L.q, x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
+        trainProject(L.k, x: n, ldx: d, rows: rows, y: qkv + qd, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
+        trainProject(L.v, x: n, ldx: d, rows: rows, y: qkv + qd + kvd, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
+        applyRope(qkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: false)
+        Profiler.shared.measure("attention") {
+            attention(qkv: qkv, ld: ldqkv, out: att, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd,
+                      group: c.numHeads / c.numKVHeads, scale: 1 / Float(hd).squareRoot(), scores: ws.p)
+        }
+        xm.update(from: x, count: rows * d)
+        trainProject(L.o, x: att, ldx: qd, rows: rows, y: xm, ldy: d, ws: ws, accumulate: true, drop: drop)
+        L.postNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r2, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+        trainProject(L.gate, x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
+        trainProject(L.up, x: n, ldx: d, rows: rows, y: gu + inter, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
+        Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        out.update(from: xm, count: rows * d)
+        trainProject(L.down, x: h, ldx: inter, rows: rows, y: out, ldy: d, ws: ws, accumulate: true, drop: drop)
+    }
+
+    func applyRope(_ qkv: UnsafeMutablePointer<Float>, ld: Int, rows: Int, qd: Int, positions: [Int32], backward: Bool) {
+        let c = config
+        positions.withUnsafeBufferPointer { pos in
+            rope.cos.withUnsafeBufferPointer { cs in
+                rope.sin.withUnsafeBufferPointer { sn in
+                    let f = backward ? Backward.rope : Kernels.rope
+                    f(qkv, ld, rows, c.numHeads, c.headDim, pos.baseAddress!, cs.baseAddress!, sn.baseAddress!)
+                    f(qkv + qd, ld, rows, c.numKVHeads, c.headDim, pos.baseAddress!, cs.baseAddress!, sn.baseAddress!)
+                }
+            }
+        }
+    }
+
+    /// ws.dx holds ∂loss/∂(layer output) on entry and ∂loss/∂(layer input) on return.
+    func trainLayerBackward(_ l: Int, _ ws: TrainWorkspace, _ batch: TokenBatch, _ positions: [Int32], _ grads: LoRAGradients, _ drop: LoRADropout?) {
+        let L = layers[l], c = config
+        let rows = batch.batch * batch.seq, T = batch.seq, d = c.hiddenSize, hd = c.headDim
+        let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd, inter = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        let x = ws.xIn[l]
+        let xm = ws.xMid[l]
+        let qkv = ws.qkv[l]
+        let att = ws.att[l]
+        let r1 = ws.rstd1[l]
+        let r2 = ws.rstd2[l]
+        let n = ws.n
+        let gu = ws.gu
+        let h = ws.h
+        let dgu = ws.dgu
+        let dh = ws.dh
+        let dx = ws.dx
+        let dn = ws.dn
+        let dqkv = ws.dqkv
+        let datt = ws.datt
+
+        // MLP block: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm). Recompute n2, gate/up, h.
+        L.postNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r2, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+        trainProject(L.gate, x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
+        trainProject(L.up, x: n, ldx: d, rows: rows, y: gu + inter, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
+        Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        dh.update(repeating: 0, count: rows * inter)
+        trainProjectBackward(L.down, x: h, ldx: inter, dy: dx, ldy: d, dx: dh, lddx: inter, rows: rows, ws: ws, grads: grads, drop: drop)
+        Backward.siluMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        dn.update(repeating: 0, count: rows * d)
+        trainProjectBackward(L.gate, x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
+        trainProjectBackward(L.up, x: n, ldx: d, dy: dgu + inter, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
+        // dx (= ∂/∂out) flows unchanged through the residual into ∂/∂xm; add the norm's path.
+        L.postNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, xm, $0.baseAddress!, r2, rows: rows, dim: d) }
+
+        // Attention block: xm = x + o(att), att = attention(rope(q, k), v), q/k/v = proj(n1), n1 = norm(x).
+        datt.update(repeating: 0, count: rows * qd)
+        trainProjectBackward(L.o, x: att, ldx: qd, dy: dx, ldy: d, dx: datt, lddx: qd, rows: rows, ws: ws, grads: grads, drop: drop)
+        dqkv.update(repeating: 0, count: rows * ldqkv)
+        Profiler.shared.measure("attention backward") {
+            attentionBackward(qkv: qkv, ld: ldqkv, datt: datt, dqkv: dqkv, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd,
+                              group: c.numHeads / c.numKVHeads, scale: 1 / Float(hd).squareRoot(), ws: ws)
+        }
+        applyRope(dqkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: true)
+        L.inputNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r1, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+        dn.update(repeating: 0, count: rows * d)
+        trainProjectBackward(L.q, x: n, ldx: d, dy: dqkv, ldy: ldqkv, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
+        trainProjectBackward(L.k, x: n, ldx: d, dy: dqkv + qd, ldy: ldqkv, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
+        trainProjectBackward(L.v, x: n, ldx: d, dy: dqkv + qd + kvd, ldy: ldqkv, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
+        L.inputNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, x, $0.baseAddress!, r1, rows: rows, dim: d) }
+    }
+
+    /// Attention backward per (sequence, head), recomputing the probabilities: dV += Pᵀ·dO, dP = dO·Vᵀ,
+    /// dS = softmax'(dP), dQ = s·dS·K, dK += s·dSᵀ·Q (GQA heads of a group add into the shared K and V).
+    func attentionBackward(qkv: UnsafeMutablePointer<Float>, ld: Int, datt: UnsafeMutablePointer<Float>, dqkv: UnsafeMutablePointer<Float>,
+                           batch: TokenBatch, T: Int, hd: Int, qd: Int, kvd: Int, group: Int, scale: Float, ws: TrainWorkspace) {
+        let heads = config.numHeads
+        do {
+            let p = ws.p, dp = ws.dp
+            for b in 0..<batch.batch {
+                let len = max(1, batch.lengths[b])
+                for h in 0..<heads {
+                    let kvh = h / group
+                    let base = b * T * ld
+                    let q = qkv + base + h * hd, k = qkv + base + qd + kvh * hd, v = qkv + base + qd + kvd + kvh * hd
+                    let dq = dqkv + base + h * hd, dk = dqkv + base + qd + kvh * hd, dv = dqkv + base + qd + kvd + kvh * hd
+                    let dO = datt + b * T * qd + h * hd
+                    gemm(.none, .transpose, m: T, n: T, k: hd, alpha: scale, a: q, lda: ld, b: k, ldb: ld, c: p, ldc: T)
+                    Parallel.forRanges(T, grain: 32) { r in
+                        for i in r { Kernels.softmaxRow(p + i * T, count: T, valid: min(i + 1, len)) }
+                    }
+                    gemm(.none, .transpose, m: T, n: T, k: hd, a: dO, lda: qd, b: v, ldb: ld, c: dp, ldc: T)
+                    gemm(.transpose, .none, m: T, n: hd, k: T, a: p, lda: T, b: dO, ldb: qd, beta: 1, c: dv, ldc: ld)
+                    Parallel.forRanges(T, grain: 32) { r in
+                        for i in r { Backward.softmaxRow(dp + i * T, p + i * T, valid: min(i + 1, len), count: T) }
+                    }
+                    gemm(.none, .none, m: T, n: hd, k: T, alpha: scale, a: dp, lda: T, b: k, ldb: ld, c: dq, ldc: ld)
+                    gemm(.transpose, .none, m: T, n: hd, k: T, alpha: scale, a: dp, lda: T, b: q, ldb: ld, beta: 1, c: dk, ldc: ld)
+                }
+            }
+        }
+    }
+}

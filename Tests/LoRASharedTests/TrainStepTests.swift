@@ -1,0 +1,83 @@
+// TrainStepTests: the training step's loss equals the eval forward's, its LoRA gradients match finite
+// differences of the whole-model loss, and they are independent of how the batch is split into calls.
+import XCTest
+@testable import LoRAShared
+
+final class TrainStepTests: XCTestCase {
+    func load(_ name: String) throws -> (Transformer, ModelDir, TokenBatch) {
+        let dir = Fixtures.path("forward/" + name)
+        let model = try ModelDir(path: dir + "/model")
+        let io = try SafetensorsFile(path: dir + "/io.safetensors")
+        func ints(_ t: TensorView) -> [Int32] { t.data.bindMemory(to: Int64.self).map { Int32($0) } }
+        let ids = try io.tensor("input_ids"), mask = ints(try io.tensor("attention_mask"))
+        let B = ids.shape[0], T = ids.shape[1]
+        let lengths = (0..<B).map { b in (0..<T).reduce(0) { $0 + Int(mask[b * T + $1]) } }
+        let batch = TokenBatch(tokens: ints(ids), labels: ints(try io.tensor("labels")), lengths: lengths, batch: B, seq: T)
+        let tr = try Transformer(model: model)
+        try tr.attach(try Adapter.load(dir + "/adapter"), linears: try model.linearModules())
+        return (tr, model, batch)
+    }
+
+    func testLossEqualsForward() throws {
+        for name in ["llama-gqa-tied", "qwen2-bias", "llama-nf4", "llama3-rope"] {
+            let (tr, _, batch) = try load(name)
+            let f = tr.forward(batch)
+            let g = LoRAGradients(for: tr.lora)
+            let s = tr.trainStep(batch, lossScale: 1 / Float(f.tokens), grads: g)
+            XCTAssertEqual(s.tokens, f.tokens)
+            XCTAssertEqual(s.nllSum, f.nllSum, accuracy: 1e-5 * f.nllSum, name)
+        }
+    }
+
+    /// Central differences of the mean loss in Float; the bound reflects Float loss noise at h = 1e-2.
+    func testGradientsMatchFiniteDifferences() throws {
+        let (tr, _, batch) = try load("llama-gqa-tied")
+        let count = tr.forward(batch).tokens
+        let g = LoRAGradients(for: tr.lora)
+        _ = tr.trainStep(batch, lossScale: 1 / Float(count), grads: g)
+        var rng = Xoshiro256(seed: 5)
+        var checked = 0, worst = 0.0
+        for module in tr.lora.keys.sorted() where rng.next() % 3 == 0 {
+            for which in ["a", "b"] {
+                let n = which == "a" ? tr.lora[module]!.a.count : tr.lora[module]!.b.count
+                let i = Int(rng.next() % UInt64(n))
+                func loss(_ delta: Float) -> Double {
+                    var l = tr.lora[module]!
+                    if which == "a" { l.a[i] += delta } else { l.b[i] += delta }
+                    let saved = tr.lora[module]!
+                    tr.setLoRA(module, l)
+                    defer { tr.setLoRA(module, saved) }
+                    let o = tr.forward(batch)
+                    return o.nllSum / Double(o.tokens)
+                }
+                let h: Float = 1e-2
+                let numeric = (loss(h) - loss(-h)) / Double(2 * h)
+                let analytic = Double(which == "a" ? g.a[module]![i] : g.b[module]![i])
+                let err = abs(numeric - analytic) / max(1e-3, abs(numeric))
+                worst = max(worst, err)
+                XCTAssertLessThan(err, 2e-2, "\(module).\(which)[\(i)]: analytic \(analytic) numeric \(numeric)")
+                checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, 4)
+        print("whole-model finite differences: \(checked) parameters, worst relative error \(worst)")
+    }
+
+    func testGradientsAddAcrossMicroBatches() throws {
+        let (tr, _, batch) = try load("llama-gqa-tied")
+        let whole = LoRAGradients(for: tr.lora)
+        _ = tr.trainStep(batch, lossScale: 1, grads: whole)
+        // The two rows separately, summed NLL (scale 1): identical gradients up to summation order.
+        let parts = LoRAGradients(for: tr.lora)
+        let T = batch.seq
+        for b in 0..<batch.batch {
+            let row = TokenBatch(tokens: Array(batch.tokens[(b * T)..<((b + 1) * T)]), labels: Array(batch.labels[(b * T)..<((b + 1) * T)]),
+                                 lengths: [batch.lengths[b]], batch: 1, seq: T)
+            _ = tr.trainStep(row, lossScale: 1, grads: parts)
+        }
+        for k in whole.a.keys {
+            XCTAssertLessThan(maxAbsDiff(whole.a[k]!, parts.a[k]!), 1e-4, k)
+            XCTAssertLessThan(maxAbsDiff(whole.b[k]!, parts.b[k]!), 1e-4, k)
+        }
+    }
+}
