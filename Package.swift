@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "lora-quantize", targets: ["lora-quantize"]),
         .executable(name: "lora-init", targets: ["lora-init"]),
         .executable(name: "lora-eval", targets: ["lora-eval"]),
+        .executable(name: "lora-train", targets: ["lora-train"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +41,8 @@ let package = Package(
         .executableTarget(name: "lora-init", dependencies: ["LoRACLI", "LoRAShared",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "lora-eval", dependencies: ["LoRACLI", "LoRAShared",
+            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "lora-train", dependencies: ["LoRACLI", "LoRAShared",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "LoRASharedTests",

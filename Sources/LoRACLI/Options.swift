@@ -22,6 +22,7 @@ public struct CommonOptions: ParsableArguments {
 
 extension QuantType: ExpressibleByArgument {}
 extension LoRAInit: ExpressibleByArgument {}
+extension LRSchedule: ExpressibleByArgument {}
 
 /// Parses "5GB", "500MB", "2GiB" or a byte count.
 public struct ByteSize: ExpressibleByArgument, Sendable {

@@ -42,7 +42,13 @@ public func runMain<C: ParsableCommand>(_ type: C.Type) -> Never {
 }
 
 /// On SIGINT/SIGTERM, remove temporary outputs in progress and exit 130/143 (128 + signal), so an
-/// interrupted run leaves neither a half-written file nor a hidden temporary folder.
+/// interrupted run leaves neither a half-written file nor a hidden temporary folder. A tool that can stop
+/// cleanly (lora-train) sets `Interrupt.graceful`: the first signal is then only recorded, a second one exits.
+public enum Interrupt {
+    nonisolated(unsafe) public static var graceful = false
+    nonisolated(unsafe) public static var received: Int32 = 0
+}
+
 nonisolated(unsafe) private var signalSources: [DispatchSourceSignal] = []
 
 func installInterruptCleanup() {
@@ -50,6 +56,11 @@ func installInterruptCleanup() {
         signal(sig, SIG_IGN)
         let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         src.setEventHandler {
+            if Interrupt.graceful && Interrupt.received == 0 {
+                Interrupt.received = sig
+                FileHandle.standardError.write(Data("lora: signal \(sig): finishing this step and writing a checkpoint (send again to abort)\n".utf8))
+                return
+            }
             PendingOutputs.shared.removeAll()
             FileHandle.standardError.write(Data("error: interrupted by signal \(sig); partial outputs removed\n".utf8))
             exit(128 + sig)

@@ -12,15 +12,31 @@ public struct TokenBatch: Sendable {
     public var lengths: [Int]
     public let batch: Int
     public let seq: Int
+    /// Packed rows: for each position, the index (within its row) where its example starts, so attention stays
+    /// inside the example; and positions restarting at 0 for each example. Nil: one example per row.
+    public var segmentStarts: [Int32]?
+    public var positionIds: [Int32]?
 
-    public init(tokens: [Int32], labels: [Int32], lengths: [Int], batch: Int, seq: Int) {
+    public init(tokens: [Int32], labels: [Int32], lengths: [Int], batch: Int, seq: Int,
+                segmentStarts: [Int32]? = nil, positionIds: [Int32]? = nil) {
         precondition(tokens.count == batch * seq && labels.count == batch * seq && lengths.count == batch)
+        precondition(segmentStarts == nil || segmentStarts!.count == batch * seq)
+        precondition(positionIds == nil || positionIds!.count == batch * seq)
         self.tokens = tokens
         self.labels = labels
         self.lengths = lengths
         self.batch = batch
         self.seq = seq
+        self.segmentStarts = segmentStarts
+        self.positionIds = positionIds
     }
+
+    /// Position of each token for RoPE.
+    public var positions: [Int32] { positionIds ?? (0..<(batch * seq)).map { Int32($0 % seq) } }
+
+    /// First key position query (b, i) may attend to.
+    @inline(__always)
+    func firstKey(_ b: Int, _ i: Int) -> Int { segmentStarts.map { Int($0[b * seq + i]) } ?? 0 }
 
     /// The target of each position: labels shifted left by one within its row, −100 at the row's end.
     public var shiftedTargets: [Int32] {
@@ -171,7 +187,7 @@ public final class Transformer: @unchecked Sendable {
         if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
         let ws = workspace!
         let d = c.hiddenSize
-        let positions = (0..<rows).map { Int32($0 % batch.seq) }
+        let positions = batch.positions
 
         // Embeddings.
         embedding.withUnsafeBufferPointer { e in
@@ -338,7 +354,9 @@ public final class Transformer: @unchecked Sendable {
                         gemm(.none, .transpose, m: q1 - q0, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld,
                              b: k, ldb: ld, c: s, ldc: keys)
                         Parallel.forRanges(q1 - q0, grain: 16) { r in
-                            for i in r { Kernels.softmaxRow(s + i * keys, count: keys, valid: min(q0 + i + 1, len)) }
+                            for i in r {
+                                Kernels.softmaxRow(s + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len))
+                            }
                         }
                         gemm(.none, .none, m: q1 - q0, n: hd, k: keys, a: s, lda: keys, b: v, ldb: ld, c: o + q0 * qd, ldc: qd)
                         q0 = q1

@@ -107,7 +107,7 @@ extension Transformer {
         if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
         let ws = trainWorkspace!
         let d = c.hiddenSize
-        let positions = (0..<rows).map { Int32($0 % batch.seq) }
+        let positions = batch.positions
         let L = layers.count
 
         // Forward: layer l reads xIn[l] and writes its output into xIn[l+1] (the last into xFinal).
@@ -362,12 +362,12 @@ extension Transformer {
                     let dO = datt + b * T * qd + h * hd
                     gemm(.none, .transpose, m: T, n: T, k: hd, alpha: scale, a: q, lda: ld, b: k, ldb: ld, c: p, ldc: T)
                     Parallel.forRanges(T, grain: 32) { r in
-                        for i in r { Kernels.softmaxRow(p + i * T, count: T, valid: min(i + 1, len)) }
+                        for i in r { Kernels.softmaxRow(p + i * T, count: T, from: batch.firstKey(b, i), valid: min(i + 1, len)) }
                     }
                     gemm(.none, .transpose, m: T, n: T, k: hd, a: dO, lda: qd, b: v, ldb: ld, c: dp, ldc: T)
                     gemm(.transpose, .none, m: T, n: hd, k: T, a: p, lda: T, b: dO, ldb: qd, beta: 1, c: dv, ldc: ld)
                     Parallel.forRanges(T, grain: 32) { r in
-                        for i in r { Backward.softmaxRow(dp + i * T, p + i * T, valid: min(i + 1, len), count: T) }
+                        for i in r { Backward.softmaxRow(dp + i * T, p + i * T, from: batch.firstKey(b, i), valid: min(i + 1, len), count: T) }
                     }
                     gemm(.none, .none, m: T, n: hd, k: T, alpha: scale, a: dp, lda: T, b: k, ldb: ld, c: dq, ldc: ld)
                     gemm(.transpose, .none, m: T, n: hd, k: T, alpha: scale, a: dp, lda: T, b: q, ldb: ld, beta: 1, c: dk, ldc: ld)

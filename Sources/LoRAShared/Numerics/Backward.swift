@@ -69,12 +69,13 @@ public enum Backward {
         }
     }
 
-    /// Softmax backward for one row over its first `valid` entries: dS = P ⊙ (dP − Σ_k dP_k·P_k), in place in dP.
+    /// Softmax backward for one row over entries [from, valid): dS = P ⊙ (dP − Σ_k dP_k·P_k), in place in dP.
     @inline(__always)
-    public static func softmaxRow(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, valid: Int, count: Int) {
+    public static func softmaxRow(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, from: Int = 0, valid: Int, count: Int) {
         var dot: Float = 0
-        for j in 0..<valid { dot += dp[j] * p[j] }
-        for j in 0..<valid { dp[j] = p[j] * (dp[j] - dot) }
+        for j in from..<valid { dot += dp[j] * p[j] }
+        for j in from..<valid { dp[j] = p[j] * (dp[j] - dot) }
+        for j in 0..<from { dp[j] = 0 }
         for j in valid..<count { dp[j] = 0 }
     }
 

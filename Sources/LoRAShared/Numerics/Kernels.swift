@@ -58,13 +58,15 @@ public enum Kernels {
         }
     }
 
-    /// In-place softmax of row i over its first `valid` entries; entries from `valid` on become 0.
+    /// In-place softmax of a row over entries [from, valid); the others become 0.
     @inline(__always)
-    public static func softmaxRow(_ s: UnsafeMutablePointer<Float>, count: Int, valid: Int) {
-        let m = FastMath.max(s, valid)
-        let sum = FastMath.expShiftSum(s, valid, shift: m)
+    public static func softmaxRow(_ s: UnsafeMutablePointer<Float>, count: Int, from: Int = 0, valid: Int) {
+        let p = s + from, n = valid - from
+        let m = FastMath.max(p, n)
+        let sum = FastMath.expShiftSum(p, n, shift: m)
         let inv = 1 / sum
-        for j in 0..<valid { s[j] *= inv }
+        for j in 0..<n { p[j] *= inv }
+        for j in 0..<from { s[j] = 0 }
         for j in valid..<count { s[j] = 0 }
     }
 

@@ -1,0 +1,152 @@
+// TrainCLI: the parts of lora-train that are not flag parsing: option checks, example building with counts,
+// the run fingerprint, the output folder rules, and printing metrics / the final summary.
+import Foundation
+import LoRAShared
+
+public struct DataStats: Sendable {
+    public var truncated = 0, dropped = 0, targets = 0
+}
+
+public enum TrainCLI {
+    public static func validate(_ o: TrainOptions) throws {
+        func need(_ ok: Bool, _ msg: String) throws { if !ok { throw UsageError(msg) } }
+        try need(o.seqLen >= 2, "--seq-len must be at least 2")
+        try need(o.batchSize >= 1, "--batch-size must be at least 1")
+        try need(o.gradAccum >= 1, "--grad-accum must be at least 1")
+        try need(o.epochs >= 1, "--epochs must be at least 1")
+        try need(o.maxSteps.map { $0 >= 1 } ?? true, "--max-steps must be at least 1")
+        try need(o.adam.lr > 0 && o.adam.lr < 1 && o.adam.lr.isFinite, "--lr \(o.adam.lr) makes no sense; use a small positive value such as 2e-4")
+        try need(o.warmupRatio >= 0 && o.warmupRatio < 1, "--warmup-ratio must be in [0, 1)")
+        try need(o.warmupSteps.map { $0 >= 0 } ?? true, "--warmup-steps must be non-negative")
+        try need(o.adam.weightDecay >= 0 && o.adam.weightDecay < 1, "--weight-decay must be in [0, 1)")
+        try need((0..<1).contains(o.adam.beta1) && (0..<1).contains(o.adam.beta2), "--adam-beta1 and --adam-beta2 must be in [0, 1)")
+        try need(o.adam.eps > 0, "--adam-eps must be positive")
+        try need(o.maxGradNorm >= 0, "--max-grad-norm must be non-negative")
+        try need(o.logEvery >= 1 && o.evalEvery >= 0 && o.saveEvery >= 0 && o.keepLast >= 1,
+                 "--log-every ≥ 1, --eval-every ≥ 0, --save-every ≥ 0 and --keep-last ≥ 1")
+    }
+
+    /// Tokenized examples; an example whose targets are all cut by --seq-len is an error (or, with
+    /// --skip-bad-lines, counted as dropped).
+    public static func examples(_ file: JSONLFile, tokenizer: Tokenizer, maskPrompt: Bool?, seqLen: Int, vocab: Int,
+                                skipBad: Bool) throws -> ([Example], DataStats) {
+        let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path)
+        var out: [Example] = []
+        var st = DataStats()
+        for r in file.records {
+            do {
+                let e = try builder.build(r)
+                if let bad = e.ids.first(where: { Int($0) >= vocab }) {
+                    throw DataError.badRecord(path: file.path, line: r.line,
+                        reason: "token id \(bad) is outside the model's vocabulary of \(vocab); the tokenizer does not belong to this model")
+                }
+                let kept = e.targets.prefix(seqLen).dropFirst().filter { $0 }.count
+                if kept == 0 {
+                    throw DataError.badRecord(path: file.path, line: r.line,
+                        reason: e.ids.count > seqLen
+                            ? "all \(e.targetCount) target tokens lie beyond --seq-len \(seqLen) (the example has \(e.ids.count) tokens); raise --seq-len or shorten the prompt"
+                            : "the example has no target token")
+                }
+                if e.ids.count > seqLen { st.truncated += 1 }
+                st.targets += kept
+                out.append(e)
+            } catch {
+                if skipBad { st.dropped += 1; Log.warn("skipped \(error)"); continue }
+                throw error
+            }
+        }
+        if out.isEmpty { throw TrainError.noExamples(reason: "\(file.path): every example was dropped") }
+        return (out, st)
+    }
+
+    /// Identity of a run: what a checkpoint must share to be resumed.
+    public static func fingerprint(model: ModelDir, adapter: Adapter, data: JSONLFile, options o: TrainOptions, maskPrompt: Bool?) -> String {
+        var f = Fingerprint()
+        f.add(JSONValue.object(model.config.raw).serialized(sortKeys: true))
+        f.add(adapter.configJSON())
+        for n in adapter.moduleNames { f.add(n); f.add(String(adapter.modules[n]!.r)) }
+        for r in data.records { f.add(String(r.line)); f.add(JSONValue.object(r.value).serialized()) }
+        f.add("\(o.seqLen) \(o.batchSize) \(o.gradAccum) \(o.epochs) \(o.maxSteps ?? -1) \(o.adam) \(o.schedule) \(o.warmupSteps ?? -1) \(o.warmupRatio) \(o.maxGradNorm) \(o.packing) \(o.seed) \(o.dropout) \(String(describing: maskPrompt))")
+        return f.value
+    }
+
+    public static func prepareOutput(_ out: String, resume: Bool, force: Bool) throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: out, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw FileError.cannotWrite(path: out, reason: "exists and is not a folder") }
+            let busy = fm.fileExists(atPath: out + "/adapter_model.safetensors") || !Checkpoint.list(out).isEmpty
+            if busy && !resume && !force {
+                throw FileError.cannotWrite(path: out, reason: "already holds an adapter or checkpoints; pass --resume to continue, --force to start over, or choose another folder")
+            }
+            if force && !resume { try? fm.removeItem(atPath: out + "/checkpoints") }
+        } else {
+            do { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
+                throw FileError.cannotWrite(path: out, reason: error.localizedDescription)
+            }
+        }
+        // Probe writability now rather than after the first hour of training.
+        let probe = out + "/.write-test-\(getpid())"
+        guard fm.createFile(atPath: probe, contents: Data()) else { throw FileError.cannotWrite(path: out, reason: "not writable") }
+        try? fm.removeItem(atPath: probe)
+    }
+
+    public static func saveConfig(_ out: String, _ o: TrainOptions, model: String, adapter: String, data: String, valid: String?, maskPrompt: Bool?) throws {
+        var c = JSONObject()
+        c["model"] = .string(model); c["adapter"] = .string(adapter); c["data"] = .string(data)
+        c["valid"] = valid.map { .string($0) } ?? .null
+        c["seq-len"] = .int(Int64(o.seqLen)); c["batch-size"] = .int(Int64(o.batchSize)); c["grad-accum"] = .int(Int64(o.gradAccum))
+        c["epochs"] = .int(Int64(o.epochs)); c["max-steps"] = o.maxSteps.map { .int(Int64($0)) } ?? .null
+        c["lr"] = .double(o.adam.lr); c["lr-schedule"] = .string(o.schedule.rawValue)
+        c["warmup-steps"] = o.warmupSteps.map { .int(Int64($0)) } ?? .null; c["warmup-ratio"] = .double(o.warmupRatio)
+        c["weight-decay"] = .double(o.adam.weightDecay); c["adam-beta1"] = .double(o.adam.beta1); c["adam-beta2"] = .double(o.adam.beta2)
+        c["adam-eps"] = .double(o.adam.eps); c["max-grad-norm"] = .double(o.maxGradNorm); c["dropout"] = .double(o.dropout)
+        c["mask-prompt"] = maskPrompt.map { .bool($0) } ?? .null; c["packing"] = .bool(o.packing); c["seed"] = .int(Int64(o.seed))
+        c["log-every"] = .int(Int64(o.logEvery)); c["eval-every"] = .int(Int64(o.evalEvery))
+        c["save-every"] = .int(Int64(o.saveEvery)); c["keep-last"] = .int(Int64(o.keepLast))
+        try AtomicFile.write(JSONValue.object(c).serialized(.indented(2)) + "\n", to: out + "/training_config.json")
+    }
+
+    static func round(_ x: Double, _ digits: Double = 1e6) -> JSONValue { .double((x * digits).rounded() / digits) }
+
+    public static func run(_ t: Trainer, stats: DataStats, out: String) throws {
+        var bar: ProgressBar? = nil
+        var lastValid: Double? = nil
+        var lossSum = 0.0, lossCount = 0
+        t.stopRequested = { Interrupt.received != 0 }
+        t.onProgress = { done, total in
+            if bar == nil { bar = ProgressBar(total: total, label: "train", unit: " steps") }
+            bar!.update(done, detail: String(format: "loss %.4f", t.state.lastLoss))
+        }
+        t.onCheckpoint = { Log.info("checkpoint \($0)") }
+        t.onStep = { r in
+            var o = JSONObject()
+            o["step"] = .int(Int64(r.step)); o["epoch"] = round(r.epoch, 1e4); o["loss"] = round(r.loss)
+            o["lr"] = .double(r.lr); o["grad_norm"] = round(r.gradNorm); o["tokens_per_s"] = round(r.tokensPerSecond, 10)
+            o["elapsed_s"] = round(r.elapsed, 100)
+            if let v = r.validLoss { o["valid_loss"] = round(v); o["valid_ppl"] = round(Foundation.exp(v), 1e4); lastValid = v }
+            lossSum += r.loss; lossCount += 1
+            emitJSON(.object(o))
+        }
+        let finished = try t.run()
+        if !finished {
+            Log.info("stopped at step \(t.state.step); continue with --resume")
+            exit(128 + Interrupt.received)
+        }
+        try t.currentAdapter().save(into: out)
+        Profiler.shared.report()
+        var ru = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &ru)
+        var o = JSONObject()
+        o["final"] = .bool(true); o["steps"] = .int(Int64(t.state.step)); o["train_loss"] = round(t.state.lastLoss)
+        o["mean_logged_loss"] = lossCount > 0 ? round(lossSum / Double(lossCount)) : .null
+        o["valid_loss"] = lastValid.map { round($0) } ?? .null
+        o["valid_ppl"] = lastValid.map { round(Foundation.exp($0), 1e4) } ?? .null
+        o["tokens"] = .int(Int64(t.state.tokensSeen)); o["examples"] = .int(Int64(t.examples.count))
+        o["truncated"] = .int(Int64(stats.truncated)); o["dropped"] = .int(Int64(stats.dropped))
+        o["seconds"] = round(t.state.elapsedSeconds, 100); o["peak_rss_mb"] = round(Double(ru.ru_maxrss) / 1024, 10)
+        o["adapter"] = .string(out)
+        emitJSON(.object(o))
+    }
+}
+

@@ -1,0 +1,128 @@
+// Checkpoint: OUT/checkpoints/step-NNNNNNN/ with the adapter (PEFT layout), optimizer.safetensors (AdamW
+// moments, F32, `<module>.lora_{A,B}.weight.exp_avg[_sq]`) and trainer_state.json (step, epoch, position in
+// the data order, the run's fingerprint). Built under a temporary name and renamed; never trusted blindly.
+import Foundation
+
+public struct TrainerState: Codable, Sendable, Equatable {
+    public var step: Int
+    public var epoch: Int
+    public var batchInEpoch: Int       // batches of `epoch` already consumed
+    public var tokensSeen: Int
+    public var fingerprint: String     // identity of the run (model, adapter config, data, hyperparameters, seed)
+    public var elapsedSeconds: Double
+    public var lastLoss: Double
+    public var format = "lora-pipeline-checkpoint-1"
+}
+
+public enum CheckpointError: Error, CustomStringConvertible, ToolError {
+    case foreign(path: String, reason: String)
+    case corrupt(path: String, reason: String)
+    case none(dir: String)
+
+    public var description: String {
+        switch self {
+        case .foreign(let p, let r):
+            return "\(p): checkpoint from another run (\(r)); resume with the same model, adapter, data and hyperparameters, or use a new output folder"
+        case .corrupt(let p, let r): return "\(p): corrupt checkpoint (\(r)); resume from an earlier one with --resume PATH, or start over"
+        case .none(let d): return "\(d): no checkpoint to resume from (expected checkpoints/step-NNNNNNN)"
+        }
+    }
+}
+
+public enum Checkpoint {
+    public static func name(step: Int) -> String { String(format: "step-%07d", step) }
+
+    /// Checkpoint folders under OUT/checkpoints, oldest first.
+    public static func list(_ outDir: String) -> [(step: Int, path: String)] {
+        let dir = outDir + "/checkpoints"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return names.compactMap { n -> (Int, String)? in
+            guard n.hasPrefix("step-"), let s = Int(n.dropFirst(5)) else { return nil }
+            return (s, dir + "/" + n)
+        }.sorted { $0.0 < $1.0 }
+    }
+
+    public static func save(to outDir: String, adapter: Adapter, optimizer: AdamWState, state: TrainerState, keepLast: Int) throws -> String {
+        let dir = outDir + "/checkpoints"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let final = dir + "/" + name(step: state.step)
+        let d = try AtomicDirectory(path: final)
+        try adapter.save(into: d.tempPath)
+        var recs: [TensorRecord] = []
+        for (key, m) in optimizer.m.sorted(by: { $0.key < $1.key }) {
+            let param = paramName(key)
+            recs.append(TensorRecord(name: param + ".exp_avg", floats: m, shape: [m.count]))
+            recs.append(TensorRecord(name: param + ".exp_avg_sq", floats: optimizer.v[key]!, shape: [m.count]))
+        }
+        try SafetensorsWriter.write(recs, metadata: ["step": String(optimizer.step)], toFile: d.file("optimizer.safetensors"))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(String(decoding: try enc.encode(state), as: UTF8.self) + "\n", to: d.file("trainer_state.json"))
+        try d.commit(replace: true)
+        // Only now that the new checkpoint is complete, drop the oldest beyond keepLast.
+        if keepLast > 0 {
+            let all = list(outDir)
+            for old in all.dropLast(keepLast) { try? FileManager.default.removeItem(atPath: old.path) }
+        }
+        return final
+    }
+
+    /// "model.layers.0.self_attn.q_proj.a" → "model.layers.0.self_attn.q_proj.lora_A.weight"
+    static func paramName(_ key: String) -> String {
+        let module = String(key.dropLast(2))
+        return module + (key.hasSuffix(".a") ? ".lora_A.weight" : ".lora_B.weight")
+    }
+
+    /// Loads and validates a checkpoint against the current run.
+    public static func load(_ path: String, fingerprint: String) throws -> (Adapter, AdamWState, TrainerState) {
+        let statePath = path + "/trainer_state.json"
+        guard let data = FileManager.default.contents(atPath: statePath) else {
+            throw CheckpointError.corrupt(path: path, reason: "trainer_state.json is missing")
+        }
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+            throw CheckpointError.corrupt(path: path, reason: "trainer_state.json is unreadable: \(error)")
+        }
+        guard state.fingerprint == fingerprint else {
+            throw CheckpointError.foreign(path: path, reason: "its fingerprint \(state.fingerprint) differs from this run's \(fingerprint)")
+        }
+        let adapter: Adapter
+        let opt = AdamWState()
+        do {
+            adapter = try Adapter.load(path)
+            let f = try SafetensorsFile(path: path + "/optimizer.safetensors")
+            guard let s = f.metadata["step"].flatMap(Int.init), s == state.step else {
+                throw CheckpointError.corrupt(path: path, reason: "optimizer step does not match trainer_state.json")
+            }
+            opt.step = s
+            for n in adapter.moduleNames {
+                for (w, key) in [("lora_A", n + ".a"), ("lora_B", n + ".b")] {
+                    let m = try f.tensor("\(n).\(w).weight.exp_avg"), v = try f.tensor("\(n).\(w).weight.exp_avg_sq")
+                    let count = w == "lora_A" ? adapter.modules[n]!.a.count : adapter.modules[n]!.b.count
+                    guard m.dtype == .F32, v.dtype == .F32, m.numel == count, v.numel == count else {
+                        throw CheckpointError.corrupt(path: path, reason: "optimizer moments of \(n).\(w) have the wrong shape")
+                    }
+                    opt.m[key] = m.floats()
+                    opt.v[key] = v.floats()
+                }
+            }
+        } catch let e as CheckpointError {
+            throw e
+        } catch {
+            throw CheckpointError.corrupt(path: path, reason: "\(error)")
+        }
+        for (k, v) in opt.m where v.contains(where: { !$0.isFinite }) || opt.v[k]!.contains(where: { !$0.isFinite }) {
+            throw CheckpointError.corrupt(path: path, reason: "non-finite optimizer moments in \(k)")
+        }
+        return (adapter, opt, state)
+    }
+}
+
+/// FNV-1a over bytes and strings: a stable fingerprint (not a security hash).
+public struct Fingerprint {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    public init() {}
+    public mutating func add(_ bytes: UnsafeRawBufferPointer) { for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 } }
+    public mutating func add(_ s: String) { var t = s + "\u{0}"; t.withUTF8 { add(UnsafeRawBufferPointer($0)) } }
+    public var value: String { String(format: "%016llx", h) }
+}

@@ -1,0 +1,113 @@
+// Optimizer: AdamW exactly as torch.optim.AdamW's single-tensor CPU path (decoupled weight decay, lerp first
+// moment, bias corrections), clip_grad_norm_ by global norm, and the learning-rate schedules of transformers
+// (get_constant/linear/cosine_schedule_with_warmup), all in float32 like torch.
+import Foundation
+
+public struct AdamWConfig: Sendable, Codable, Equatable {
+    public var lr: Double = 2e-4
+    public var beta1: Double = 0.9
+    public var beta2: Double = 0.999
+    public var eps: Double = 1e-8
+    public var weightDecay: Double = 0.0
+    public init() {}
+}
+
+public enum LRSchedule: String, Sendable, Codable, CaseIterable {
+    case constant, linear, cosine
+
+    /// The multiplier of the base lr for the update that follows `step` completed updates (LambdaLR semantics:
+    /// the first update uses factor(0), so with warmup the first lr is 0, as transformers).
+    public func factor(step: Int, warmup: Int, total: Int) -> Double {
+        if step < warmup { return Double(step) / Double(max(1, warmup)) }
+        switch self {
+        case .constant: return 1
+        case .linear: return max(0, Double(total - step) / Double(max(1, total - warmup)))
+        case .cosine:
+            let progress = Double(step - warmup) / Double(max(1, total - warmup))
+            return max(0, 0.5 * (1 + Foundation.cos(Double.pi * progress)))
+        }
+    }
+}
+
+/// First and second moments of every LoRA parameter, and the step count.
+public final class AdamWState: @unchecked Sendable {
+    public var step = 0
+    public var m: [String: [Float]] = [:]
+    public var v: [String: [Float]] = [:]
+    public init() {}
+}
+
+public enum AdamW {
+    /// torch.nn.utils.clip_grad_norm_: total = ‖(‖g_i‖)_i‖₂ in float32; every gradient is multiplied by
+    /// min(1, maxNorm / (total + 1e-6)). Returns the pre-clip total norm.
+    @discardableResult
+    public static func clipGradNorm(_ g: LoRAGradients, maxNorm: Double) -> Float {
+        var norms: [Float] = []
+        for k in g.a.keys.sorted() { norms.append(l2(g.a[k]!)); norms.append(l2(g.b[k]!)) }
+        let total = l2(norms)
+        guard maxNorm > 0 else { return total }
+        let coef = min(Float(1), Float(maxNorm) / (total + 1e-6))
+        for k in g.a.keys { scale(&g.a[k]!, coef); scale(&g.b[k]!, coef) }
+        return total
+    }
+
+    static func l2(_ x: [Float]) -> Float {
+        var s: Double = 0
+        for v in x { s += Double(v) * Double(v) }
+        return Float(s.squareRoot())
+    }
+
+    static func scale(_ x: inout [Float], _ c: Float) {
+        x.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] *= c } }
+    }
+
+    /// One update of every tensor `params[key]` by `grads[key]` at learning rate `lr`.
+    public static func update(params: inout [Float], grad: [Float], m: inout [Float], v: inout [Float], step: Int,
+                              lr: Double, config c: AdamWConfig) {
+        // torch computes these scalars in Python floats (double), then applies them to float32 tensors.
+        let b2 = Float(c.beta2), eps = Float(c.eps)
+        let decay = Float(1 - lr * c.weightDecay)
+        let stepSize = Float(lr / (1 - Foundation.pow(c.beta1, Double(step))))
+        let bc2Sqrt = Float((1 - Foundation.pow(c.beta2, Double(step))).squareRoot())
+        let w1 = Float(1 - c.beta1)
+        let w2 = Float(1 - c.beta2)
+        params.withUnsafeMutableBufferPointer { p in
+            grad.withUnsafeBufferPointer { g in
+                m.withUnsafeMutableBufferPointer { mm in
+                    v.withUnsafeMutableBufferPointer { vv in
+                        for i in p.indices {
+                            if c.weightDecay != 0 { p[i] *= decay }
+                            // torch lerp with weight < 0.5: self + weight·(end − self)
+                            mm[i] = mm[i] + w1 * (g[i] - mm[i])
+                            vv[i] = vv[i] * b2 + w2 * g[i] * g[i]  // mul_(β2).addcmul_(g, g, value=1−β2)
+                            let denom = vv[i].squareRoot() / bc2Sqrt + eps
+                            p[i] = p[i] + (-stepSize) * (mm[i] / denom)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one AdamW update to every LoRA module of the model.
+    public static func step(model: Transformer, grads: LoRAGradients, state: AdamWState, lr: Double, config: AdamWConfig) {
+        state.step += 1
+        for name in model.lora.keys.sorted() {
+            var l = model.lora[name]!
+            for which in ["a", "b"] {
+                let key = name + "." + which
+                let g = which == "a" ? grads.a[name]! : grads.b[name]!
+                var m = state.m[key] ?? [Float](repeating: 0, count: g.count)
+                var v = state.v[key] ?? [Float](repeating: 0, count: g.count)
+                if which == "a" {
+                    update(params: &l.a, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
+                } else {
+                    update(params: &l.b, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
+                }
+                state.m[key] = m
+                state.v[key] = v
+            }
+            model.setLoRA(name, l)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+// Trainer: the LoRA training loop: epochs of length-grouped (or packed) batches, gradient accumulation with the
+// loss normalized over all scored tokens of the update, clipping, AdamW with a warmup schedule, periodic
+// validation and checkpoints, resume, graceful stop on request, and refusal to go on after a non-finite loss.
+// It reports through callbacks and never prints.
+import Foundation
+
+public struct TrainOptions: Sendable {
+    public var seqLen = 512
+    public var batchSize = 4
+    public var gradAccum = 1
+    public var epochs = 1
+    public var maxSteps: Int? = nil
+    public var adam = AdamWConfig()
+    public var schedule = LRSchedule.linear
+    public var warmupSteps: Int? = nil
+    public var warmupRatio = 0.0
+    public var maxGradNorm = 1.0
+    public var packing = false
+    public var seed: UInt64 = 0
+    public var dropout: Double = 0
+    public var logEvery = 10
+    public var evalEvery = 0
+    public var saveEvery = 0
+    public var keepLast = 3
+    public init() {}
+}
+
+public struct StepReport: Sendable {
+    public var step: Int, totalSteps: Int, epoch: Double, loss: Double, lr: Double, gradNorm: Double
+    public var tokens: Int, tokensPerSecond: Double, elapsed: Double
+    public var validLoss: Double?
+}
+
+public enum TrainError: Error, CustomStringConvertible, ToolError {
+    case nonFinite(step: Int, what: String, checkpoint: String?)
+    case noExamples(reason: String)
+
+    public var description: String {
+        switch self {
+        case .nonFinite(let s, let w, let c):
+            return "step \(s): \(w) is not finite; training stopped\(c.map { ", the last good checkpoint is \($0)" } ?? " before any checkpoint was written"); lower --lr or check the data"
+        case .noExamples(let r): return "no usable training example: \(r)"
+        }
+    }
+}
+
+public final class Trainer {
+    public let model: Transformer
+    public var adapterConfig: LoRAConfig
+    public let examples: [Example]
+    public let valid: [Window]
+    public let options: TrainOptions
+    public let outDir: String
+    public let fingerprint: String
+    public var optimizer = AdamWState()
+    public var state: TrainerState
+    /// Set from a signal handler: finish the current step, checkpoint, return.
+    public var stopRequested: () -> Bool = { false }
+    public var onStep: (StepReport) -> Void = { _ in }
+    public var onCheckpoint: (String) -> Void = { _ in }
+    public var onProgress: (Int, Int) -> Void = { _, _ in }
+    public private(set) var lastCheckpoint: String?
+
+    public init(model: Transformer, adapterConfig: LoRAConfig, examples: [Example], valid: [Window],
+                options: TrainOptions, outDir: String, fingerprint: String) {
+        self.model = model
+        self.adapterConfig = adapterConfig
+        self.examples = examples
+        self.valid = valid
+        self.options = options
+        self.outDir = outDir
+        self.fingerprint = fingerprint
+        state = TrainerState(step: 0, epoch: 0, batchInEpoch: 0, tokensSeen: 0, fingerprint: fingerprint, elapsedSeconds: 0, lastLoss: .nan)
+    }
+
+    public var batchesPerEpoch: Int {
+        Batching.epoch(examples, epoch: 0, seed: options.seed, batchSize: options.batchSize, seqLen: options.seqLen, packing: options.packing).count
+    }
+
+    public var totalSteps: Int {
+        if let m = options.maxSteps { return m }
+        return options.epochs * ((batchesPerEpoch + options.gradAccum - 1) / options.gradAccum)
+    }
+
+    var warmup: Int { options.warmupSteps ?? Int((options.warmupRatio * Double(totalSteps)).rounded(.up)) }
+
+    /// The adapter as it stands (PEFT layout).
+    public func currentAdapter() -> Adapter {
+        let mods = model.lora.keys.sorted { $0.compare($1, options: .numeric) == .orderedAscending }.map { n -> (String, LoRAWeights) in
+            let l = model.lora[n]!
+            return (n, LoRAWeights(r: l.r, inFeatures: l.a.count / l.r, outFeatures: l.b.count / l.r, a: l.a, b: l.b))
+        }
+        return Adapter(config: adapterConfig, modules: mods, source: "<training>")
+    }
+
+    public func resume(from path: String) throws {
+        let (adapter, opt, st) = try Checkpoint.load(path, fingerprint: fingerprint)
+        for n in adapter.moduleNames {
+            guard var l = model.lora[n] else { throw CheckpointError.foreign(path: path, reason: "module \(n) is not in this run's adapter") }
+            let w = adapter.modules[n]!
+            guard w.a.count == l.a.count, w.b.count == l.b.count else {
+                throw CheckpointError.foreign(path: path, reason: "module \(n) has another shape")
+            }
+            l.a = w.a
+            l.b = w.b
+            model.setLoRA(n, l)
+        }
+        optimizer = opt
+        state = st
+        lastCheckpoint = path
+    }
+
+    func checkpoint() throws {
+        let p = try Checkpoint.save(to: outDir, adapter: currentAdapter(), optimizer: optimizer, state: state, keepLast: options.keepLast)
+        lastCheckpoint = p
+        onCheckpoint(p)
+    }
+
+    public func validationLoss() -> Double? {
+        guard !valid.isEmpty else { return nil }
+        let (nll, n) = Evaluator.evaluate(model, windows: valid, options: EvalOptions(seqLen: options.seqLen, batchSize: options.batchSize))
+        return n > 0 ? nll / Double(n) : nil
+    }
+
+    /// Runs until the last step (or a stop request). Returns true when training finished.
+    public func run() throws -> Bool {
+        let total = totalSteps
+        let grads = LoRAGradients(for: model.lora)
+        let started = Date()
+        let elapsedBefore = state.elapsedSeconds
+        var windowTokens = 0
+        var windowStart = Date()
+        var epoch = state.epoch
+        while state.step < total {
+            let batches = Batching.epoch(examples, epoch: epoch, seed: options.seed, batchSize: options.batchSize,
+                                         seqLen: options.seqLen, packing: options.packing)
+            if batches.isEmpty { throw TrainError.noExamples(reason: "the data gives no batch") }
+            var bi = epoch == state.epoch ? state.batchInEpoch : 0
+            while bi < batches.count && state.step < total {
+                let group = Array(batches[bi..<min(batches.count, bi + options.gradAccum)])
+                let tbs = group.map { Batching.tokenBatch($0, packed: options.packing) }
+                let scored = group.reduce(0) { acc, b in acc + b.reduce(0) { $0 + $1.scored } }
+                grads.zero()
+                var nll = 0.0, tokens = 0
+                if scored > 0 {
+                    for tb in tbs {
+                        let dropout = options.dropout > 0 ? LoRADropout(rate: Float(options.dropout), seed: options.seed, step: UInt64(state.step)) : nil
+                        let r = model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout)
+                        nll += r.nllSum
+                        tokens += tb.lengths.reduce(0, +)
+                    }
+                }
+                let loss = scored > 0 ? nll / Double(scored) : 0
+                if !loss.isFinite { throw TrainError.nonFinite(step: state.step + 1, what: "the loss", checkpoint: lastCheckpoint) }
+                let norm = AdamW.clipGradNorm(grads, maxNorm: options.maxGradNorm)
+                if !norm.isFinite { throw TrainError.nonFinite(step: state.step + 1, what: "the gradient norm", checkpoint: lastCheckpoint) }
+                let lr = options.adam.lr * options.schedule.factor(step: state.step, warmup: warmup, total: total)
+                AdamW.step(model: model, grads: grads, state: optimizer, lr: lr, config: options.adam)
+                state.step += 1
+                bi += group.count
+                state.epoch = epoch
+                state.batchInEpoch = bi
+                state.tokensSeen += tokens
+                state.lastLoss = loss
+                state.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(started)
+                windowTokens += tokens
+                onProgress(state.step, total)
+                let isLast = state.step == total
+                var validLoss: Double? = nil
+                if options.evalEvery > 0 && (state.step % options.evalEvery == 0 || isLast) { validLoss = validationLoss() }
+                if state.step % max(1, options.logEvery) == 0 || isLast || validLoss != nil {
+                    let dt = Date().timeIntervalSince(windowStart)
+                    onStep(StepReport(step: state.step, totalSteps: total,
+                                      epoch: Double(epoch) + Double(bi) / Double(batches.count), loss: loss, lr: lr,
+                                      gradNorm: Double(norm), tokens: state.tokensSeen,
+                                      tokensPerSecond: dt > 0 ? Double(windowTokens) / dt : 0, elapsed: state.elapsedSeconds,
+                                      validLoss: validLoss))
+                    windowTokens = 0
+                    windowStart = Date()
+                }
+                if options.saveEvery > 0 && state.step % options.saveEvery == 0 && !isLast { try checkpoint() }
+                if stopRequested() && !isLast {
+                    try checkpoint()
+                    return false
+                }
+            }
+            if bi >= batches.count {
+                epoch += 1
+                state.epoch = epoch
+                state.batchInEpoch = 0
+            }
+        }
+        return true
+    }
+}

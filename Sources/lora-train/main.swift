@@ -1,0 +1,138 @@
+// lora-train: train LoRA adapters on JSONL data, on a full-precision or 4-bit (QLoRA) base; resumable.
+// Metrics go to stdout as JSON lines; checkpoints to OUT/checkpoints; the final adapter (PEFT layout) to OUT.
+import ArgumentParser
+import Foundation
+import LoRACLI
+import LoRAShared
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lora-train",
+        abstract: "Train LoRA adapters (PEFT layout) on JSONL data; QLoRA on a 4-bit base; resumable.",
+        discussion: """
+            Data rows as lora-eval: text, prompt/completion, instruction or messages. Every flag can also come from \
+            --config FILE (JSON or flat YAML, keys spelled like the flags); flags win. The effective configuration is \
+            saved as OUT/training_config.json. Exit codes: 0 done; 1 error; 64 bad flags; 130 / 143 stopped by \
+            SIGINT / SIGTERM after finishing the step and writing a checkpoint (continue with --resume).
+            """)
+
+    @Argument(help: "Model folder (full precision, or 4-bit from lora-quantize / bitsandbytes).")
+    var model: String
+    @Argument(help: "Adapter to train: a PEFT folder (lora-init), a single-file adapter, or '-' for stdin.")
+    var adapter: String
+    @Option(help: "Training data (JSONL), or '-' for stdin.") var data: String?
+    @Option(name: .shortAndLong, help: "Output folder: final adapter, checkpoints/, training_config.json.") var output: String?
+    @Option(help: "Validation data (JSONL), evaluated every --eval-every steps and at the end.") var valid: String?
+    @Option(help: "Validation interval in steps (0: only at the end). [default: 0]") var evalEvery: Int?
+    @Option(help: "Tokens per sequence; longer examples are truncated (counted). [default: 512]") var seqLen: Int?
+    @Option(help: "Sequences per micro-batch. [default: 4]") var batchSize: Int?
+    @Option(help: "Micro-batches per optimizer step. [default: 1]") var gradAccum: Int?
+    @Option(help: "Passes over the data (ignored with --max-steps). [default: 1]") var epochs: Int?
+    @Option(help: "Stop after this many optimizer steps.") var maxSteps: Int?
+    @Option(help: "Peak learning rate. [default: 2e-4]") var lr: Double?
+    @Option(help: "constant, linear or cosine (after warmup). [default: linear]") var lrSchedule: LRSchedule?
+    @Option(help: "Warmup steps (overrides --warmup-ratio).") var warmupSteps: Int?
+    @Option(help: "Warmup as a fraction of all steps. [default: 0]") var warmupRatio: Double?
+    @Option(help: "AdamW decoupled weight decay. [default: 0]") var weightDecay: Double?
+    @Option(help: "AdamW beta1. [default: 0.9]") var adamBeta1: Double?
+    @Option(help: "AdamW beta2. [default: 0.999]") var adamBeta2: Double?
+    @Option(help: "AdamW epsilon. [default: 1e-8]") var adamEps: Double?
+    @Option(help: "Clip gradients to this global norm (0: off). [default: 1.0]") var maxGradNorm: Double?
+    @Option(help: "LoRA dropout on A's input. [default: the adapter's lora_dropout]") var dropout: Double?
+    @Option(name: .customLong("mask-prompt"), help: "Score only completion / assistant tokens: true or false. [default: true except for text rows]") var maskPrompt: Bool?
+    @Flag(help: "Pack several examples into each sequence (attention never crosses examples).") var packing = false
+    @Option(help: "Log a metrics line every N steps. [default: 10]") var logEvery: Int?
+    @Option(help: "Write a checkpoint every N steps (0: only when stopped). [default: 0]") var saveEvery: Int?
+    @Option(help: "Checkpoints to keep. [default: 3]") var keepLast: Int?
+    @Flag(help: "Continue from the latest checkpoint in OUT.") var resume = false
+    @Option(help: "Continue from this checkpoint folder.") var resumeFrom: String?
+    @Option(help: "JSON or flat-YAML file of flag values (flags win).") var config: String?
+    @Flag(help: "Count and report malformed lines and unusable examples instead of stopping.") var skipBadLines = false
+    @Flag(help: "Train into an OUT that already holds a finished adapter or checkpoints, starting over.") var force = false
+    @OptionGroup var common: CommonOptions
+
+    func run() throws {
+        common.apply()
+        Interrupt.graceful = true
+        let cfg = try config.map { try ConfigFile(path: $0) }
+        func pick<T>(_ flag: T?, _ key: String, _ get: (ConfigFile, String) throws -> T?, _ def: T) rethrows -> T {
+            if let f = flag { return f }
+            if let c = cfg, let v = try get(c, key) { return v }
+            return def
+        }
+        guard let dataPath = try data ?? cfg?.string("data") else { throw UsageError("--data is required (a JSONL file or '-')") }
+        guard let out = try output ?? cfg?.string("output") else { throw UsageError("--output is required") }
+        var o = TrainOptions()
+        o.seqLen = try pick(seqLen, "seq-len", { try $0.int($1) }, 512)
+        o.batchSize = try pick(batchSize, "batch-size", { try $0.int($1) }, 4)
+        o.gradAccum = try pick(gradAccum, "grad-accum", { try $0.int($1) }, 1)
+        o.epochs = try pick(epochs, "epochs", { try $0.int($1) }, 1)
+        o.maxSteps = try maxSteps ?? cfg?.int("max-steps")
+        o.adam.lr = try pick(lr, "lr", { try $0.double($1) }, 2e-4)
+        o.schedule = try pick(lrSchedule, "lr-schedule", { c, k in try c.string(k).map { s in
+            guard let v = LRSchedule(rawValue: s) else { throw UsageError("\(c.path): lr-schedule must be constant, linear or cosine") }
+            return v } }, .linear)
+        o.warmupSteps = try warmupSteps ?? cfg?.int("warmup-steps")
+        o.warmupRatio = try pick(warmupRatio, "warmup-ratio", { try $0.double($1) }, 0)
+        o.adam.weightDecay = try pick(weightDecay, "weight-decay", { try $0.double($1) }, 0)
+        o.adam.beta1 = try pick(adamBeta1, "adam-beta1", { try $0.double($1) }, 0.9)
+        o.adam.beta2 = try pick(adamBeta2, "adam-beta2", { try $0.double($1) }, 0.999)
+        o.adam.eps = try pick(adamEps, "adam-eps", { try $0.double($1) }, 1e-8)
+        o.maxGradNorm = try pick(maxGradNorm, "max-grad-norm", { try $0.double($1) }, 1.0)
+        let packingFromConfig = try cfg?.bool("packing") ?? false
+        o.packing = packing || packingFromConfig
+        o.logEvery = try pick(logEvery, "log-every", { try $0.int($1) }, 10)
+        o.evalEvery = try pick(evalEvery, "eval-every", { try $0.int($1) }, 0)
+        o.saveEvery = try pick(saveEvery, "save-every", { try $0.int($1) }, 0)
+        o.keepLast = try pick(keepLast, "keep-last", { try $0.int($1) }, 3)
+        o.seed = try seedValue(cfg)
+        let mask = try maskPrompt ?? cfg?.bool("mask-prompt")
+        let validPath = try valid ?? cfg?.string("valid")
+        try TrainCLI.validate(o)
+
+        let m = try ModelDir(path: model)
+        guard o.seqLen <= m.config.maxPositionEmbeddings else {
+            throw UsageError("--seq-len \(o.seqLen) exceeds the model's context of \(m.config.maxPositionEmbeddings) tokens; lower --seq-len")
+        }
+        let startAdapter = try Adapter.load(adapter)
+        let linears = try m.linearModules()
+        let transformer = try Transformer(model: m)
+        try transformer.attach(startAdapter, linears: linears)
+        o.dropout = try pick(dropout, "dropout", { try $0.double($1) }, startAdapter.config.dropout)
+        guard o.dropout >= 0 && o.dropout < 1 else { throw UsageError("--dropout must be in [0, 1)") }
+
+        let tokenizer = try Tokenizer.load(directory: model)
+        let file = try JSONLFile.read(dataPath, skipBad: skipBadLines)
+        for s in file.skipped { Log.warn("skipped \(s)") }
+        let (examples, stats) = try TrainCLI.examples(file, tokenizer: tokenizer, maskPrompt: mask, seqLen: o.seqLen,
+                                                      vocab: m.config.vocabSize, skipBad: skipBadLines)
+        var validWindows: [Window] = []
+        if let vp = validPath {
+            let vf = try JSONLFile.read(vp, skipBad: skipBadLines, name: "--valid")
+            let vb = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: mask, path: vf.path)
+            for r in vf.records { validWindows += Evaluator.windows(try vb.build(r), EvalOptions(seqLen: o.seqLen)).windows }
+        }
+        Log.info("data: \(examples.count) examples, \(stats.truncated) truncated, \(stats.dropped) dropped, \(stats.targets) target tokens")
+
+        let fingerprint = TrainCLI.fingerprint(model: m, adapter: startAdapter, data: file, options: o, maskPrompt: mask)
+        let trainer = Trainer(model: transformer, adapterConfig: startAdapter.config, examples: examples, valid: validWindows,
+                              options: o, outDir: out, fingerprint: fingerprint)
+        try TrainCLI.prepareOutput(out, resume: resume || resumeFrom != nil, force: force)
+        if let p = resumeFrom { try trainer.resume(from: p) }
+        else if resume {
+            guard let latest = Checkpoint.list(out).last else { throw CheckpointError.none(dir: out) }
+            try trainer.resume(from: latest.path)
+        }
+        if trainer.state.step > 0 { Log.info("resumed at step \(trainer.state.step) of \(trainer.totalSteps)") }
+        try TrainCLI.saveConfig(out, o, model: model, adapter: adapter, data: dataPath, valid: validPath, maskPrompt: mask)
+        try TrainCLI.run(trainer, stats: stats, out: out)
+    }
+
+    func seedValue(_ cfg: ConfigFile?) throws -> UInt64 {
+        if CommandLine.arguments.contains("--seed") { return common.seed }
+        if let s = try cfg?.int("seed") { return UInt64(s) }
+        return common.seed
+    }
+}
+
+runMain(Train.self)
