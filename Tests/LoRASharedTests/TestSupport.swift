@@ -33,10 +33,11 @@ struct RunResult {
 
 /// Runs a built executable with arguments, optional stdin bytes; never hangs past `timeout` seconds.
 @discardableResult
-func runTool(_ name: String, _ args: [String], stdin: Data? = nil, timeout: TimeInterval = 120) throws -> RunResult {
+func runTool(_ name: String, _ args: [String], stdin: Data? = nil, env: [String: String] = [:], timeout: TimeInterval = 300) throws -> RunResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: productsDir + "/" + name)
     p.arguments = args
+    if !env.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err

@@ -106,8 +106,15 @@ public final class AtomicFile: ByteSink {
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        // Test hook: LORA_TEST_FAIL_WRITES=substring makes writes to matching paths fail as a full disk would.
+        if let f = AtomicFile.failWrites, !f.isEmpty, path.contains(f) {
+            abandon()
+            throw FileError.cannotWrite(path: path, reason: "No space left on device (LORA_TEST_FAIL_WRITES)")
+        }
         do { try sink.write(bytes) } catch { abandon(); throw error }
     }
+
+    static let failWrites = ProcessInfo.processInfo.environment["LORA_TEST_FAIL_WRITES"]
 
     public func commit() throws {
         guard !done else { return }

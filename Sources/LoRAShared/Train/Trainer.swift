@@ -60,6 +60,8 @@ public final class Trainer {
     public var onCheckpoint: (String) -> Void = { _ in }
     public var onProgress: (Int, Int) -> Void = { _, _ in }
     public private(set) var lastCheckpoint: String?
+    /// Test hook: LORA_TEST_NAN_AT_STEP=k makes step k's loss NaN, to exercise the stop-and-keep-checkpoint path.
+    static let nanAtStep = ProcessInfo.processInfo.environment["LORA_TEST_NAN_AT_STEP"].flatMap(Int.init)
 
     public init(model: Transformer, adapterConfig: LoRAConfig, examples: [Example], valid: [Window],
                 options: TrainOptions, outDir: String, fingerprint: String) {
@@ -150,7 +152,8 @@ public final class Trainer {
                         tokens += tb.lengths.reduce(0, +)
                     }
                 }
-                let loss = scored > 0 ? nll / Double(scored) : 0
+                var loss = scored > 0 ? nll / Double(scored) : 0
+                if Trainer.nanAtStep == state.step + 1 { loss = .nan }  // test hook (LORA_TEST_NAN_AT_STEP)
                 if !loss.isFinite { throw TrainError.nonFinite(step: state.step + 1, what: "the loss", checkpoint: lastCheckpoint) }
                 let norm = AdamW.clipGradNorm(grads, maxNorm: options.maxGradNorm)
                 if !norm.isFinite { throw TrainError.nonFinite(step: state.step + 1, what: "the gradient norm", checkpoint: lastCheckpoint) }

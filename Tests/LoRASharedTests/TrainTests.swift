@@ -1,0 +1,164 @@
+// TrainTests: lora-train end to end on a generated tiny model: resume gives the same final adapter bytes as an
+// uninterrupted run, packing equals separate rows, adapters arrive through a pipe, signals stop cleanly, and bad
+// input (no usable example, fully masked long example, nonsense lr, foreign adapter or checkpoint, corrupt
+// checkpoint, full disk during a checkpoint, NaN loss) is refused with one error line.
+import XCTest
+@testable import LoRAShared
+
+final class TrainTests: XCTestCase {
+    var dir = "", model = "", adapter = "", data = ""
+
+    override func setUpWithError() throws {
+        dir = makeTempDir("train")
+        model = dir + "/model"
+        try TinyModel.write(to: model)
+        adapter = dir + "/adapter"
+        XCTAssertEqual(try runTool("lora-init", [model, "-o", adapter, "--targets", "all-linear", "--rank", "4", "--seed", "1"]).status, 0)
+        let rows = (0..<12).map { i -> String in
+            i % 3 == 0 ? #"{"messages": [{"role": "user", "content": "Question \#(i)?"}, {"role": "assistant", "content": "Answer number \#(i) is here."}]}"#
+                : #"{"text": "The harbour master counted \#(i) bells of the eastern tower before the first frost."}"#
+        }
+        data = dir + "/data.jsonl"
+        try (rows.joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+    }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    func train(_ out: String, _ extra: [String], env: [String: String] = [:]) throws -> RunResult {
+        try runTool("lora-train", [model, adapter, "--data", data, "-o", out, "--seq-len", "48", "--batch-size", "2", "--lr", "5e-3",
+                                    "--seed", "7", "--dropout", "0.1", "-q"] + extra, env: env)
+    }
+
+    func bytes(_ p: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: p)) }
+
+    func testResumeGivesTheSameAdapterBytes() throws {
+        let full = try train(dir + "/full", ["--max-steps", "9", "--grad-accum", "2", "--warmup-steps", "2", "--weight-decay", "0.01"])
+        XCTAssertEqual(full.status, 0, full.stderr)
+        // The same run broken off at step 6 (a NaN there stops it, keeping the step-4 checkpoint), then resumed.
+        let part = try train(dir + "/part", ["--max-steps", "9", "--grad-accum", "2", "--warmup-steps", "2", "--weight-decay", "0.01",
+                                             "--save-every", "4"], env: ["LORA_TEST_NAN_AT_STEP": "6"])
+        assertToolError(part, contains: "step 6: the loss is not finite")
+        XCTAssertTrue(part.stderr.contains("step-0000004"), "the error names the last good checkpoint: \(part.stderr)")
+        let resumed = try train(dir + "/part", ["--max-steps", "9", "--grad-accum", "2", "--warmup-steps", "2", "--weight-decay", "0.01",
+                                                "--save-every", "4", "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try bytes(dir + "/part/adapter_model.safetensors"), try bytes(dir + "/full/adapter_model.safetensors"),
+                       "resumed run must end with the same adapter bytes")
+        let last = try jsonObject(full.stdout.split(separator: "\n").last.map(String.init) ?? "")
+        XCTAssertEqual(last["final"], .bool(true))
+        XCTAssertEqual(last["steps"], .int(9))
+    }
+
+    func testMetricsConfigAndPEFTLayout() throws {
+        let cfg = dir + "/train.yaml"
+        try "max-steps: 4\nlog-every: 2  # every other step\nlr: 0.01\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        let r = try train(dir + "/o", ["--config", cfg, "--lr", "0.002", "--valid", data, "--eval-every", "2"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n").map { try! jsonObject(String($0)) }
+        XCTAssertEqual(lines.count, 3)  // steps 2 and 4, then the summary
+        XCTAssertEqual(lines[0]["step"], .int(2))
+        XCTAssertNotNil(lines[0]["valid_loss"]?.doubleValue)
+        for k in ["loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "epoch"] { XCTAssertNotNil(lines[1][k], k) }
+        XCTAssertEqual(lines[2]["final"], .bool(true))
+        let saved = try jsonObject(String(contentsOfFile: dir + "/o/training_config.json", encoding: .utf8))
+        XCTAssertEqual(saved["lr"], .double(0.002), "flags win over --config")
+        XCTAssertEqual(saved["max-steps"], .int(4), "the config file fills what flags leave out")
+        let trained = try Adapter.load(dir + "/o")
+        XCTAssertEqual(trained.moduleNames.count, 14)
+        XCTAssertTrue(trained.modules.values.contains { $0.b.contains { $0 != 0 } }, "B moved away from zero")
+        try trained.validate(against: try ModelDir(path: model).linearModules())
+    }
+
+    func testAdapterThroughAPipeAndPacking() throws {
+        let initRun = try runTool("lora-init", [model, "-o", "-", "--targets", "q_proj,v_proj", "--rank", "2"])
+        let r = try runTool("lora-train", [model, "-", "--data", data, "-o", dir + "/piped", "--max-steps", "2", "--packing",
+                                           "--seq-len", "96", "-q"], stdin: initRun.stdoutData)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try Adapter.load(dir + "/piped").moduleNames.count, 4)
+        // '-' for both the adapter and the data is refused.
+        assertToolError(try runTool("lora-train", [model, "-", "--data", "-", "-o", dir + "/x"], stdin: initRun.stdoutData),
+                        contains: "only one input per command")
+    }
+
+    func testPackedRowEqualsSeparateRows() throws {
+        let m = try ModelDir(path: model)
+        let tr = try Transformer(model: m)
+        try tr.attach(try Adapter.load(adapter), linears: try m.linearModules())
+        let a = Example(ids: [5, 9, 13, 200, 31], targets: [true, true, true, true, true], line: 1, format: .text)
+        let b = Example(ids: [7, 300, 41, 8], targets: [false, false, true, true], line: 2, format: .promptCompletion)
+        let packed = Batching.tokenBatch(Batching.epoch([a, b], epoch: 0, seed: 1, batchSize: 1, seqLen: 16, packing: true)[0], packed: true)
+        XCTAssertEqual(packed.batch, 1)
+        let sepA = Batching.tokenBatch([Batching.sequence(a, seqLen: 16)], packed: false)
+        let sepB = Batching.tokenBatch([Batching.sequence(b, seqLen: 16)], packed: false)
+        let gp = LoRAGradients(for: tr.lora), gs = LoRAGradients(for: tr.lora)
+        let rp = tr.trainStep(packed, lossScale: 1, grads: gp)
+        let ra = tr.trainStep(sepA, lossScale: 1, grads: gs), rb = tr.trainStep(sepB, lossScale: 1, grads: gs)
+        XCTAssertEqual(rp.tokens, ra.tokens + rb.tokens)
+        XCTAssertEqual(rp.nllSum, ra.nllSum + rb.nllSum, accuracy: 1e-4)
+        for k in gp.a.keys {
+            XCTAssertLessThan(maxAbsDiff(gp.a[k]!, gs.a[k]!), 1e-5, k)
+            XCTAssertLessThan(maxAbsDiff(gp.b[k]!, gs.b[k]!), 1e-5, k)
+        }
+    }
+
+    func testSignalStopsWithACheckpointAndResumes() throws {
+        let out = dir + "/sig"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: productsDir + "/lora-train")
+        p.arguments = [model, adapter, "--data", data, "-o", out, "--seq-len", "48", "--max-steps", "100000", "--log-every", "1", "-q"]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        _ = pipe.fileHandleForReading.availableData  // the first metrics line: training is under way
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 143)
+        let cps = Checkpoint.list(out)
+        XCTAssertEqual(cps.count, 1)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: cps[0].path + "/optimizer.safetensors"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/adapter_model.safetensors"), "no final adapter after a stop")
+        // Starting again without --resume is refused; the checkpoint is from this run, so --resume is accepted.
+        assertToolError(try runTool("lora-train", [model, adapter, "--data", data, "-o", out, "--seq-len", "48", "--max-steps", "100000"]),
+                        contains: "--resume")
+    }
+
+    func testBadInput() throws {
+        // Nonsense learning rate and rank.
+        assertToolError(try train(dir + "/a", ["--lr", "5"]), contains: "--lr 5.0 makes no sense")
+        assertToolError(try train(dir + "/a", ["--lr=-1e-3"]), contains: "makes no sense")
+        assertToolError(try runTool("lora-init", [model, "-o", dir + "/r", "--rank", "4096"]), contains: "min(in, out)")
+        // No usable example / a long example whose targets are all cut off.
+        let tiny = dir + "/tiny.jsonl"
+        try #"{"prompt": "p", "completion": ""}"#.write(toFile: tiny, atomically: true, encoding: .utf8)
+        let long = dir + "/long.jsonl"
+        let prompt = String(repeating: "many words in a very long prompt ", count: 30)
+        try #"{"prompt": "\#(prompt)", "completion": " short answer"}"#.write(toFile: long, atomically: true, encoding: .utf8)
+        assertToolError(try runTool("lora-train", [model, adapter, "--data", long, "-o", dir + "/b", "--seq-len", "32"]),
+                        contains: ":1: all")
+        let skip = try runTool("lora-train", [model, adapter, "--data", long, "-o", dir + "/b2", "--seq-len", "32", "--skip-bad-lines"])
+        assertToolError(skip, contains: "no usable training example")
+        // An adapter made for another model.
+        assertToolError(try runTool("lora-train", [model, Fixtures.path("peft/tiny-llama-r8-all-linear"), "--data", data, "-o", dir + "/c"]),
+                        contains: "does not fit")
+        // A checkpoint from another run (other lr) and a corrupted one.
+        XCTAssertEqual(try train(dir + "/d", ["--max-steps", "3", "--save-every", "2"]).status, 0)
+        assertToolError(try train(dir + "/d", ["--max-steps", "3", "--save-every", "2", "--resume-from", dir + "/d/checkpoints/step-0000002", "--lr", "1e-3"]),
+                        contains: "checkpoint from another run")
+        let cp = dir + "/d/checkpoints/step-0000002"
+        let opt = try bytes(cp + "/optimizer.safetensors")
+        try opt.prefix(opt.count / 2).write(to: URL(fileURLWithPath: cp + "/optimizer.safetensors"))
+        assertToolError(try train(dir + "/d", ["--max-steps", "3", "--save-every", "2", "--resume-from", cp]), contains: "corrupt checkpoint")
+        // A full disk while writing a checkpoint: the previous checkpoint stays intact and nothing half-written remains.
+        let e = try train(dir + "/e", ["--max-steps", "6", "--save-every", "2"], env: ["LORA_TEST_FAIL_WRITES": "step-0000004"])
+        assertToolError(e, contains: "No space left on device")
+        XCTAssertEqual(Checkpoint.list(dir + "/e").map(\.step), [2])
+        XCTAssertNoThrow(try Adapter.load(dir + "/e/checkpoints/step-0000002"))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/e/checkpoints"), ["step-0000002"])
+        // NaN at the first step: stop, nothing written.
+        let n = try train(dir + "/f", ["--max-steps", "3"], env: ["LORA_TEST_NAN_AT_STEP": "1"])
+        assertToolError(n, contains: "step 1: the loss is not finite")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/f/adapter_model.safetensors"))
+        // An existing output folder with results is not overwritten by accident.
+        assertToolError(try train(dir + "/d", ["--max-steps", "3"]), contains: "--resume")
+    }
+}
