@@ -255,30 +255,39 @@ public final class Transformer: @unchecked Sendable {
         return Output(nllSum: nll, tokens: count, logits: logits, finalHidden: wantHidden ? ws.n : nil)
     }
 
-    /// y[:, cols] (row stride ldy) = x·Wᵀ (+ bias) (+ LoRA), with W expanded into the workspace first.
-    func project(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, rows: Int,
+    /// y (row stride ldy) = x·Wᵀ (+ bias) (+ LoRA) for Linears sharing the input, stacked along the output
+    /// (q/k/v, gate/up): their weights are expanded one after another and multiplied in one GEMM.
+    func project(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int,
                  y: UnsafeMutablePointer<Float>, ldy: Int, ws: Workspace, accumulate: Bool = false) {
         let prof = Profiler.shared
+        let inF = lins[0].inFeatures
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
         ws.w.withUnsafeMutableBufferPointer { w in
-            prof.measure("expand weights") { lin.expand(into: w.baseAddress!) }
-            prof.measure("gemm linear", flops: 2.0 * Double(rows * lin.outFeatures * lin.inFeatures)) {
-                gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: lin.inFeatures, a: x, lda: ldx,
-                     b: w.baseAddress!, ldb: lin.inFeatures, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+            prof.measure("expand weights") {
+                var off = 0
+                for lin in lins { lin.expand(into: w.baseAddress! + off * inF); off += lin.outFeatures }
+            }
+            prof.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+                gemm(.none, .transpose, m: rows, n: outTotal, k: inF, a: x, lda: ldx,
+                     b: w.baseAddress!, ldb: inF, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
             }
         }
-        if let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(y, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
-        if let l = lora[lin.name] {
+        var col = 0
+        for lin in lins {
+            let yc = y + col
+            col += lin.outFeatures
+            if let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(yc, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
+            guard let l = lora[lin.name] else { continue }
             prof.measure("lora") {
-            ws.t.withUnsafeMutableBufferPointer { t in
-                l.a.withUnsafeBufferPointer { a in
-                    gemm(.none, .transpose, m: rows, n: l.r, k: lin.inFeatures, a: x, lda: ldx, b: a.baseAddress!, ldb: lin.inFeatures,
-                         c: t.baseAddress!, ldc: l.r)
+                ws.t.withUnsafeMutableBufferPointer { t in
+                    l.a.withUnsafeBufferPointer { a in
+                        gemm(.none, .transpose, m: rows, n: l.r, k: inF, a: x, lda: ldx, b: a.baseAddress!, ldb: inF, c: t.baseAddress!, ldc: l.r)
+                    }
+                    l.b.withUnsafeBufferPointer { b in
+                        gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: t.baseAddress!, lda: l.r,
+                             b: b.baseAddress!, ldb: l.r, beta: 1, c: yc, ldc: ldy)
+                    }
                 }
-                l.b.withUnsafeBufferPointer { b in
-                    gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: t.baseAddress!, lda: l.r,
-                         b: b.baseAddress!, ldb: l.r, beta: 1, c: y, ldc: ldy)
-                }
-            }
             }
         }
     }
@@ -303,9 +312,7 @@ public final class Transformer: @unchecked Sendable {
             let gu = gub.baseAddress!, h = hb.baseAddress!
             // Attention block.
             L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
-            project(L.q, x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws)
-            project(L.k, x: n, ldx: d, rows: rows, y: qkv + qd, ldy: ldqkv, ws: ws)
-            project(L.v, x: n, ldx: d, rows: rows, y: qkv + qd + kvd, ldy: ldqkv, ws: ws)
+            project([L.q, L.k, L.v], x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws)
             positions.withUnsafeBufferPointer { pos in
                 rope.cos.withUnsafeBufferPointer { cs in
                     rope.sin.withUnsafeBufferPointer { sn in
@@ -319,13 +326,12 @@ public final class Transformer: @unchecked Sendable {
                     attention(qkv: qkv, ld: ldqkv, out: att, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd, group: group, scale: scale, scores: $0.baseAddress!)
                 }
             }
-            project(L.o, x: att, ldx: qd, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
+            project([L.o], x: att, ldx: qd, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
             // MLP block.
             L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
-            project(L.gate, x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws)
-            project(L.up, x: n, ldx: d, rows: rows, y: gu + inter, ldy: 2 * inter, ws: ws)
+            project([L.gate, L.up], x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws)
             Profiler.shared.measure("silu") { Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter) }
-            project(L.down, x: h, ldx: inter, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
+            project([L.down], x: h, ldx: inter, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
         }}}}}}
     }
 

@@ -170,15 +170,32 @@ extension Transformer {
 
     // MARK: projections with LoRA (training)
 
-    /// y (row stride ldy) = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ, accumulating into y when asked.
-    func trainProject(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+    /// y (row stride ldy) = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ for Linears sharing the input, stacked along the
+    /// output (q/k/v, gate/up): one GEMM against their weights expanded one after another, then bias and LoRA
+    /// on each one's column slice. Accumulates into y when asked.
+    func trainProject(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
                       ws: TrainWorkspace, accumulate: Bool, drop: LoRADropout?) {
         let prof = Profiler.shared
-        prof.measure("expand weights") { lin.expand(into: ws.w) }
-        prof.measure("gemm linear", flops: 2.0 * Double(rows * lin.outFeatures * lin.inFeatures)) {
-            gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: lin.inFeatures, a: x, lda: ldx,
-                 b: ws.w, ldb: lin.inFeatures, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+        let inF = lins[0].inFeatures
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        prof.measure("expand weights") {
+            var off = 0
+            for lin in lins { lin.expand(into: ws.w + off * inF); off += lin.outFeatures }
         }
+        prof.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+            gemm(.none, .transpose, m: rows, n: outTotal, k: inF, a: x, lda: ldx,
+                 b: ws.w, ldb: inF, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+        }
+        var col = 0
+        for lin in lins {
+            loraForward(lin, x: x, ldx: ldx, rows: rows, y: y + col, ldy: ldy, ws: ws, drop: drop)
+            col += lin.outFeatures
+        }
+    }
+
+    func loraForward(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                     ws: TrainWorkspace, drop: LoRADropout?) {
+        let prof = Profiler.shared
         if let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(y, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
         guard let l = lora[lin.name] else { return }
         prof.measure("lora") {
@@ -198,16 +215,32 @@ extension Transformer {
         }
     }
 
-    /// Given dy for y = trainProject(x): dx += dy·W (+ LoRA path), dA and dB accumulated into grads.
-    func trainProjectBackward(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
+    /// Given dy for y = trainProject(lins, x): dx += dy·W over the stacked weights (one GEMM), then each
+    /// module's LoRA path, with dA and dB accumulated into grads.
+    func trainProjectBackward(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
                               dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, ws: TrainWorkspace,
                               grads: LoRAGradients, drop: LoRADropout?) {
         let prof = Profiler.shared
-        prof.measure("expand weights") { lin.expand(into: ws.w) }
-        prof.measure("gemm linear", flops: 2.0 * Double(rows * lin.outFeatures * lin.inFeatures)) {
-            gemm(.none, .none, m: rows, n: lin.inFeatures, k: lin.outFeatures, a: dy, lda: ldy,
-                 b: ws.w, ldb: lin.inFeatures, beta: 1, c: dx, ldc: lddx)
+        let inF = lins[0].inFeatures
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        prof.measure("expand weights") {
+            var off = 0
+            for lin in lins { lin.expand(into: ws.w + off * inF); off += lin.outFeatures }
         }
+        prof.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+            gemm(.none, .none, m: rows, n: inF, k: outTotal, a: dy, lda: ldy, b: ws.w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+        }
+        var col = 0
+        for lin in lins {
+            loraBackward(lin, x: x, ldx: ldx, dy: dy + col, ldy: ldy, dx: dx, lddx: lddx, rows: rows, ws: ws, grads: grads, drop: drop)
+            col += lin.outFeatures
+        }
+    }
+
+    func loraBackward(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
+                      dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, ws: TrainWorkspace,
+                      grads: LoRAGradients, drop: LoRADropout?) {
+        let prof = Profiler.shared
         guard let l = lora[lin.name] else { return }
         prof.measure("lora") {
             let inF = lin.inFeatures, outF = lin.outFeatures, r = l.r
@@ -261,22 +294,19 @@ extension Transformer {
         let gu = ws.gu
         let h = ws.h
         L.inputNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r1, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
-        trainProject(L.q, x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
-        trainProject(L.k, x: n, ldx: d, rows: rows, y: qkv + qd, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
-        trainProject(L.v, x: n, ldx: d, rows: rows, y: qkv + qd + kvd, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
+        trainProject([L.q, L.k, L.v], x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
         applyRope(qkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: false)
         Profiler.shared.measure("attention") {
             attention(qkv: qkv, ld: ldqkv, out: att, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd,
                       group: c.numHeads / c.numKVHeads, scale: 1 / Float(hd).squareRoot(), scores: ws.p)
         }
         xm.update(from: x, count: rows * d)
-        trainProject(L.o, x: att, ldx: qd, rows: rows, y: xm, ldy: d, ws: ws, accumulate: true, drop: drop)
+        trainProject([L.o], x: att, ldx: qd, rows: rows, y: xm, ldy: d, ws: ws, accumulate: true, drop: drop)
         L.postNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r2, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
-        trainProject(L.gate, x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
-        trainProject(L.up, x: n, ldx: d, rows: rows, y: gu + inter, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
+        trainProject([L.gate, L.up], x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
         Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
         out.update(from: xm, count: rows * d)
-        trainProject(L.down, x: h, ldx: inter, rows: rows, y: out, ldy: d, ws: ws, accumulate: true, drop: drop)
+        trainProject([L.down], x: h, ldx: inter, rows: rows, y: out, ldy: d, ws: ws, accumulate: true, drop: drop)
     }
 
     func applyRope(_ qkv: UnsafeMutablePointer<Float>, ld: Int, rows: Int, qd: Int, positions: [Int32], backward: Bool) {
@@ -316,21 +346,19 @@ extension Transformer {
 
         // MLP block: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm). Recompute n2, gate/up, h.
         L.postNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r2, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
-        trainProject(L.gate, x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
-        trainProject(L.up, x: n, ldx: d, rows: rows, y: gu + inter, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
+        trainProject([L.gate, L.up], x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
         Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
         dh.update(repeating: 0, count: rows * inter)
-        trainProjectBackward(L.down, x: h, ldx: inter, dy: dx, ldy: d, dx: dh, lddx: inter, rows: rows, ws: ws, grads: grads, drop: drop)
+        trainProjectBackward([L.down], x: h, ldx: inter, dy: dx, ldy: d, dx: dh, lddx: inter, rows: rows, ws: ws, grads: grads, drop: drop)
         Backward.siluMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
         dn.update(repeating: 0, count: rows * d)
-        trainProjectBackward(L.gate, x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
-        trainProjectBackward(L.up, x: n, ldx: d, dy: dgu + inter, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
+        trainProjectBackward([L.gate, L.up], x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
         // dx (= ∂/∂out) flows unchanged through the residual into ∂/∂xm; add the norm's path.
         L.postNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, xm, $0.baseAddress!, r2, rows: rows, dim: d) }
 
         // Attention block: xm = x + o(att), att = attention(rope(q, k), v), q/k/v = proj(n1), n1 = norm(x).
         datt.update(repeating: 0, count: rows * qd)
-        trainProjectBackward(L.o, x: att, ldx: qd, dy: dx, ldy: d, dx: datt, lddx: qd, rows: rows, ws: ws, grads: grads, drop: drop)
+        trainProjectBackward([L.o], x: att, ldx: qd, dy: dx, ldy: d, dx: datt, lddx: qd, rows: rows, ws: ws, grads: grads, drop: drop)
         dqkv.update(repeating: 0, count: rows * ldqkv)
         Profiler.shared.measure("attention backward") {
             attentionBackward(qkv: qkv, ld: ldqkv, datt: datt, dqkv: dqkv, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd,
@@ -339,9 +367,7 @@ extension Transformer {
         applyRope(dqkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: true)
         L.inputNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r1, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
         dn.update(repeating: 0, count: rows * d)
-        trainProjectBackward(L.q, x: n, ldx: d, dy: dqkv, ldy: ldqkv, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
-        trainProjectBackward(L.k, x: n, ldx: d, dy: dqkv + qd, ldy: ldqkv, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
-        trainProjectBackward(L.v, x: n, ldx: d, dy: dqkv + qd + kvd, ldy: ldqkv, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
+        trainProjectBackward([L.q, L.k, L.v], x: n, ldx: d, dy: dqkv, ldy: ldqkv, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
         L.inputNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, x, $0.baseAddress!, r1, rows: rows, dim: d) }
     }
 
@@ -360,17 +386,24 @@ extension Transformer {
                     let q = qkv + base + h * hd, k = qkv + base + qd + kvh * hd, v = qkv + base + qd + kvd + kvh * hd
                     let dq = dqkv + base + h * hd, dk = dqkv + base + qd + kvh * hd, dv = dqkv + base + qd + kvd + kvh * hd
                     let dO = datt + b * T * qd + h * hd
-                    gemm(.none, .transpose, m: T, n: T, k: hd, alpha: scale, a: q, lda: ld, b: k, ldb: ld, c: p, ldc: T)
-                    Parallel.forRanges(T, grain: 32) { r in
-                        for i in r { Kernels.softmaxRow(p + i * T, count: T, from: batch.firstKey(b, i), valid: min(i + 1, len)) }
+                    // Query blocks multiply only the keys they can see (the causal triangle).
+                    var q0 = 0
+                    while q0 < T {
+                        let q1 = min(T, q0 + Transformer.attentionBlock), m = q1 - q0
+                        let keys = min(q1, len)
+                        gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: k, ldb: ld, c: p, ldc: keys)
+                        Parallel.forRanges(m, grain: 16) { r in
+                            for i in r { Kernels.softmaxRow(p + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len)) }
+                        }
+                        gemm(.none, .transpose, m: m, n: keys, k: hd, a: dO + q0 * qd, lda: qd, b: v, ldb: ld, c: dp, ldc: keys)
+                        gemm(.transpose, .none, m: keys, n: hd, k: m, a: p, lda: keys, b: dO + q0 * qd, ldb: qd, beta: 1, c: dv, ldc: ld)
+                        Parallel.forRanges(m, grain: 16) { r in
+                            for i in r { Backward.softmaxRow(dp + i * keys, p + i * keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len), count: keys) }
+                        }
+                        gemm(.none, .none, m: m, n: hd, k: keys, alpha: scale, a: dp, lda: keys, b: k, ldb: ld, c: dq + q0 * ld, ldc: ld)
+                        gemm(.transpose, .none, m: keys, n: hd, k: m, alpha: scale, a: dp, lda: keys, b: q + q0 * ld, ldb: ld, beta: 1, c: dk, ldc: ld)
+                        q0 = q1
                     }
-                    gemm(.none, .transpose, m: T, n: T, k: hd, a: dO, lda: qd, b: v, ldb: ld, c: dp, ldc: T)
-                    gemm(.transpose, .none, m: T, n: hd, k: T, a: p, lda: T, b: dO, ldb: qd, beta: 1, c: dv, ldc: ld)
-                    Parallel.forRanges(T, grain: 32) { r in
-                        for i in r { Backward.softmaxRow(dp + i * T, p + i * T, from: batch.firstKey(b, i), valid: min(i + 1, len), count: T) }
-                    }
-                    gemm(.none, .none, m: T, n: hd, k: T, alpha: scale, a: dp, lda: T, b: k, ldb: ld, c: dq, ldc: ld)
-                    gemm(.transpose, .none, m: T, n: hd, k: T, alpha: scale, a: dp, lda: T, b: q, ldb: ld, beta: 1, c: dk, ldc: ld)
                 }
             }
         }
