@@ -93,10 +93,10 @@ public enum Backward {
                 if y < 0 { for j in 0..<vocab { li[j] = 0 }; continue }
                 let m = FastMath.max(li, vocab)
                 let target = li[y]
-                let s = FastMath.expShiftSum(li, vocab, shift: m)
-                t += Double(m + Glibc_logf(s) - target)
+                let s = FastMath.expShiftSumPrecise(li, vocab, shift: m)
+                t += Double(m) + Foundation_log(s) - Double(target)
                 c += 1
-                let k = scale / s
+                let k = Float(Double(scale) / s)
                 for j in 0..<vocab { li[j] *= k }
                 li[y] -= scale
             }

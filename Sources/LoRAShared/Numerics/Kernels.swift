@@ -83,8 +83,8 @@ public enum Kernels {
                 let li = logits + i * vocab
                 let m = FastMath.max(li, vocab)
                 let target = li[y]
-                let s = FastMath.expShiftSum(li, vocab, shift: m)
-                t += Double(m + Glibc_logf(s) - target)
+                let s = FastMath.expShiftSumPrecise(li, vocab, shift: m)
+                t += Double(m) + Foundation_log(s) - Double(target)
                 c += 1
             }
             lock.locked { total += t; count += c }

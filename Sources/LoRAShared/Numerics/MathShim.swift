@@ -5,7 +5,7 @@ import Glibc
 import Darwin
 #endif
 
-@inline(__always) func Foundation_log(_ x: Double) -> Double { log(x) }
+public func Foundation_log(_ x: Double) -> Double { log(x) }
 public func Foundation_cos(_ x: Double) -> Double { cos(x) }
 
 
