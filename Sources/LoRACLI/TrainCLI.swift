@@ -102,6 +102,7 @@ public enum TrainCLI {
         c["weight-decay"] = .double(o.adam.weightDecay); c["adam-beta1"] = .double(o.adam.beta1); c["adam-beta2"] = .double(o.adam.beta2)
         c["adam-eps"] = .double(o.adam.eps); c["max-grad-norm"] = .double(o.maxGradNorm); c["dropout"] = .double(o.dropout)
         c["mask-prompt"] = maskPrompt.map { .bool($0) } ?? .null; c["packing"] = .bool(o.packing); c["seed"] = .int(Int64(o.seed))
+        c["grad-checkpoint"] = .bool(o.gradCheckpoint)
         c["log-every"] = .int(Int64(o.logEvery)); c["eval-every"] = .int(Int64(o.evalEvery))
         c["save-every"] = .int(Int64(o.saveEvery)); c["keep-last"] = .int(Int64(o.keepLast))
         try AtomicFile.write(JSONValue.object(c).serialized(.indented(2)) + "\n", to: out + "/training_config.json")

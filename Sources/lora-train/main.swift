@@ -41,6 +41,7 @@ struct Train: ParsableCommand {
     @Option(help: "LoRA dropout on A's input. [default: the adapter's lora_dropout]") var dropout: Double?
     @Option(name: .customLong("mask-prompt"), help: "Score only completion / assistant tokens: true or false. [default: true except for text rows]") var maskPrompt: Bool?
     @Flag(help: "Pack several examples into each sequence (attention never crosses examples).") var packing = false
+    @Flag(help: "Activation checkpointing: keep only each layer's input, recompute the layer in backward (less memory, one more forward).") var gradCheckpoint = false
     @Option(help: "Log a metrics line every N steps. [default: 10]") var logEvery: Int?
     @Option(help: "Write a checkpoint every N steps (0: only when stopped). [default: 0]") var saveEvery: Int?
     @Option(help: "Checkpoints to keep. [default: 3]") var keepLast: Int?
@@ -81,6 +82,8 @@ struct Train: ParsableCommand {
         o.maxGradNorm = try pick(maxGradNorm, "max-grad-norm", { try $0.double($1) }, 1.0)
         let packingFromConfig = try cfg?.bool("packing") ?? false
         o.packing = packing || packingFromConfig
+        let gcFromConfig = try cfg?.bool("grad-checkpoint") ?? false
+        o.gradCheckpoint = gradCheckpoint || gcFromConfig
         o.logEvery = try pick(logEvery, "log-every", { try $0.int($1) }, 10)
         o.evalEvery = try pick(evalEvery, "eval-every", { try $0.int($1) }, 0)
         o.saveEvery = try pick(saveEvery, "save-every", { try $0.int($1) }, 0)

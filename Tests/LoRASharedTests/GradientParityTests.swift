@@ -46,6 +46,18 @@ final class GradientParityTests: XCTestCase {
     }
 
     func testLlamaGQATied() throws { try checkGradients("llama-gqa-tied") }
+
+    func testActivationCheckpointingGivesTheSameGradients() throws {
+        let (tr, batch, _) = try setup("qwen2-bias")
+        let plain = LoRAGradients(for: tr.lora), ckpt = LoRAGradients(for: tr.lora)
+        let a = tr.trainStep(batch, lossScale: 0.1, grads: plain)
+        let b = tr.trainStep(batch, lossScale: 0.1, grads: ckpt, checkpointLayers: true)
+        XCTAssertEqual(a.nllSum, b.nllSum)
+        for k in plain.a.keys {
+            XCTAssertEqual(plain.a[k]!, ckpt.a[k]!, k)
+            XCTAssertEqual(plain.b[k]!, ckpt.b[k]!, k)
+        }
+    }
     func testRsloraPatterns() throws { try checkGradients("llama-rslora-patterns") }
     func testQwen2Biases() throws { try checkGradients("qwen2-bias") }
     func testNF4Base() throws { try checkGradients("llama-nf4") }

@@ -55,9 +55,14 @@ extension Transformer {
         var att: [UnsafeMutablePointer<Float>] = [], rstd1: [UnsafeMutablePointer<Float>] = [], rstd2: [UnsafeMutablePointer<Float>] = []
         var xFinal, rstdF, nF, dnF, n, gu, h, dgu, dh, dx, dn, dqkv, datt, w, t, dt, xdrop, tmp, p, dp, head, gathered: UnsafeMutablePointer<Float>
 
-        init(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, dropoutCols: Int, headChunk: Int) {
+        let checkpointed: Bool
+
+        /// With `checkpointed`, only each layer's input is kept; the other per-layer activations share one set of
+        /// buffers that the backward pass refills by recomputing the layer.
+        init(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, dropoutCols: Int, headChunk: Int, checkpointed: Bool = false) {
             self.rows = rows
             self.seq = seq
+            self.checkpointed = checkpointed
             let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
             var owned: [UnsafeMutablePointer<Float>] = []
             func z(_ n: Int) -> UnsafeMutablePointer<Float> {
@@ -66,9 +71,14 @@ extension Transformer {
                 owned.append(p)
                 return p
             }
-            for _ in 0..<c.numLayers {
-                xIn.append(z(rows * d)); xMid.append(z(rows * d)); qkv.append(z(rows * (qd + 2 * kvd)))
-                att.append(z(rows * qd)); rstd1.append(z(rows)); rstd2.append(z(rows))
+            for l in 0..<c.numLayers {
+                xIn.append(z(rows * d))
+                if checkpointed && l > 0 {
+                    xMid.append(xMid[0]); qkv.append(qkv[0]); att.append(att[0]); rstd1.append(rstd1[0]); rstd2.append(rstd2[0])
+                } else {
+                    xMid.append(z(rows * d)); qkv.append(z(rows * (qd + 2 * kvd))); att.append(z(rows * qd))
+                    rstd1.append(z(rows)); rstd2.append(z(rows))
+                }
             }
             xFinal = z(rows * d); rstdF = z(rows); nF = z(rows * d); dnF = z(rows * d)
             n = z(rows * d); gu = z(rows * 2 * i); h = z(rows * i); dgu = z(rows * 2 * i); dh = z(rows * i)
@@ -93,16 +103,20 @@ extension Transformer {
 
     /// Forward and backward over one micro-batch. The loss is Σ NLL · lossScale (e.g. 1/scored tokens);
     /// gradients of that loss are added into `grads`.
-    public func trainStep(_ batch: TokenBatch, lossScale: Float, grads: LoRAGradients, dropout: LoRADropout? = nil) -> StepResult {
+    public func trainStep(_ batch: TokenBatch, lossScale: Float, grads: LoRAGradients, dropout: LoRADropout? = nil,
+                          checkpointLayers: Bool = false) -> StepResult {
         let c = config
         let rows = batch.batch * batch.seq
         let maxR = lora.values.map(\.r).max() ?? 1
         let maxIn = max(c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim)
         let drop = (dropout?.rate ?? 0) > 0 ? dropout : nil
         if trainWorkspace == nil || trainWorkspace!.rows != rows || trainWorkspace!.seq != batch.seq
-            || trainWorkspace!.tCap < rows * maxR || (drop != nil && trainWorkspace!.dropCap < rows * maxIn) {
+            || trainWorkspace!.tCap < rows * maxR || (drop != nil && trainWorkspace!.dropCap < rows * maxIn)
+            || trainWorkspace!.checkpointed != checkpointLayers {
+            trainWorkspace = nil  // free the old buffers before allocating the new ones
             trainWorkspace = TrainWorkspace(config: c, rows: rows, seq: batch.seq, maxR: maxR,
-                                            dropoutCols: drop != nil ? maxIn : 0, headChunk: min(rows, Transformer.headChunkRows))
+                                            dropoutCols: drop != nil ? maxIn : 0, headChunk: min(rows, Transformer.headChunkRows),
+                                            checkpointed: checkpointLayers)
         }
         if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
         let ws = trainWorkspace!
@@ -128,7 +142,14 @@ extension Transformer {
         finalNorm.withUnsafeBufferPointer { w in
             Backward.rmsNorm(ws.dx, ws.dnF, ws.xFinal, w.baseAddress!, ws.rstdF, rows: rows, dim: d)
         }
-        for l in stride(from: L - 1, through: 0, by: -1) { trainLayerBackward(l, ws, batch, positions, grads, drop) }
+        for l in stride(from: L - 1, through: 0, by: -1) {
+            if checkpointLayers {
+                // Refill the shared buffers with this layer's activations; its output (xIn[l+1] or xFinal) is
+                // rewritten with the same values, which nothing reads any more.
+                Profiler.shared.measure("recompute layer") { trainLayerForward(l, ws, batch, positions, drop) }
+            }
+            trainLayerBackward(l, ws, batch, positions, grads, drop)
+        }
         return result
     }
 

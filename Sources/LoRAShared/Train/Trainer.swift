@@ -22,6 +22,7 @@ public struct TrainOptions: Sendable {
     public var evalEvery = 0
     public var saveEvery = 0
     public var keepLast = 3
+    public var gradCheckpoint = false
     public init() {}
 }
 
@@ -147,7 +148,8 @@ public final class Trainer {
                 if scored > 0 {
                     for tb in tbs {
                         let dropout = options.dropout > 0 ? LoRADropout(rate: Float(options.dropout), seed: options.seed, step: UInt64(state.step)) : nil
-                        let r = model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout)
+                        let r = model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout,
+                                               checkpointLayers: options.gradCheckpoint)
                         nll += r.nllSum
                         tokens += tb.lengths.reduce(0, +)
                     }
