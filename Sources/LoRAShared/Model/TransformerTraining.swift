@@ -134,7 +134,7 @@ extension Transformer {
         }
         for l in 0..<L { trainLayerForward(l, ws, batch, positions, drop) }
         finalNorm.withUnsafeBufferPointer { w in
-            Backward.rmsNormForward(ws.nF, ws.rstdF, ws.xFinal, w.baseAddress!, rows: rows, dim: d, eps: Float(c.rmsNormEps))
+            Kernels.rmsNorm(ws.nF, ws.xFinal, w.baseAddress!, rows: rows, dim: d, eps: Float(c.rmsNormEps), rstd: ws.rstdF)
         }
         let result = headBackward(ws, batch, lossScale: lossScale)
         // d(final norm) → gradient of the last layer's output, kept in ws.dx.
@@ -314,7 +314,7 @@ extension Transformer {
         let n = ws.n
         let gu = ws.gu
         let h = ws.h
-        L.inputNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r1, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+        L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r1) }
         trainProject([L.q, L.k, L.v], x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
         applyRope(qkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: false)
         Profiler.shared.measure("attention") {
@@ -323,7 +323,7 @@ extension Transformer {
         }
         xm.update(from: x, count: rows * d)
         trainProject([L.o], x: att, ldx: qd, rows: rows, y: xm, ldy: d, ws: ws, accumulate: true, drop: drop)
-        L.postNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r2, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+        L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r2) }
         trainProject([L.gate, L.up], x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
         Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
         out.update(from: xm, count: rows * d)
@@ -366,7 +366,7 @@ extension Transformer {
         let datt = ws.datt
 
         // MLP block: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm). Recompute n2, gate/up, h.
-        L.postNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r2, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+        L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r2) }
         trainProject([L.gate, L.up], x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
         Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
         dh.update(repeating: 0, count: rows * inter)
@@ -386,7 +386,7 @@ extension Transformer {
                               group: c.numHeads / c.numKVHeads, scale: 1 / Float(hd).squareRoot(), ws: ws)
         }
         applyRope(dqkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: true)
-        L.inputNorm.withUnsafeBufferPointer { Backward.rmsNormForward(n, r1, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
+        L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r1) }
         dn.update(repeating: 0, count: rows * d)
         trainProjectBackward([L.q, L.k, L.v], x: n, ldx: d, dy: dqkv, ldy: ldqkv, dx: dn, lddx: d, rows: rows, ws: ws, grads: grads, drop: drop)
         L.inputNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, x, $0.baseAddress!, r1, rows: rows, dim: d) }

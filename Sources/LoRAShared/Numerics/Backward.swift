@@ -2,21 +2,6 @@
 // zeroing is the caller's visible step). Each is checked against finite differences in Double (Tests).
 
 public enum Backward {
-    /// RMSNorm forward that also records rstd[i] = 1/sqrt(mean(x²) + eps) for the backward pass.
-    public static func rmsNormForward(_ y: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                                      _ w: UnsafePointer<Float>, rows: Int, dim: Int, eps: Float) {
-        Parallel.forRanges(rows, grain: 16) { r in
-            for i in r {
-                let xi = x + i * dim, yi = y + i * dim
-                var ss: Float = 0
-                for j in 0..<dim { ss += xi[j] * xi[j] }
-                let inv = 1 / (ss / Float(dim) + eps).squareRoot()
-                rstd[i] = inv
-                for j in 0..<dim { yi[j] = xi[j] * inv * w[j] }
-            }
-        }
-    }
-
     /// dx += ∂/∂x of y = x · rstd · w given dy:  dx_j += rstd·w_j·dy_j − x_j·rstd³/D · Σ_k w_k·dy_k·x_k.
     public static func rmsNorm(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
                                _ w: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, rows: Int, dim: Int) {

@@ -3,15 +3,17 @@
 // Each takes raw pointers and sizes; rows are split across cores.
 
 public enum Kernels {
-    /// y[i,:] = x[i,:] * rsqrt(mean(x[i,:]²) + eps) * w. x, y are [rows, dim] (may alias).
+    /// y[i,:] = x[i,:] * rsqrt(mean(x[i,:]²) + eps) * w. x, y are [rows, dim] (may alias). When `rstd` is given,
+    /// rstd[i] = rsqrt(mean(x[i,:]²) + eps) is recorded for the backward pass.
     public static func rmsNorm(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                               rows: Int, dim: Int, eps: Float) {
+                               rows: Int, dim: Int, eps: Float, rstd: UnsafeMutablePointer<Float>? = nil) {
         Parallel.forRanges(rows, grain: 16) { r in
             for i in r {
                 let xi = x + i * dim, yi = y + i * dim
                 var ss: Float = 0
                 for j in 0..<dim { ss += xi[j] * xi[j] }
                 let inv = 1 / (ss / Float(dim) + eps).squareRoot()
+                rstd?[i] = inv
                 for j in 0..<dim { yi[j] = xi[j] * inv * w[j] }
             }
         }
