@@ -335,9 +335,10 @@ extension Transformer {
         positions.withUnsafeBufferPointer { pos in
             rope.cos.withUnsafeBufferPointer { cs in
                 rope.sin.withUnsafeBufferPointer { sn in
-                    let f = backward ? Backward.rope : Kernels.rope
-                    f(qkv, ld, rows, c.numHeads, c.headDim, pos.baseAddress!, cs.baseAddress!, sn.baseAddress!)
-                    f(qkv + qd, ld, rows, c.numKVHeads, c.headDim, pos.baseAddress!, cs.baseAddress!, sn.baseAddress!)
+                    Kernels.rope(qkv, ld: ld, rows: rows, heads: c.numHeads, headDim: c.headDim, positions: pos.baseAddress!,
+                                 cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: backward)
+                    Kernels.rope(qkv + qd, ld: ld, rows: rows, heads: c.numKVHeads, headDim: c.headDim, positions: pos.baseAddress!,
+                                 cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: backward)
                 }
             }
         }

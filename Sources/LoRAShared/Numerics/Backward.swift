@@ -38,20 +38,7 @@ public enum Backward {
     /// The transpose of Kernels.rope: rotates gradients by −θ in place.
     public static func rope(_ dx: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
                             positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
-        let half = headDim / 2
-        Parallel.forRanges(rows, grain: 16) { r in
-            for i in r {
-                let c = cos + Int(positions[i]) * half, s = sin + Int(positions[i]) * half
-                for h in 0..<heads {
-                    let p = dx + i * ld + h * headDim
-                    for j in 0..<half {
-                        let a = p[j], b = p[j + half]
-                        p[j] = a * c[j] + b * s[j]
-                        p[j + half] = b * c[j] - a * s[j]
-                    }
-                }
-            }
-        }
+        Kernels.rope(dx, ld: ld, rows: rows, heads: heads, headDim: headDim, positions: positions, cos: cos, sin: sin, inverse: true)
     }
 
     /// Softmax backward for one row over entries [from, valid): dS = P ⊙ (dP − Σ_k dP_k·P_k), in place in dP.

@@ -35,9 +35,12 @@ public enum Kernels {
 
     /// Rotary embedding in place on `heads` heads of width `headDim` per row (row stride `ld`), HF half-split
     /// layout: dimension j pairs with j + headDim/2. `cos`/`sin` are [positions, headDim/2]; row i uses position pos[i].
+    /// `inverse` rotates by −θ (the transpose, used for gradients).
     public static func rope(_ x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
-                            positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+                            positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
+                            inverse: Bool = false) {
         let half = headDim / 2
+        let sign: Float = inverse ? -1 : 1
         Parallel.forRanges(rows, grain: 16) { r in
             for i in r {
                 let c = cos + Int(positions[i]) * half, s = sin + Int(positions[i]) * half
@@ -45,8 +48,9 @@ public enum Kernels {
                     let p = x + i * ld + h * headDim
                     for j in 0..<half {
                         let a = p[j], b = p[j + half]
-                        p[j] = a * c[j] - b * s[j]
-                        p[j + half] = b * c[j] + a * s[j]
+                        let sn = sign * s[j]
+                        p[j] = a * c[j] - b * sn
+                        p[j + half] = b * c[j] + a * sn
                     }
                 }
             }
