@@ -59,4 +59,30 @@ final class DemoModelTests: XCTestCase {
             XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [], "temporary outputs left after signal \(sig)")
         }
     }
+
+    /// Greedy lora-generate equals transformers' greedy generate token for token (fixtures from
+    /// scripts/gen_generate_fixtures.py: fp32, chat template, 48 new tokens or EOS).
+    func testGreedyGenerationMatchesTransformers() throws {
+        let fx = try jsonObject(try String(contentsOfFile: Fixtures.path("generate/smollm2_greedy.json"), encoding: .utf8))
+        let cases = fx["cases"]!.arrayValue!
+        var input = ""
+        for c in cases {
+            var o = JSONObject()
+            o["prompt"] = c["prompt"]!
+            if let s = c["system"] { o["system"] = s }
+            input += JSONValue.object(o).serialized(.compact) + "\n"
+        }
+        let r = try runTool("lora-generate", [DemoModelTests.modelDir, "--jsonl", "-", "--ids", "--max-tokens", "48"],
+                            stdin: Data(input.utf8), timeout: 900)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, cases.count)
+        for (l, c) in zip(lines, cases) {
+            let o = try jsonObject(l)
+            XCTAssertEqual(o["prompt_tokens"]!.intValue!, Int64(c["prompt_ids"]!.arrayValue!.count), "\(c["prompt"]!)")
+            XCTAssertEqual(o["ids"], c["ids"], "\(c["prompt"]!)")
+            XCTAssertEqual(o["finish_reason"], c["finish_reason"])
+            XCTAssertEqual(o["completion"], c["text"])
+        }
+    }
 }

@@ -79,3 +79,92 @@ public struct LinearWeight: @unchecked Sendable {
         }
     }
 }
+
+extension LinearWeight {
+    /// Rows at or below this count multiply straight from the stored form (no fp32 copy of the weight):
+    /// token-by-token decoding, where expanding the whole weight would cost more than the product itself.
+    public static let directRows = 4
+
+    /// The two values of every packed byte (high nibble first) for a 4-bit weight's code book.
+    func nibblePairs() -> [SIMD2<Float>] {
+        guard case .fourBit(let q) = storage else { return [] }
+        return (0..<256).map { SIMD2(q.quantMap[$0 >> 4], q.quantMap[$0 & 0x0F]) }
+    }
+
+    /// Writes stored row `row` of the weight as fp32 into `dst` (inFeatures values). `pairs` is nibblePairs()
+    /// for a 4-bit weight.
+    @inline(__always)
+    func expandRow(_ row: Int, into dst: UnsafeMutablePointer<Float>, pairs: UnsafePointer<SIMD2<Float>>?) {
+        let inF = inFeatures
+        switch storage {
+        case .dense(let t):
+            convertToFloat(t.dtype, t.data.baseAddress! + row * inF * t.dtype.size, dst, count: inF)
+        case .fourBit(let q):
+            let bs = q.state.blocksize
+            let packed = q.packed.data.bindMemory(to: UInt8.self).baseAddress!
+            q.absmax.withUnsafeBufferPointer { am in
+                let start = row * inF, end = start + inF
+                var j = start
+                while j < end {
+                    let b = j / bs
+                    let s = am[b]
+                    let segEnd = min(end, (b + 1) * bs)
+                    // Pairs of values from whole bytes (blocks start on even elements), then a lone nibble.
+                    if let pr = pairs, j & 1 == 0 {
+                        let out = UnsafeMutableRawPointer(dst + (j - start))
+                        var k = 0
+                        let bytes = (segEnd - j) >> 1
+                        let src = packed + (j >> 1)
+                        while k < bytes {
+                            out.storeBytes(of: pr[Int(src[k])] * s, toByteOffset: 8 * k, as: SIMD2<Float>.self)
+                            k += 1
+                        }
+                        j += 2 * bytes
+                    }
+                    while j < segEnd {
+                        let byte = packed[j >> 1]
+                        dst[j - start] = q.quantMap[Int((j & 1) == 0 ? byte >> 4 : byte & 0x0F)] * s
+                        j += 1
+                    }
+                }
+            }
+        }
+    }
+
+    /// y[i, :] (+)= x[i, :]·Wᵀ for a few rows i < rows (≤ directRows), converting one weight row at a time;
+    /// output rows are split across cores.
+    func multiplyDirect(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool) {
+        let inF = inFeatures
+        if case .dense(let t) = storage, t.dtype == .BF16 || t.dtype == .F32 {
+            // Straight from the mapped weights: no row copy.
+            let base = t.data.baseAddress!
+            let bf16 = t.dtype == .BF16
+            Parallel.forRanges(outFeatures, grain: 32) { r in
+                for o in r {
+                    for i in 0..<rows {
+                        let d = bf16
+                            ? Kernels.dotBF16(base.assumingMemoryBound(to: UInt16.self) + o * inF, x + i * ldx, count: inF)
+                            : Kernels.dot(base.assumingMemoryBound(to: Float.self) + o * inF, x + i * ldx, count: inF)
+                        if accumulate { y[i * ldy + o] += d } else { y[i * ldy + o] = d }
+                    }
+                }
+            }
+            return
+        }
+        let pairs = nibblePairs()
+        pairs.withUnsafeBufferPointer { pb in
+        let pp = pb.isEmpty ? nil : pb.baseAddress
+        Parallel.forRanges(outFeatures, grain: 32) { r in
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: inF)
+            defer { buf.deallocate() }
+            for o in r {
+                expandRow(o, into: buf, pairs: pp)
+                for i in 0..<rows {
+                    let d = Kernels.dot(buf, x + i * ldx, count: inF)
+                    if accumulate { y[i * ldy + o] += d } else { y[i * ldy + o] = d }
+                }
+            }
+        }
+        }
+    }
+}

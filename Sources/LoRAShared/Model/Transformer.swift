@@ -262,6 +262,15 @@ public final class Transformer: @unchecked Sendable {
         let prof = Profiler.shared
         let inF = lins[0].inFeatures
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        if rows <= LinearWeight.directRows {
+            prof.measure("gemv linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+                var col = 0
+                for lin in lins {
+                    lin.multiplyDirect(x: x, ldx: ldx, rows: rows, y: y + col, ldy: ldy, accumulate: accumulate)
+                    col += lin.outFeatures
+                }
+            }
+        } else {
         ws.w.withUnsafeMutableBufferPointer { w in
             prof.measure("expand weights") {
                 var off = 0
@@ -271,6 +280,7 @@ public final class Transformer: @unchecked Sendable {
                 gemm(.none, .transpose, m: rows, n: outTotal, k: inF, a: x, lda: ldx,
                      b: w.baseAddress!, ldb: inF, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
             }
+        }
         }
         var col = 0
         for lin in lins {

@@ -3,6 +3,42 @@
 // Each takes raw pointers and sizes; rows are split across cores.
 
 public enum Kernels {
+    /// Σ bf16(w[i])·x[i] in fp32 with 16 lanes, widening the bf16 values in registers.
+    @inline(__always)
+    public static func dotBF16(_ w: UnsafePointer<UInt16>, _ x: UnsafePointer<Float>, count n: Int) -> Float {
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
+        var i = 0
+        @inline(__always) func wide(_ p: UnsafePointer<UInt16>) -> SIMD8<Float> {
+            let h = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<UInt16>.self)
+            return unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD8<Float>.self)
+        }
+        while i + 16 <= n {
+            s0 += wide(w + i) * load8(x + i)
+            s1 += wide(w + i + 8) * load8(x + i + 8)
+            i += 16
+        }
+        if i + 8 <= n { s0 += wide(w + i) * load8(x + i); i += 8 }
+        var s = (s0 + s1).sum()
+        while i < n { s += bf16ToFloat(w[i]) * x[i]; i += 1 }
+        return s
+    }
+
+    /// Σ a[i]·b[i] in fp32 with 16 lanes.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count n: Int) -> Float {
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
+        var i = 0
+        while i + 16 <= n {
+            s0 += load8(a + i) * load8(b + i)
+            s1 += load8(a + i + 8) * load8(b + i + 8)
+            i += 16
+        }
+        if i + 8 <= n { s0 += load8(a + i) * load8(b + i); i += 8 }
+        var s = (s0 + s1).sum()
+        while i < n { s += a[i] * b[i]; i += 1 }
+        return s
+    }
+
     /// y[i,:] = x[i,:] * rsqrt(mean(x[i,:]²) + eps) * w. x, y are [rows, dim] (may alias). When `rstd` is given,
     /// rstd[i] = rsqrt(mean(x[i,:]²) + eps) is recorded for the backward pass.
     public static func rmsNorm(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,

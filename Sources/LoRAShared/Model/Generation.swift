@@ -1,0 +1,238 @@
+// Generation: incremental decoding with a key/value cache (one sequence), and the samplers of transformers'
+// generate(): greedy, or temperature → top-k → top-p → multinomial (the order of its logits warpers).
+import Foundation
+
+/// Keys and values of every layer for positions [0, count), rotary embedding already applied to the keys.
+public final class KVCache {
+    public let capacity: Int
+    public internal(set) var count = 0
+    var k: [[Float]]   // per layer [capacity, kvDim]
+    var v: [[Float]]
+    let kvDim: Int
+
+    public init(config c: ModelConfig, capacity: Int) {
+        self.capacity = capacity
+        kvDim = c.numKVHeads * c.headDim
+        k = Array(repeating: [Float](repeating: 0, count: capacity * kvDim), count: c.numLayers)
+        v = k
+    }
+
+    public func reset() { count = 0 }
+}
+
+public enum GenerationError: Error, CustomStringConvertible, ToolError {
+    case contextFull(tokens: Int, capacity: Int)
+
+    public var description: String {
+        switch self {
+        case .contextFull(let t, let c):
+            return "the prompt is \(t) tokens but the model's context (max_position_embeddings) holds \(c); shorten the prompt"
+        }
+    }
+}
+
+extension Transformer {
+    /// Runs `tokens` at positions cache.count ..< cache.count + n, appends their keys and values to the cache,
+    /// and returns the logits of the last token ([vocab]).
+    public func decode(_ tokens: [Int32], cache: KVCache) throws -> [Float] {
+        let c = config
+        let n = tokens.count
+        precondition(n > 0)
+        let p0 = cache.count
+        guard p0 + n <= cache.capacity else { throw GenerationError.contextFull(tokens: p0 + n, capacity: cache.capacity) }
+        let maxR = lora.values.map(\.r).max() ?? 1
+        if workspace == nil || workspace!.rows != n || workspace!.t.count < n * maxR {
+            workspace = Workspace(config: c, rows: n, seq: 1, maxLoRARank: maxR, headChunk: 1)
+        }
+        let ws = workspace!
+        if p0 + n > rope.positions { rope = RopeTables(config: c, positions: max(p0 + n, min(2 * rope.positions, cache.capacity))) }
+        let d = c.hiddenSize, hd = c.headDim
+        let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd
+        let inter = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        let group = c.numHeads / c.numKVHeads
+        let scale = 1 / Float(hd).squareRoot()
+        let positions = (0..<n).map { Int32(p0 + $0) }
+        let total = p0 + n
+        var scores = [Float](repeating: 0, count: n * total)
+
+        embedding.withUnsafeBufferPointer { e in
+            ws.x.withUnsafeMutableBufferPointer { x in
+                for r in 0..<n {
+                    (x.baseAddress! + r * d).update(from: e.baseAddress! + Int(tokens[r]) * d, count: d)
+                }
+            }
+        }
+        for (li, L) in layers.enumerated() {
+            ws.x.withUnsafeMutableBufferPointer { xb in
+            ws.n.withUnsafeMutableBufferPointer { nb in
+            ws.qkv.withUnsafeMutableBufferPointer { qkvb in
+            ws.att.withUnsafeMutableBufferPointer { attb in
+            ws.gu.withUnsafeMutableBufferPointer { gub in
+            ws.h.withUnsafeMutableBufferPointer { hb in
+            cache.k[li].withUnsafeMutableBufferPointer { kb in
+            cache.v[li].withUnsafeMutableBufferPointer { vb in
+            scores.withUnsafeMutableBufferPointer { sb in
+                let x = xb.baseAddress!, nn = nb.baseAddress!, qkv = qkvb.baseAddress!, att = attb.baseAddress!
+                let gu = gub.baseAddress!, h = hb.baseAddress!, kc = kb.baseAddress!, vc = vb.baseAddress!, s = sb.baseAddress!
+                L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(nn, x, $0.baseAddress!, rows: n, dim: d, eps: eps) }
+                project([L.q, L.k, L.v], x: nn, ldx: d, rows: n, y: qkv, ldy: ldqkv, ws: ws)
+                positions.withUnsafeBufferPointer { pos in
+                    rope.cos.withUnsafeBufferPointer { cs in
+                        rope.sin.withUnsafeBufferPointer { sn in
+                            Kernels.rope(qkv, ld: ldqkv, rows: n, heads: c.numHeads, headDim: hd, positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!)
+                            Kernels.rope(qkv + qd, ld: ldqkv, rows: n, heads: c.numKVHeads, headDim: hd, positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!)
+                        }
+                    }
+                }
+                for r in 0..<n {
+                    (kc + (p0 + r) * kvd).update(from: qkv + r * ldqkv + qd, count: kvd)
+                    (vc + (p0 + r) * kvd).update(from: qkv + r * ldqkv + qd + kvd, count: kvd)
+                }
+                // Attention of the n new rows over all `total` cached positions (row i sees keys ≤ p0 + i).
+                Profiler.shared.measure("attention") {
+                for hh in 0..<c.numHeads {
+                    let kvh = hh / group
+                    gemm(.none, .transpose, m: n, n: total, k: hd, alpha: scale, a: qkv + hh * hd, lda: ldqkv,
+                         b: kc + kvh * hd, ldb: kvd, c: s, ldc: total)
+                    for i in 0..<n { Kernels.softmaxRow(s + i * total, count: total, valid: p0 + i + 1) }
+                    gemm(.none, .none, m: n, n: hd, k: total, a: s, lda: total, b: vc + kvh * hd, ldb: kvd,
+                         c: att + hh * hd, ldc: qd)
+                }
+                }
+                project([L.o], x: att, ldx: qd, rows: n, y: x, ldy: d, ws: ws, accumulate: true)
+                L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(nn, x, $0.baseAddress!, rows: n, dim: d, eps: eps) }
+                project([L.gate, L.up], x: nn, ldx: d, rows: n, y: gu, ldy: 2 * inter, ws: ws)
+                Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: n, cols: inter)
+                project([L.down], x: h, ldx: inter, rows: n, y: x, ldy: d, ws: ws, accumulate: true)
+            }}}}}}}}}
+        }
+        cache.count = total
+        // Final norm and the head for the last row only.
+        var last = [Float](repeating: 0, count: d)
+        var logits = [Float](repeating: 0, count: c.vocabSize)
+        ws.x.withUnsafeBufferPointer { x in
+            finalNorm.withUnsafeBufferPointer { w in
+                last.withUnsafeMutableBufferPointer { Kernels.rmsNorm($0.baseAddress!, x.baseAddress! + (n - 1) * d, w.baseAddress!, rows: 1, dim: d, eps: eps) }
+            }
+        }
+        (headWeight ?? embedding).withUnsafeBufferPointer { hw in
+            last.withUnsafeBufferPointer { l in
+                logits.withUnsafeMutableBufferPointer { out in
+                    let hp = hw.baseAddress!, lp = l.baseAddress!, op = out.baseAddress!
+                    Profiler.shared.measure("head", flops: 2.0 * Double(c.vocabSize * d)) {
+                        Parallel.forRanges(c.vocabSize, grain: 1024) { r in
+                            for t in r { op[t] = Kernels.dot(hp + t * d, lp, count: d) }
+                        }
+                    }
+                }
+            }
+        }
+        return logits
+    }
+}
+
+public struct SamplingOptions: Sendable {
+    /// 0: greedy (argmax, the first on ties as torch.argmax).
+    public var temperature: Double = 0
+    /// Keep the k most likely tokens (0: off).
+    public var topK: Int = 0
+    /// Keep the smallest set of most likely tokens whose probability reaches p (1: off).
+    public var topP: Double = 1
+    public init(temperature: Double = 0, topK: Int = 0, topP: Double = 1) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+    }
+}
+
+public struct Sampler {
+    public let options: SamplingOptions
+    var rng: Xoshiro256
+
+    public init(options: SamplingOptions, seed: UInt64) {
+        self.options = options
+        rng = Xoshiro256(seed: seed)
+    }
+
+    public static func argmax(_ logits: [Float]) -> Int {
+        var best = 0
+        var bv = logits[0]
+        for i in 1..<logits.count where logits[i] > bv { best = i; bv = logits[i] }
+        return best
+    }
+
+    /// The next token: greedy at temperature 0, otherwise a draw from the warped distribution.
+    public mutating func next(_ logits: [Float]) -> Int {
+        let o = options
+        if o.temperature <= 0 { return Sampler.argmax(logits) }
+        let t = Float(o.temperature)
+        // Candidates sorted by logit, descending (ties by id, for a deterministic order).
+        var idx = Array(0..<logits.count)
+        idx.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        if o.topK > 0 && o.topK < idx.count {
+            // Like TopKLogitsWarper: everything below the k-th value goes (ties at the k-th value stay).
+            let kth = logits[idx[o.topK - 1]]
+            var keep = o.topK
+            while keep < idx.count && logits[idx[keep]] >= kth { keep += 1 }
+            idx.removeSubrange(keep...)
+        }
+        let m = logits[idx[0]] / t
+        var probs = idx.map { Double(exp(logits[$0] / t - m)) }
+        var total = probs.reduce(0, +)
+        if o.topP < 1 {
+            // TopPLogitsWarper keeps the most likely tokens until their cumulative probability reaches top_p
+            // (at least one).
+            var cum = 0.0
+            var keep = 0
+            while keep < probs.count {
+                cum += probs[keep] / total
+                keep += 1
+                if cum >= o.topP { break }
+            }
+            probs.removeSubrange(keep...)
+            idx.removeSubrange(keep...)
+            total = probs.reduce(0, +)
+        }
+        let u = Double(rng.next() >> 11) * 0x1p-53 * total
+        var acc = 0.0
+        for (j, p) in probs.enumerated() {
+            acc += p
+            if u < acc { return idx[j] }
+        }
+        return idx[probs.count - 1]
+    }
+}
+
+/// Streams text as tokens arrive: decodes everything generated so far and releases what is new, holding back
+/// while the text ends in an incomplete UTF-8 sequence (shown as U+FFFD).
+public struct TextStream {
+    let tokenizer: Tokenizer
+    var ids: [Int] = []
+    var emitted = 0   // unicode scalars already released
+    public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
+
+    public mutating func push(_ id: Int) -> String {
+        ids.append(id)
+        let text = tokenizer.decode(ids, skipSpecialTokens: true)
+        let scalars = Array(text.unicodeScalars)
+        if scalars.last == "\u{FFFD}" { return "" }
+        guard scalars.count > emitted else { return "" }
+        var out = String.UnicodeScalarView()
+        out.append(contentsOf: scalars[emitted...])
+        emitted = scalars.count
+        return String(out)
+    }
+
+    /// Whatever is still held back (at the end of generation).
+    public mutating func finish() -> String {
+        let scalars = Array(tokenizer.decode(ids, skipSpecialTokens: true).unicodeScalars)
+        guard scalars.count > emitted else { return "" }
+        var out = String.UnicodeScalarView()
+        out.append(contentsOf: scalars[emitted...])
+        emitted = scalars.count
+        return String(out)
+    }
+
+    public var text: String { tokenizer.decode(ids, skipSpecialTokens: true) }
+}
