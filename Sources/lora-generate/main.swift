@@ -56,6 +56,9 @@ struct Generate: ParsableCommand {
     @Flag(help: "Include the generated token ids in --jsonl results.")
     var ids = false
 
+    @Flag(help: "Keep generating past end-of-turn / EOS tokens until --max-tokens (benchmarks).")
+    var ignoreEos = false
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -122,7 +125,7 @@ struct Generate: ParsableCommand {
             let t1 = Date()
             while r.ids.count < budget {
                 let next = sampler.next(logits)
-                if stops.contains(next) { r.finish = "stop"; break }
+                if !ignoreEos && stops.contains(next) { r.finish = "stop"; break }
                 r.ids.append(next)
                 let piece = textStream.push(next)
                 if !piece.isEmpty { stream?(piece) }

@@ -62,6 +62,12 @@ final class TrainTests: XCTestCase {
         let saved = try jsonObject(String(contentsOfFile: dir + "/o/training_config.json", encoding: .utf8))
         XCTAssertEqual(saved["lr"], .double(0.002), "flags win over --config")
         XCTAssertEqual(saved["max-steps"], .int(4), "the config file fills what flags leave out")
+        // Without --eval-every, --valid is evaluated once, at the end.
+        let e = try train(dir + "/e", ["--max-steps", "2", "--valid", data])
+        XCTAssertEqual(e.status, 0, e.stderr)
+        let el = e.stdout.split(separator: "\n").map { try! jsonObject(String($0)) }
+        XCTAssertNotNil(el.last!["valid_loss"]?.doubleValue, e.stdout)
+        XCTAssertNotNil(el[el.count - 2]["valid_loss"]?.doubleValue, e.stdout)
         let trained = try Adapter.load(dir + "/o")
         XCTAssertEqual(trained.moduleNames.count, 14)
         XCTAssertTrue(trained.modules.values.contains { $0.b.contains { $0 != 0 } }, "B moved away from zero")

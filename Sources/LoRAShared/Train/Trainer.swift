@@ -172,7 +172,7 @@ public final class Trainer {
                 onProgress(state.step, total)
                 let isLast = state.step == total
                 var validLoss: Double? = nil
-                if options.evalEvery > 0 && (state.step % options.evalEvery == 0 || isLast) { validLoss = validationLoss() }
+                if isLast || (options.evalEvery > 0 && state.step % options.evalEvery == 0) { validLoss = validationLoss() }
                 if state.step % max(1, options.logEvery) == 0 || isLast || validLoss != nil {
                     let dt = Date().timeIntervalSince(windowStart)
                     onStep(StepReport(step: state.step, totalSteps: total,
