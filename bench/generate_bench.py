@@ -37,7 +37,7 @@ def theirs(model):
     return (n - 1) / ((t2 - t1) - (t1 - t0))
 
 def ours(model_dir):
-    p = subprocess.run([f"{a.bin}/lora-generate", model_dir, "--prompt", prompt, "--max-tokens", str(a.new_tokens),
+    p = subprocess.run([f"{a.bin}/lora-generate", model_dir, "--max-tokens", str(a.new_tokens),
                         "--ignore-eos", "--jsonl", "-"], input=json.dumps({"prompt": prompt}) + "\n",
                        capture_output=True, text=True, check=True)
     r = json.loads(p.stdout.strip().splitlines()[-1])

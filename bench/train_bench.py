@@ -29,7 +29,7 @@ def run(cmd):
     return p.stdout, int(p.stderr.strip().splitlines()[-1]) / 1024
 
 nf4 = work / "nf4"
-subprocess.run([f"{a.bin}/lora-quantize", a.model, "-o", str(nf4), "-q"], check=True)
+subprocess.run([f"{a.bin}/lora-quantize", a.model, "-o", str(nf4), "-q"], check=True, stdout=subprocess.DEVNULL)
 results = {"model": a.model, "runs": a.runs, "steps": a.steps, "seq": 256, "batch": 4, "rank": 16, "targets": "q,k,v,o", "variants": {}}
 for variant in a.variants.split(","):
     model = str(nf4) if variant == "nf4" else a.model

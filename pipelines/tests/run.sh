@@ -436,7 +436,7 @@ detail="exit $rc: $(cat "$tmp/make.out")"
 check "make -n demo (repository defaults) parses" test "$rc" = 0 -a -n "$(grep lora-train "$tmp/make.out")"
 rc=0
 make -C "$pipelines" --no-print-directory help > "$tmp/make.out" 2>&1 || rc=$?
-check "make help lists targets and variables" test "$rc" = 0 -a -n "$(grep -E '^  LR +5e-4' "$tmp/make.out")"
+check "make help lists targets and variables" test "$rc" = 0 -a -n "$(grep -E '^  LR +2e-3' "$tmp/make.out")"
 make -C "$pipelines" --no-print-directory help OUT="$tmp/help-out" > /dev/null 2>&1
 check "make help writes nothing (no OUT created)" test ! -e "$tmp/help-out"
 
