@@ -38,7 +38,7 @@ final class GenerateTests: XCTestCase {
         XCTAssertEqual(try runTool("lora-quantize", [dir + "/base", "-o", dir + "/nf4", "-q"]).status, 0)
         try checkCache(dir + "/nf4")
         let m = try ModelDir(path: dir + "/base")
-        var a = try Adapter.initialize(config: LoRAConfig(r: 4, alpha: 8, dropout: 0, targets: .allLinear), model: m, initMode: .kaiming, seed: 2)
+        let a = try Adapter.initialize(config: LoRAConfig(r: 4, alpha: 8, dropout: 0, targets: .allLinear), model: m, initMode: .kaiming, seed: 2)
         var rng = Xoshiro256(seed: 3)
         for n in a.moduleNames { a.modules[n]!.b = a.modules[n]!.b.map { _ in rng.normal() * 0.1 } }
         try checkCache(dir + "/base", adapter: a)

@@ -13,7 +13,7 @@ final class MergeTests: XCTestCase {
     /// A tiny base model and an all-linear adapter with random A and B (so the merge changes every Linear).
     func makeAdapter(_ model: String, _ out: String, seed: UInt64, rslora: Bool = false, zeroB: Bool = false) throws -> Adapter {
         let cfg = LoRAConfig(r: 4, alpha: 8, dropout: 0, targets: .allLinear, useRslora: rslora)
-        var a = try Adapter.initialize(config: cfg, model: try ModelDir(path: model), initMode: .kaiming, seed: seed)
+        let a = try Adapter.initialize(config: cfg, model: try ModelDir(path: model), initMode: .kaiming, seed: seed)
         if !zeroB {
             var rng = Xoshiro256(seed: seed + 100)
             for n in a.moduleNames { a.modules[n]!.b = a.modules[n]!.b.map { _ in rng.normal() * 0.1 } }
@@ -161,14 +161,13 @@ final class MergeTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix(".") }, [], "scratch folder left behind")
 
         // Sharded output with an index; the model loads and computes the same logits.
-        let a = try makeAdapter(dir + "/base", dir + "/a", seed: 4)
+        _ = try makeAdapter(dir + "/base", dir + "/a", seed: 4)
         let s = try runTool("lora-merge", [dir + "/base", "--adapter", dir + "/a", "-o", dir + "/sh", "--max-shard-size", "20KB"])
         XCTAssertEqual(s.status, 0, s.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/sh/model.safetensors.index.json"))
         let one = try runTool("lora-merge", [dir + "/base", "--adapter", dir + "/a", "-o", dir + "/one"])
         XCTAssertEqual(one.status, 0, one.stderr)
         XCTAssertEqual(try logits(dir + "/sh", ids: ids), try logits(dir + "/one", ids: ids))
-        _ = a
     }
 
     func testBadInput() throws {

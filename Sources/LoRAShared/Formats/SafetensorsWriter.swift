@@ -25,19 +25,24 @@ public struct TensorRecord {
 
     public init(name: String, floats: [Float], shape: [Int], dtype: DType = .F32) {
         precondition(floats.count == checkedNumel(shape), "TensorRecord \(name): value count does not match shape")
-        var out = [UInt8](repeating: 0, count: floats.count * dtype.size)
-        out.withUnsafeMutableBytes { d in
-            floats.withUnsafeBufferPointer { s in
-                if let sb = s.baseAddress, let db = d.baseAddress { convertFromFloat(dtype, sb, db, count: floats.count) }
-            }
-        }
-        self.init(name: name, dtype: dtype, shape: shape, bytes: out)
+        self.init(name: name, dtype: dtype, shape: shape, bytes: encodeFloats(floats, as: dtype))
     }
 
     /// A copy of a tensor from another file, bytes unchanged.
     public init(copying t: TensorView, as name: String? = nil) {
         self.init(name: name ?? t.name, dtype: t.dtype, shape: t.shape) { try $0.write(t.data) }
     }
+}
+
+/// fp32 values in a floating dtype's stored form (round to nearest even), as bytes.
+public func encodeFloats(_ floats: [Float], as dtype: DType) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: floats.count * dtype.size)
+    out.withUnsafeMutableBytes { d in
+        floats.withUnsafeBufferPointer { s in
+            if let sb = s.baseAddress, let db = d.baseAddress { convertFromFloat(dtype, sb, db, count: floats.count) }
+        }
+    }
+    return out
 }
 
 /// Counts bytes written, to check each record writes what its shape promises.

@@ -159,27 +159,24 @@ public enum ModelMerger {
         var records: [TensorRecord] = []
         for name in store.names where !companions.contains(name) {
             if let lin = byWeight[name] {
+                let weight = try LinearWeight(name: lin.name, store: store, out: lin.outFeatures, in: lin.inFeatures, hasBias: false)
                 let stored: DType
-                let q: BnbWeight?
-                if lin.quantized {
-                    let w = try BnbWeight(name: name, store: store)
-                    guard let d = DType(torchName: w.state.dtype) else {
-                        throw QuantError.badQuantState(tensor: name, reason: "unknown original dtype '\(w.state.dtype)'")
+                switch weight.storage {
+                case .dense(let t):
+                    stored = t.dtype
+                case .fourBit(let q):
+                    guard let d = DType(torchName: q.state.dtype) else {
+                        throw QuantError.badQuantState(tensor: name, reason: "unknown original dtype '\(q.state.dtype)'")
                     }
                     stored = d
-                    q = w
                     st.s.dequantizedBase = true
-                } else {
-                    stored = try store.tensor(name).dtype
-                    q = nil
                 }
                 let outDType = options.dtype ?? stored
                 let isTarget = targeted.contains(lin.name)
-                if !isTarget && q == nil && outDType == stored {
+                if !isTarget && !lin.quantized && outDType == stored {
                     records.append(TensorRecord(copying: try store.tensor(name)))
                     continue
                 }
-                let weight = try LinearWeight(name: lin.name, store: store, out: lin.outFeatures, in: lin.inFeatures, hasBias: false)
                 records.append(TensorRecord(name: name, dtype: outDType, shape: [lin.outFeatures, lin.inFeatures]) { sink in
                     let n = lin.outFeatures * lin.inFeatures
                     var w = [Float](repeating: 0, count: n)
@@ -197,21 +194,14 @@ public enum ModelMerger {
                             st.s.mergedModules += 1
                         }
                     }
-                    var bytes = [UInt8](repeating: 0, count: n * outDType.size)
-                    bytes.withUnsafeMutableBytes { b in w.withUnsafeBufferPointer { convertFromFloat(outDType, $0.baseAddress!, b.baseAddress!, count: n) } }
-                    try sink.write(bytes)
+                    try sink.write(encodeFloats(w, as: outDType))
                     st.done += 1
                     progress?(st.done, linears.count, lin.name)
                 })
             } else {
                 let t = try store.tensor(name)
                 if let d = options.dtype, t.dtype.isFloatingPoint, t.dtype != d {
-                    records.append(TensorRecord(name: name, dtype: d, shape: t.shape) { sink in
-                        let v = t.floats()
-                        var bytes = [UInt8](repeating: 0, count: v.count * d.size)
-                        bytes.withUnsafeMutableBytes { b in v.withUnsafeBufferPointer { convertFromFloat(d, $0.baseAddress!, b.baseAddress!, count: v.count) } }
-                        try sink.write(bytes)
-                    })
+                    records.append(TensorRecord(name: name, dtype: d, shape: t.shape) { try $0.write(encodeFloats(t.floats(), as: d)) })
                 } else {
                     records.append(TensorRecord(copying: t))
                 }
@@ -227,14 +217,7 @@ public enum ModelMerger {
             if !wrote { config["torch_dtype"] = .string(d.torchName!) }
         }
         try AtomicFile.write(JSONValue.object(config).serialized(.indented(2), sortKeys: true) + "\n", to: dir + "/config.json")
-        var copied: [String] = []
-        for f in try FileManager.default.contentsOfDirectory(atPath: base.path).sorted() where ModelQuantizer.isCopiedFile(f) {
-            var isDir: ObjCBool = false
-            let src = base.path + "/" + f
-            guard FileManager.default.fileExists(atPath: src, isDirectory: &isDir), !isDir.boolValue else { continue }
-            try FileManager.default.copyItem(atPath: src, toPath: dir + "/" + f)
-            copied.append(f)
-        }
+        let copied = try ModelQuantizer.copyCompanionFiles(from: base.path, to: dir)
         var s = st.s
         s.tensors = records.count
         s.bytesOut = SafetensorsWriter.dataSize(records)

@@ -48,7 +48,6 @@ extension Transformer {
         if p0 + n > rope.positions { rope = RopeTables(config: c, positions: max(p0 + n, min(2 * rope.positions, cache.capacity))) }
         let d = c.hiddenSize, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd
-        let inter = c.intermediateSize
         let eps = Float(c.rmsNormEps)
         let group = c.numHeads / c.numKVHeads
         let scale = 1 / Float(hd).squareRoot()
@@ -64,48 +63,26 @@ extension Transformer {
             }
         }
         for (li, L) in layers.enumerated() {
-            ws.x.withUnsafeMutableBufferPointer { xb in
-            ws.n.withUnsafeMutableBufferPointer { nb in
-            ws.qkv.withUnsafeMutableBufferPointer { qkvb in
-            ws.att.withUnsafeMutableBufferPointer { attb in
-            ws.gu.withUnsafeMutableBufferPointer { gub in
-            ws.h.withUnsafeMutableBufferPointer { hb in
-            cache.k[li].withUnsafeMutableBufferPointer { kb in
-            cache.v[li].withUnsafeMutableBufferPointer { vb in
-            scores.withUnsafeMutableBufferPointer { sb in
-                let x = xb.baseAddress!, nn = nb.baseAddress!, qkv = qkvb.baseAddress!, att = attb.baseAddress!
-                let gu = gub.baseAddress!, h = hb.baseAddress!, kc = kb.baseAddress!, vc = vb.baseAddress!, s = sb.baseAddress!
-                L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(nn, x, $0.baseAddress!, rows: n, dim: d, eps: eps) }
-                project([L.q, L.k, L.v], x: nn, ldx: d, rows: n, y: qkv, ldy: ldqkv, ws: ws)
-                positions.withUnsafeBufferPointer { pos in
-                    rope.cos.withUnsafeBufferPointer { cs in
-                        rope.sin.withUnsafeBufferPointer { sn in
-                            Kernels.rope(qkv, ld: ldqkv, rows: n, heads: c.numHeads, headDim: hd, positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!)
-                            Kernels.rope(qkv + qd, ld: ldqkv, rows: n, heads: c.numKVHeads, headDim: hd, positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!)
-                        }
+            runLayer(L, ws, rows: n, positions: positions) { qkv, att in
+                cache.k[li].withUnsafeMutableBufferPointer { kb in
+                cache.v[li].withUnsafeMutableBufferPointer { vb in
+                scores.withUnsafeMutableBufferPointer { sb in
+                    let kc = kb.baseAddress!, vc = vb.baseAddress!, s = sb.baseAddress!
+                    for r in 0..<n {
+                        (kc + (p0 + r) * kvd).update(from: qkv + r * ldqkv + qd, count: kvd)
+                        (vc + (p0 + r) * kvd).update(from: qkv + r * ldqkv + qd + kvd, count: kvd)
                     }
-                }
-                for r in 0..<n {
-                    (kc + (p0 + r) * kvd).update(from: qkv + r * ldqkv + qd, count: kvd)
-                    (vc + (p0 + r) * kvd).update(from: qkv + r * ldqkv + qd + kvd, count: kvd)
-                }
-                // Attention of the n new rows over all `total` cached positions (row i sees keys ≤ p0 + i).
-                Profiler.shared.measure("attention") {
-                for hh in 0..<c.numHeads {
-                    let kvh = hh / group
-                    gemm(.none, .transpose, m: n, n: total, k: hd, alpha: scale, a: qkv + hh * hd, lda: ldqkv,
-                         b: kc + kvh * hd, ldb: kvd, c: s, ldc: total)
-                    for i in 0..<n { Kernels.softmaxRow(s + i * total, count: total, valid: p0 + i + 1) }
-                    gemm(.none, .none, m: n, n: hd, k: total, a: s, lda: total, b: vc + kvh * hd, ldb: kvd,
-                         c: att + hh * hd, ldc: qd)
-                }
-                }
-                project([L.o], x: att, ldx: qd, rows: n, y: x, ldy: d, ws: ws, accumulate: true)
-                L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(nn, x, $0.baseAddress!, rows: n, dim: d, eps: eps) }
-                project([L.gate, L.up], x: nn, ldx: d, rows: n, y: gu, ldy: 2 * inter, ws: ws)
-                Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: n, cols: inter)
-                project([L.down], x: h, ldx: inter, rows: n, y: x, ldy: d, ws: ws, accumulate: true)
-            }}}}}}}}}
+                    // The n new rows over all `total` cached positions (row i sees keys ≤ p0 + i).
+                    for hh in 0..<c.numHeads {
+                        let kvh = hh / group
+                        gemm(.none, .transpose, m: n, n: total, k: hd, alpha: scale, a: qkv + hh * hd, lda: ldqkv,
+                             b: kc + kvh * hd, ldb: kvd, c: s, ldc: total)
+                        for i in 0..<n { Kernels.softmaxRow(s + i * total, count: total, valid: p0 + i + 1) }
+                        gemm(.none, .none, m: n, n: hd, k: total, a: s, lda: total, b: vc + kvh * hd, ldb: kvd,
+                             c: att + hh * hd, ldc: qd)
+                    }
+                }}}
+            }
         }
         cache.count = total
         // Final norm and the head for the last row only.

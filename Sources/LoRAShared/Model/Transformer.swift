@@ -199,7 +199,16 @@ public final class Transformer: @unchecked Sendable {
                 }
             }
         }
-        for layer in layers { runLayer(layer, ws, batch, positions) }
+        let hd = c.headDim, qd = c.numHeads * hd, kvd = c.numKVHeads * hd
+        let group = c.numHeads / c.numKVHeads, scale = 1 / Float(hd).squareRoot()
+        for layer in layers {
+            runLayer(layer, ws, rows: rows, positions: positions) { qkv, att in
+                ws.scores.withUnsafeMutableBufferPointer {
+                    attention(qkv: qkv, ld: qd + 2 * kvd, out: att, batch: batch, T: batch.seq, hd: hd, qd: qd, kvd: kvd,
+                              group: group, scale: scale, scores: $0.baseAddress!)
+                }
+            }
+        }
 
         // Final norm, then the head and cross-entropy in row chunks.
         ws.x.withUnsafeBufferPointer { x in
@@ -302,15 +311,16 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    func runLayer(_ L: Layer, _ ws: Workspace, _ batch: TokenBatch, _ positions: [Int32]) {
+    /// One decoder layer over `rows` rows of ws.x, in place. `attend(qkv, att)` turns the projected, rotated
+    /// q|k|v rows (stride qd + 2·kvd) into attention outputs (stride qd): over the batch itself (`forward`) or
+    /// over a key/value cache (`decode`).
+    func runLayer(_ L: Layer, _ ws: Workspace, rows: Int, positions: [Int32],
+                  attend: (_ qkv: UnsafeMutablePointer<Float>, _ att: UnsafeMutablePointer<Float>) -> Void) {
         let c = config
-        let rows = batch.batch * batch.seq, T = batch.seq
         let d = c.hiddenSize, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd
         let inter = c.intermediateSize
         let eps = Float(c.rmsNormEps)
-        let group = c.numHeads / c.numKVHeads
-        let scale = 1 / Float(hd).squareRoot()
 
         ws.x.withUnsafeMutableBufferPointer { xb in
         ws.n.withUnsafeMutableBufferPointer { nb in
@@ -331,11 +341,7 @@ public final class Transformer: @unchecked Sendable {
                     }
                 }
             }
-            Profiler.shared.measure("attention") {
-                ws.scores.withUnsafeMutableBufferPointer {
-                    attention(qkv: qkv, ld: ldqkv, out: att, batch: batch, T: T, hd: hd, qd: qd, kvd: kvd, group: group, scale: scale, scores: $0.baseAddress!)
-                }
-            }
+            Profiler.shared.measure("attention") { attend(qkv, att) }
             project([L.o], x: att, ldx: qd, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
             // MLP block.
             L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }

@@ -37,6 +37,20 @@ public enum ModelQuantizer {
         return true
     }
 
+    /// Copies the files that travel with the weights (tokenizer, generation config, ...) from one model folder
+    /// into another; returns their names.
+    static func copyCompanionFiles(from input: String, to dir: String) throws -> [String] {
+        var copied: [String] = []
+        for f in try FileManager.default.contentsOfDirectory(atPath: input).sorted() where isCopiedFile(f) {
+            var isDir: ObjCBool = false
+            let src = input + "/" + f
+            guard FileManager.default.fileExists(atPath: src, isDirectory: &isDir), !isDir.boolValue else { continue }
+            try FileManager.default.copyItem(atPath: src, toPath: dir + "/" + f)
+            copied.append(f)
+        }
+        return copied
+    }
+
     /// quantization_config as transformers writes it for a bitsandbytes 4-bit model.
     public static func quantizationConfig(_ o: QuantizeOptions) -> JSONObject {
         let dtype = JSONValue.string(o.computeDType.torchName ?? "float32")
@@ -170,14 +184,7 @@ public enum ModelQuantizer {
         var config = model.config.raw
         config["quantization_config"] = .object(quantizationConfig(options))
         try AtomicFile.write(JSONValue.object(config).serialized(.indented(2), sortKeys: true) + "\n", to: dir.file("config.json"))
-        var copied: [String] = []
-        for f in try FileManager.default.contentsOfDirectory(atPath: input).sorted() where isCopiedFile(f) {
-            var isDir: ObjCBool = false
-            let src = input + "/" + f
-            guard FileManager.default.fileExists(atPath: src, isDirectory: &isDir), !isDir.boolValue else { continue }
-            try FileManager.default.copyItem(atPath: src, toPath: dir.file(f))
-            copied.append(f)
-        }
+        let copied = try copyCompanionFiles(from: input, to: dir.tempPath)
         try dir.commit(replace: options.replace)
         var s = cache.summary
         s.bytesOut = SafetensorsWriter.dataSize(records)
