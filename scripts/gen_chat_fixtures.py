@@ -492,7 +492,10 @@ SPECIAL = {
     "gemma2": {"bos_token": "<bos>", "eos_token": "<eos>"},
 }
 
-# A fixed "now" for strftime_now: noon UTC, so the date is the same in every time zone from UTC-11 to UTC+11.
+# The fixed "now" every case is rendered at: an instant (seconds since the epoch) that strftime_now formats as
+# a UTC wall clock here, and the Swift tests format with the template's time zone set to UTC. Recorded as
+# "now" in every case, so no expected text depends on the day, or the time zone, the fixtures are made or
+# tested in.
 NOW = datetime(2025, 3, 9, 12, 0, 0, tzinfo=timezone.utc).timestamp()
 
 
@@ -550,7 +553,7 @@ RESULT = {"role": "tool", "tool_call_id": "call0ABCD", "name": "get_weather", "c
 TOOL_CHAT = [U("Weather in Paris?"), CALL, RESULT, A("It is 21 °C and clear.")]
 
 
-def case(name, messages, agp, tools=None, now=None, **extra):
+def case(name, messages, agp, tools=None, now=NOW, **extra):
     return {"name": name, "messages": messages, "add_generation_prompt": agp, "tools": tools, "now": now, "extra": extra}
 
 
@@ -573,7 +576,7 @@ def cases_for(tpl):
                      date_string="26 Jul 2024"),
                 case("tool_result_dict_content", [U("x"), {"role": "ipython", "content": {"temp": 21}}], True, date_string="26 Jul 2024"),
                 case("date_string", [U("Hi")], True, date_string="31 Dec 1999"),
-                case("no_date_string", [U("Hi")], True, now=NOW)]
+                case("no_date_string", [U("Hi")], True)]
     if tpl == "llama3.1":
         out += [case("builtin_tools", [S("Sys"), U("Search it"),
                                        {"role": "assistant", "tool_calls": [{"function": {"name": "brave_search", "arguments": {"query": "swift jinja"}}}]},
@@ -607,7 +610,7 @@ def fuzz_cases(tpl, count, rng):
             msgs.append({"role": role, "content": None if rng.random() < 0.05 else text()})
         extra = {"date_string": text()} if rng.random() < 0.3 else {}
         tools = TOOLS if rng.random() < 0.15 else None
-        out.append(case(f"fuzz/{n}", msgs, rng.random() < 0.5, tools, now=NOW, **extra))
+        out.append(case(f"fuzz/{n}", msgs, rng.random() < 0.5, tools, **extra))
     return out
 
 
@@ -615,7 +618,8 @@ def render(template, c, special):
     kwargs = dict(special)
     kwargs.update(c["extra"])
     if c["now"] is not None:
-        fixed = datetime.fromtimestamp(c["now"])
+        # naive, as datetime.now() is: the UTC wall clock at the pinned instant, whatever this machine's TZ
+        fixed = datetime.fromtimestamp(c["now"], tz=timezone.utc).replace(tzinfo=None)
 
         class Clock(datetime):
             @classmethod

@@ -21,6 +21,14 @@ func chatDiff(expected: String, actual: String) -> String {
         + "  expected: \(around(e))\n  actual:   \(around(a))"
 }
 
+/// Records whether a template read the clock (a fixture case without a pinned instant must not).
+final class ClockProbe: @unchecked Sendable {
+    private let lock = NSLock()
+    private var read = false
+    func mark() { lock.lock(); read = true; lock.unlock() }
+    var wasRead: Bool { lock.lock(); defer { lock.unlock() }; return read }
+}
+
 final class ChatTemplateTests: XCTestCase {
     struct Case {
         let label: String
@@ -49,15 +57,26 @@ final class ChatTemplateTests: XCTestCase {
                     errorType: c["error_type"]?.stringValue, error: c["error"]?.stringValue)
     }
 
-    /// Runs one fixture case; returns a failure description or nil.
+    /// Runs one fixture case; returns a failure description or nil. A case renders at its pinned instant
+    /// ("now", formatted as a UTC wall clock, as the generator does), so no result depends on the day or the
+    /// time zone the tests run in; a case without one that reads the clock is refused.
     func check(_ c: Case, template cached: ChatTemplate? = nil) -> String? {
         let result: Result<String, Error>
+        let clockRead = ClockProbe()
         do {
             var t = try cached ?? ChatTemplate(c.source, name: "snippet")
-            if let now = c.now { t.now = { Date(timeIntervalSince1970: now) } }
+            if let now = c.now {
+                t.now = { Date(timeIntervalSince1970: now) }
+                t.timeZone = TimeZone(identifier: "UTC")!
+            } else {
+                t.now = { clockRead.mark(); return Date() }
+            }
             result = .success(try t.render(messages: c.messages, addGenerationPrompt: c.addGenerationPrompt, variables: c.variables))
         } catch {
             result = .failure(error)
+        }
+        if clockRead.wasRead {
+            return "the template reads the clock (strftime_now) but the case has no pinned \"now\": regenerate the fixtures with scripts/gen_chat_fixtures.py"
         }
         switch (result, c.expected) {
         case (.success(let out), let exp?):
@@ -173,9 +192,34 @@ final class ChatTemplateTests: XCTestCase {
     }
 
     func testStrftimeNowUsesTheClock() throws {
-        var t = try ChatTemplate("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}")
+        var t = try ChatTemplate("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %H:%M') }}")
         t.now = { Date(timeIntervalSince1970: 1_721_995_200) }  // 2024-07-26 12:00 UTC
-        XCTAssertEqual(try t.render(messages: [], addGenerationPrompt: false), "26 Jul 2024|2024-07-26")
+        t.timeZone = TimeZone(identifier: "UTC")!
+        XCTAssertEqual(try t.render(messages: [], addGenerationPrompt: false), "26 Jul 2024|2024-07-26 12:00")
+        t.timeZone = TimeZone(identifier: "Pacific/Kiritimati")!  // UTC+14: already the next day
+        XCTAssertEqual(try t.render(messages: [], addGenerationPrompt: false), "27 Jul 2024|2024-07-27 02:00")
+        t.timeZone = TimeZone(identifier: "Pacific/Pago_Pago")!  // UTC-11
+        XCTAssertEqual(try t.render(messages: [], addGenerationPrompt: false), "26 Jul 2024|2024-07-26 01:00")
+    }
+
+    /// The live path: the real clock in the local time zone, as transformers renders it. Only the shape of
+    /// the date is checked (and that it is today's, give or take a day around midnight).
+    func testLlama32DateFromTheRealClock() throws {
+        let src = try String(contentsOfFile: Fixtures.path("chat/llama3.2.jinja"), encoding: .utf8)
+        let t = try ChatTemplate(src, name: "llama3.2")
+        let out = try t.render(messages: [try jsonObject(#"{"role": "user", "content": "Hi"}"#)], addGenerationPrompt: true,
+                               variables: ["bos_token": .string("<|begin_of_text|>")])
+        let pattern = #"Today Date: ([0-9]{2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4})\n"#
+        let re = try NSRegularExpression(pattern: pattern)
+        guard let m = re.firstMatch(in: out, range: NSRange(out.startIndex..., in: out)) else {
+            return XCTFail("no 'Today Date: DD Mon YYYY' line in \(out.debugDescription)")
+        }
+        let found = (1...3).map { String(out[Range(m.range(at: $0), in: out)!]) }.joined(separator: " ")
+        let fmt = DateFormatter()
+        fmt.locale = Locale(identifier: "en_US_POSIX")
+        fmt.dateFormat = "dd MMM yyyy"
+        let days = [-1.0, 0, 1].map { fmt.string(from: Date(timeIntervalSinceNow: $0 * 86_400)) }
+        XCTAssertTrue(days.contains(found), "rendered date \(found) is not within a day of today (\(days))")
     }
 
     // MARK: Bad input

@@ -54,7 +54,7 @@ final class DemoModelTests: XCTestCase {
             try p.run()
             usleep(1_500_000)  // mid-way: the debug build takes several seconds on this model
             kill(p.processIdentifier, sig)
-            p.waitUntilExit()
+            waitForExit(p, what: "lora-quantize after signal \(sig)")
             XCTAssertEqual(p.terminationStatus, 128 + sig, "exit code after signal \(sig)")
             XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [], "temporary outputs left after signal \(sig)")
         }

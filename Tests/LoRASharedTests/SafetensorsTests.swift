@@ -58,7 +58,7 @@ final class SafetensorsTests: XCTestCase {
         assertThrows(try SafetensorsFile(path: p), contains: "truncated")
         let full = try! Data(contentsOf: URL(fileURLWithPath: Fixtures.path("tiny-llama/model.safetensors")))
         let cut = dir + "/cut.safetensors"
-        FileManager.default.createFile(atPath: cut, contents: full.prefix(full.count - 100))
+        writeData(full.prefix(full.count - 100), cut)
         assertThrows(try SafetensorsFile(path: cut), contains: "cut.safetensors")
     }
 

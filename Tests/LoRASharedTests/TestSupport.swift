@@ -55,14 +55,24 @@ func runTool(_ name: String, _ args: [String], stdin: Data? = nil, env: [String:
     let g = DispatchGroup()
     g.enter(); DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); g.leave() }
     g.enter(); DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); g.leave() }
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { usleep(10_000) }
-    if p.isRunning { p.terminate(); XCTFail("\(name) \(args) timed out") }
-    p.waitUntilExit()
+    waitForExit(p, timeout: timeout, what: "\(name) \(args)")
     g.wait()
     let outData = outBox.data, errData = errBox.data
     return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
                      stderr: String(decoding: errData, as: UTF8.self), stdoutData: outData)
+}
+
+/// Waits for a started process by polling (not `waitUntilExit`'s run loop, which can miss the exit under
+/// a shifted clock such as faketime's); a process still running after `timeout` seconds is killed and fails
+/// the test, so no test can hang.
+func waitForExit(_ p: Process, timeout: TimeInterval = 300, what: String, file: StaticString = #filePath, line: UInt = #line) {
+    var waited: TimeInterval = 0
+    while p.isRunning && waited < timeout { usleep(10_000); waited += 0.01 }
+    if p.isRunning {
+        kill(p.processIdentifier, SIGKILL)
+        XCTFail("\(what) timed out after \(Int(timeout)) s", file: file, line: line)
+        while p.isRunning { usleep(10_000) }
+    }
 }
 
 /// Asserts a failed run printed exactly one `error: …` line mentioning `contains`.
@@ -92,7 +102,11 @@ func jsonObject(_ s: String) throws -> JSONValue {
     try JSONParser().parse(s.trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
-/// Writes bytes to a file (test inputs).
-func writeBytes(_ bytes: [UInt8], _ path: String) {
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+/// Writes bytes to a file (test inputs); a file that cannot be written fails the test where it was called.
+func writeBytes(_ bytes: [UInt8], _ path: String, file: StaticString = #filePath, line: UInt = #line) {
+    writeData(Data(bytes), path, file: file, line: line)
+}
+
+func writeData(_ data: Data, _ path: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: data), "could not write \(path)", file: file, line: line)
 }

@@ -272,8 +272,8 @@ final class TokenizerBehaviourTests: XCTestCase {
 
     func writeTokenizer(_ json: String, config: String? = nil) -> String {
         let dir = makeTempDir("tok")
-        FileManager.default.createFile(atPath: dir + "/tokenizer.json", contents: Data(json.utf8))
-        if let config { FileManager.default.createFile(atPath: dir + "/tokenizer_config.json", contents: Data(config.utf8)) }
+        writeData(Data(json.utf8), dir + "/tokenizer.json")
+        if let config { writeData(Data(config.utf8), dir + "/tokenizer_config.json") }
         return dir
     }
 

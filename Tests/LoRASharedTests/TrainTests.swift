@@ -117,7 +117,7 @@ final class TrainTests: XCTestCase {
         try p.run()
         _ = pipe.fileHandleForReading.availableData  // the first metrics line: training is under way
         kill(p.processIdentifier, SIGTERM)
-        p.waitUntilExit()
+        waitForExit(p, what: "lora-train after SIGTERM")
         XCTAssertEqual(p.terminationStatus, 143)
         let cps = Checkpoint.list(out)
         XCTAssertEqual(cps.count, 1)

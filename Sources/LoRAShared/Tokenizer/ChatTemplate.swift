@@ -33,6 +33,9 @@ public struct ChatTemplate: Sendable {
     private let body: [JinjaStmt]
     /// The clock behind `strftime_now` (tests pin it).
     var now: @Sendable () -> Date = { Date() }
+    /// The time zone `strftime_now` formats the clock in; nil is the process's local time zone, as Python's
+    /// naive `datetime.now()` (tests pin it to UTC so a rendered date never depends on where they run).
+    var timeZone: TimeZone? = nil
 
     /// Parses `source` once; `name` prefixes every error message (e.g. the model folder).
     public init(_ source: String, name: String = "chat_template") throws {
@@ -55,7 +58,7 @@ public struct ChatTemplate: Sendable {
     /// `reasoning_content` / `thinking` / `reasoning` is also exposed under `thinking` and `reasoning_content`.
     public func render(messages: [JSONValue], addGenerationPrompt: Bool, variables: [String: JSONValue] = [:]) throws -> String {
         let globals = JinjaScope(parent: nil)
-        globals.vars = JinjaMethods.globals(now: now)
+        globals.vars = JinjaMethods.globals(now: now, timeZone: timeZone)
         let root = JinjaScope(parent: globals)
         root.vars["tools"] = JinjaValue.none
         root.vars["documents"] = JinjaValue.none

@@ -287,7 +287,7 @@ enum JinjaMethods {
     // MARK: Globals
 
     /// The names transformers puts in the environment, plus Jinja's defaults (range, dict, namespace…).
-    static func globals(now: @escaping @Sendable () -> Date) -> [String: JinjaValue] {
+    static func globals(now: @escaping @Sendable () -> Date, timeZone: TimeZone? = nil) -> [String: JinjaValue] {
         var g: [String: JinjaValue] = [:]
         g["range"] = .function(JinjaFunction("range") { args, kwargs in
             guard kwargs.isEmpty else { throw JinjaFailure.type("range() takes no keyword arguments") }
@@ -347,7 +347,7 @@ enum JinjaMethods {
         g["strftime_now"] = .function(JinjaFunction("strftime_now") { args, kwargs in
             let a = try bind("strftime_now", args, kwargs, ["format"])
             guard case .string(let fmt)? = a[0] else { throw JinjaFailure.type("strftime_now() argument 'format' must be str") }
-            return .string(strftime(fmt, now()))
+            return .string(strftime(fmt, now(), timeZone: timeZone))
         })
         for name in ["lipsum", "cycler", "joiner"] {
             g[name] = .function(JinjaFunction(name) { _, _ in throw JinjaFailure.unsupported("global function '\(name)'") })
@@ -355,9 +355,10 @@ enum JinjaMethods {
         return g
     }
 
-    /// Python's `datetime.now().strftime(format)` on Linux: C `strftime` in the C locale on local time,
-    /// with `%f` (microseconds) and `%z`/`%Z` (empty for a naive datetime) handled as Python does.
-    static func strftime(_ format: String, _ date: Date) -> String {
+    /// Python's `datetime.now().strftime(format)` on Linux: C `strftime` in the C locale on local time (or on
+    /// the wall clock of `timeZone` when one is given), with `%f` (microseconds) and `%z`/`%Z` (empty for a
+    /// naive datetime) handled as Python does.
+    static func strftime(_ format: String, _ date: Date, timeZone: TimeZone? = nil) -> String {
         let seconds = date.timeIntervalSince1970.rounded(.down)
         let micro = Int(((date.timeIntervalSince1970 - seconds) * 1_000_000).rounded(.down))
         var fmt = ""
@@ -372,9 +373,14 @@ enum JinjaMethods {
             }
         }
         if fmt.isEmpty { return "" }
-        var t = time_t(seconds)
         var tmv = tm()
-        localtime_r(&t, &tmv)
+        if let tz = timeZone {
+            var t = time_t(seconds) + time_t(tz.secondsFromGMT(for: date))
+            gmtime_r(&t, &tmv)
+        } else {
+            var t = time_t(seconds)
+            localtime_r(&t, &tmv)
+        }
         var size = 256
         while size <= 1 << 16 {
             var buf = [CChar](repeating: 0, count: size)
