@@ -2,7 +2,8 @@
 // mid-residual, roped q/k/v and attention output, then the backward pass through head, norms, MLP, attention
 // and RoPE, producing gradients for LoRA A and B only (frozen weights of any dtype or NF4 pass gradients to
 // activations). Norm outputs, gate/up, the SwiGLU product, LoRA intermediates and attention probabilities are
-// recomputed in backward instead of stored. LoRA dropout masks are regenerated from (seed, step, module).
+// recomputed in backward instead of stored. LoRA dropout masks are regenerated from (seed, step, micro-batch,
+// module, element).
 
 /// Gradients of every LoRA module's A and B (same shapes), accumulated across micro-batches.
 public final class LoRAGradients: @unchecked Sendable {
@@ -28,20 +29,91 @@ public final class LoRAGradients: @unchecked Sendable {
     }
 }
 
-/// LoRA dropout: which inputs of A are kept, regenerated identically in forward and backward.
+/// LoRA dropout: which inputs of A are kept, regenerated identically in forward and backward. The mask is
+/// counter-based: element e of a module's input in one micro-batch is kept iff hash(key, e) < keep · 2²⁴,
+/// where key = (seed, step, micro-batch, module). No generator state is carried from element to element, so
+/// rows split across cores and lanes of a vector draw the same mask as a serial loop, and every micro-batch
+/// of a step gets a mask of its own.
 public struct LoRADropout: Sendable {
     public var rate: Float
     public var seed: UInt64
     public var step: UInt64
+    public var microBatch: UInt64
 
-    /// Writes x ⊙ mask / (1 − rate) for one module into dst.
-    func apply(_ x: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, module: String, into dst: UnsafeMutablePointer<Float>) {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    public init(rate: Float, seed: UInt64, step: UInt64, microBatch: UInt64 = 0) {
+        self.rate = rate
+        self.seed = seed
+        self.step = step
+        self.microBatch = microBatch
+    }
+
+    @inline(__always)
+    static func splitmix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// The 64-bit key of one module's mask in this (seed, step, micro-batch).
+    func key(_ module: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a of the module name
         for c in module.utf8 { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
-        var rng = Xoshiro256(seed: seed ^ (step &* 0x9E37_79B9_7F4A_7C15) ^ h)
-        let keep = 1 - rate, scale = 1 / keep
-        for i in 0..<rows {
-            for j in 0..<cols { dst[i * cols + j] = rng.nextUnitFloat() < keep ? x[i * ld + j] * scale : 0 }
+        return LoRADropout.splitmix(seed ^ LoRADropout.splitmix(step ^ LoRADropout.splitmix(microBatch ^ LoRADropout.splitmix(h))))
+    }
+
+    /// Inputs are kept where the hash's top 24 bits fall below this (u < keep for u uniform on k/2²⁴).
+    var threshold: UInt32 { UInt32((Double(1 - rate) * 16_777_216).rounded(.up)) }
+
+    /// murmur3's 32-bit finalizer, a bijection with full avalanche.
+    @inline(__always)
+    static func fmix(_ x: SIMD8<UInt32>) -> SIMD8<UInt32> {
+        var h = x
+        h ^= h &>> 16
+        h &*= SIMD8(repeating: 0x85EB_CA6B)
+        h ^= h &>> 13
+        h &*= SIMD8(repeating: 0xC2B2_AE35)
+        h ^= h &>> 16
+        return h
+    }
+
+    /// Whether element e (row-major index within the module's input) is kept, for 8 consecutive elements.
+    @inline(__always)
+    static func kept(_ e: UInt64, k0: UInt32, k1: UInt32, threshold: UInt32) -> SIMDMask<SIMD8<Int32>> {
+        let lo = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: e)) &+ SIMD8(0, 1, 2, 3, 4, 5, 6, 7)
+        let hi = UInt32(truncatingIfNeeded: e >> 32)
+        let h = fmix(fmix((lo &* SIMD8(repeating: 0x9E37_79B1)) ^ SIMD8(repeating: k0)) ^ SIMD8(repeating: k1 ^ hi))
+        return (h &>> 8) .< SIMD8(repeating: threshold)
+    }
+
+    /// dst (row stride ldd) = x ⊙ mask / (1 − rate), or dst += that with `accumulate`, for one module's input of
+    /// rows × cols (row stride ld). Rows are split across cores.
+    func apply(_ x: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, module: String,
+               into dst: UnsafeMutablePointer<Float>, ldd: Int? = nil, accumulate: Bool = false) {
+        let k = key(module)
+        let k0 = UInt32(truncatingIfNeeded: k), k1 = UInt32(truncatingIfNeeded: k >> 32)
+        let t = threshold, scale = 1 / (1 - rate)
+        let ldd = ldd ?? cols
+        Parallel.forRanges(rows, grain: max(1, 8192 / max(1, cols))) { r in
+            for i in r {
+                let src = x + i * ld, out = dst + i * ldd
+                let e0 = UInt64(i) &* UInt64(cols)
+                var j = 0
+                while j + 8 <= cols {
+                    let m = LoRADropout.kept(e0 &+ UInt64(j), k0: k0, k1: k1, threshold: t)
+                    var v = SIMD8<Float>(repeating: 0).replacing(with: UnsafeRawPointer(src + j).loadUnaligned(as: SIMD8<Float>.self) * scale, where: m)
+                    if accumulate { v += UnsafeRawPointer(out + j).loadUnaligned(as: SIMD8<Float>.self) }
+                    UnsafeMutableRawPointer(out + j).storeBytes(of: v, as: SIMD8<Float>.self)
+                    j += 8
+                }
+                if j < cols {
+                    let m = LoRADropout.kept(e0 &+ UInt64(j), k0: k0, k1: k1, threshold: t)
+                    for l in 0..<(cols - j) {
+                        let v = m[l] ? src[j + l] * scale : 0
+                        if accumulate { out[j + l] += v } else { out[j + l] = v }
+                    }
+                }
+            }
         }
     }
 }
@@ -287,8 +359,7 @@ extension Transformer {
                 if let dr = drop {
                     gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
                          c: tmp, ldc: inF)
-                    dr.apply(tmp, ld: inF, rows: rows, cols: inF, module: lin.name, into: xd)
-                    for i in 0..<rows { for j in 0..<inF { dx[i * lddx + j] += xd[i * inF + j] } }
+                    dr.apply(tmp, ld: inF, rows: rows, cols: inF, module: lin.name, into: dx, ldd: lddx, accumulate: true)
                 } else {
                     gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
                          beta: 1, c: dx, ldc: lddx)

@@ -85,7 +85,7 @@ public final class Trainer {
         return options.epochs * ((batchesPerEpoch + options.gradAccum - 1) / options.gradAccum)
     }
 
-    var warmup: Int { options.warmupSteps ?? Int((options.warmupRatio * Double(totalSteps)).rounded(.up)) }
+    var warmup: Int { options.warmupSteps ?? (options.warmupRatio > 0 ? Int((options.warmupRatio * Double(totalSteps)).rounded(.up)) : 0) }
 
     /// The adapter as it stands (PEFT layout).
     public func currentAdapter() -> Adapter {
@@ -128,6 +128,7 @@ public final class Trainer {
     /// Runs until the last step (or a stop request). Returns true when training finished.
     public func run() throws -> Bool {
         let total = totalSteps
+        let warmup = self.warmup  // both count an epoch's batches: once per run, not per step
         let grads = LoRAGradients(for: model.lora)
         let started = Date()
         let elapsedBefore = state.elapsedSeconds
@@ -146,8 +147,9 @@ public final class Trainer {
                 grads.zero()
                 var nll = 0.0, tokens = 0
                 if scored > 0 {
-                    for tb in tbs {
-                        let dropout = options.dropout > 0 ? LoRADropout(rate: Float(options.dropout), seed: options.seed, step: UInt64(state.step)) : nil
+                    for (mb, tb) in tbs.enumerated() {
+                        let dropout = options.dropout > 0
+                            ? LoRADropout(rate: Float(options.dropout), seed: options.seed, step: UInt64(state.step), microBatch: UInt64(mb)) : nil
                         let r = model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout,
                                                checkpointLayers: options.gradCheckpoint)
                         nll += r.nllSum
