@@ -1,8 +1,9 @@
 // TransformerTraining: the training step of the LoRA model: a forward pass that keeps each layer's input,
-// mid-residual, roped q/k/v and attention output, then the backward pass through head, norms, MLP, attention
-// and RoPE, producing gradients for LoRA A and B only (frozen weights of any dtype or NF4 pass gradients to
-// activations). Norm outputs, gate/up, the SwiGLU product, LoRA intermediates and attention probabilities are
-// recomputed in backward instead of stored. LoRA dropout masks are regenerated from (seed, step, micro-batch,
+// mid-residual, roped q/k/v, attention output and gate/up projection, then the backward pass through head,
+// norms, MLP, attention and RoPE, producing gradients for LoRA A and B only (frozen weights of any dtype or NF4
+// pass gradients to activations). Norm outputs, the SwiGLU product, LoRA intermediates and attention
+// probabilities are recomputed in backward (elementwise or small) instead of stored; with checkpointing only
+// each layer's input is kept and the layer is recomputed once before its backward. LoRA dropout masks are regenerated from (seed, step, micro-batch,
 // module, element).
 
 /// Gradients of every LoRA module's A and B (same shapes), accumulated across micro-batches.
@@ -125,7 +126,8 @@ extension Transformer {
         private var owned: [UnsafeMutablePointer<Float>] = []
         var xIn: [UnsafeMutablePointer<Float>] = [], xMid: [UnsafeMutablePointer<Float>] = [], qkv: [UnsafeMutablePointer<Float>] = []
         var att: [UnsafeMutablePointer<Float>] = [], rstd1: [UnsafeMutablePointer<Float>] = [], rstd2: [UnsafeMutablePointer<Float>] = []
-        var xFinal, rstdF, nF, dnF, n, gu, h, dgu, dh, dx, dn, dqkv, datt, w, t, dt, xdrop, tmp, p, dp, head, gathered: UnsafeMutablePointer<Float>
+        var gu: [UnsafeMutablePointer<Float>] = []
+        var xFinal, rstdF, nF, dnF, n, h, dgu, dh, dx, dn, dqkv, datt, w, t, dt, xdrop, tmp, p, dp, head, gathered: UnsafeMutablePointer<Float>
 
         let checkpointed: Bool
 
@@ -147,13 +149,14 @@ extension Transformer {
                 xIn.append(z(rows * d))
                 if checkpointed && l > 0 {
                     xMid.append(xMid[0]); qkv.append(qkv[0]); att.append(att[0]); rstd1.append(rstd1[0]); rstd2.append(rstd2[0])
+                    gu.append(gu[0])
                 } else {
                     xMid.append(z(rows * d)); qkv.append(z(rows * (qd + 2 * kvd))); att.append(z(rows * qd))
-                    rstd1.append(z(rows)); rstd2.append(z(rows))
+                    rstd1.append(z(rows)); rstd2.append(z(rows)); gu.append(z(rows * 2 * i))
                 }
             }
             xFinal = z(rows * d); rstdF = z(rows); nF = z(rows * d); dnF = z(rows * d)
-            n = z(rows * d); gu = z(rows * 2 * i); h = z(rows * i); dgu = z(rows * 2 * i); dh = z(rows * i)
+            n = z(rows * d); h = z(rows * i); dgu = z(rows * 2 * i); dh = z(rows * i)
             dx = z(rows * d); dn = z(rows * d); dqkv = z(rows * (qd + 2 * kvd)); datt = z(rows * qd)
             w = z(max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d))
             tCap = rows * maxR
@@ -383,7 +386,7 @@ extension Transformer {
         let r1 = ws.rstd1[l]
         let r2 = ws.rstd2[l]
         let n = ws.n
-        let gu = ws.gu
+        let gu = ws.gu[l]
         let h = ws.h
         L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r1) }
         trainProject([L.q, L.k, L.v], x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws, accumulate: false, drop: drop)
@@ -428,7 +431,7 @@ extension Transformer {
         let r1 = ws.rstd1[l]
         let r2 = ws.rstd2[l]
         let n = ws.n
-        let gu = ws.gu
+        let gu = ws.gu[l]
         let h = ws.h
         let dgu = ws.dgu
         let dh = ws.dh
@@ -437,9 +440,9 @@ extension Transformer {
         let dqkv = ws.dqkv
         let datt = ws.datt
 
-        // MLP block: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm). Recompute n2, gate/up, h.
+        // MLP block: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm). gate/up is the forward's; n2 and the
+        // SwiGLU product h (elementwise, shared buffers) are recomputed from xm and gate/up.
         L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r2) }
-        trainProject([L.gate, L.up], x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws, accumulate: false, drop: drop)
         Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
         dh.update(repeating: 0, count: rows * inter)
         trainProjectBackward([L.down], x: h, ldx: inter, dy: dx, ldy: d, dx: dh, lddx: inter, rows: rows, ws: ws, grads: grads, drop: drop)
