@@ -13,9 +13,12 @@ ap.add_argument("--model", default=str(root / "models/smollm2-135m-instruct"))
 ap.add_argument("--runs", type=int, default=3)
 ap.add_argument("--steps", type=int, default=10)
 ap.add_argument("--python", default=str(root / ".venv/bin/python"))
-ap.add_argument("--peer", default=str(root.parent / "shared/peer/peer_peft.py"))
+ap.add_argument("--peer", default=str(root / "bench/peer.py"), help="bench/peer.py (ours) or ../shared/peer/peer_peft.py")
 ap.add_argument("--bin", default=str(root / ".build/release"))
-ap.add_argument("--variants", default="full,nf4,full-ckpt")
+ap.add_argument("--variants", default="full,full-d05,nf4,full-ckpt",
+                help="full: dropout 0; full-d05: dropout 0.05 (the default) on both sides; nf4: QLoRA; full-ckpt: ours only")
+ap.add_argument("--peer-dtype", default="fp32", choices=["fp32", "bf16"],
+                help="how the peer loads the base (bf16 is the strongest peer on CPUs with AVX512-BF16; on AVX2-only CPUs fp32 is)")
 a = ap.parse_args()
 
 work = pathlib.Path(tempfile.mkdtemp(prefix="train-bench-"))
@@ -33,15 +36,17 @@ subprocess.run([f"{a.bin}/lora-quantize", a.model, "-o", str(nf4), "-q"], check=
 results = {"model": a.model, "runs": a.runs, "steps": a.steps, "seq": 256, "batch": 4, "rank": 16, "targets": "q,k,v,o", "variants": {}}
 for variant in a.variants.split(","):
     model = str(nf4) if variant == "nf4" else a.model
+    dropout = "0.05" if variant.endswith("-d05") else "0"
     peer_tps, peer_rss, ours_tps, ours_rss, ours_step = [], [], [], [], []
     for i in range(a.runs):
         if variant != "full-ckpt":
             out, _ = run([a.python, a.peer, a.model, str(data), "--steps", str(a.steps), "--seq", "256", "--batch", "4",
-                          "--rank", "16"] + (["--qlora"] if variant == "nf4" else []))
+                          "--rank", "16"] + (["--bf16"] if a.peer_dtype == "bf16" else []) + (["--qlora"] if variant == "nf4" else [])
+                         + (["--dropout", dropout] if dropout != "0" else []))  # --dropout: bench/peer.py only
             r = json.loads(out.strip().splitlines()[-1])
             peer_tps.append(r["train_tokens_per_s"]); peer_rss.append(r["peak_rss_mb"])
         adapter = work / f"adapter-{variant}-{i}"
-        subprocess.run([f"{a.bin}/lora-init", model, "-o", str(adapter), "--rank", "16", "--alpha", "32", "--dropout", "0", "-q"],
+        subprocess.run([f"{a.bin}/lora-init", model, "-o", str(adapter), "--rank", "16", "--alpha", "32", "--dropout", dropout, "-q"],
                        check=True, capture_output=True)
         out, rss = run([f"{a.bin}/lora-train", model, str(adapter), "--data", str(data), "-o", str(work / f"out-{variant}-{i}"),
                         "--max-steps", str(a.steps + 1), "--seq-len", "256", "--batch-size", "4", "--log-every", "1", "-q"]

@@ -1,0 +1,200 @@
+// CBF16: see include/cbf16.h. One oneDNN primitive per GEMM shape, cached (the shapes of one run are few:
+// each Linear's forward and backward at the batch's row count, the head chunk, attention is not here).
+#include "cbf16.h"
+
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <cpuid.h>
+#include <immintrin.h>
+
+extern void omp_set_num_threads(int);
+
+// MARK: CPU features
+
+static uint64_t xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static int os_saves_zmm(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;  // OSXSAVE
+    return (xgetbv0() & 0xE6) == 0xE6;  // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM state
+}
+
+int lp_cpu_has_avx512_bf16(void) {
+    unsigned a, b, c, d;
+    if (!os_saves_zmm()) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 16))) return 0;  // AVX512F
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 5) & 1;  // AVX512_BF16
+}
+
+int lp_cpu_has_amx_bf16(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (d >> 22) & 1;  // AMX-BF16
+}
+
+// MARK: conversion
+
+static inline uint16_t bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+__attribute__((target("avx512f,avx512bf16")))
+static void convert_avx512(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 lo = _mm512_loadu_ps(src + i), hi = _mm512_loadu_ps(src + i + 16);
+        __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
+    }
+    for (; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+static int has_bf16_insn = -1;
+
+void lp_f32_to_bf16(const float *src, uint16_t *dst, size_t n) {
+    if (has_bf16_insn < 0) has_bf16_insn = lp_cpu_has_avx512_bf16();
+    if (has_bf16_insn) { convert_avx512(src, dst, n); return; }
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+void lp_f32_to_bf16_2d(const float *src, size_t lds, uint16_t *dst, size_t ldd, size_t rows, size_t cols) {
+    if (lds == cols && ldd == cols) { lp_f32_to_bf16(src, dst, rows * cols); return; }
+    for (size_t r = 0; r < rows; r++) lp_f32_to_bf16(src + r * lds, dst + r * ldd, cols);
+}
+
+// MARK: GEMM
+
+typedef struct {
+    int trans_b, accumulate;
+    int64_t m, n, k, lda, ldb, ldc;
+    float alpha;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c;
+} entry_t;
+
+#define CACHE_MAX 256
+static entry_t cache[CACHE_MAX];
+static int cache_count = 0, cache_next = 0;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static dnnl_engine_t engine = NULL;
+static dnnl_stream_t stream = NULL;
+static char last_error[256] = "";
+static char last_impl[128] = "";
+
+const char *lp_bf16_last_error(void) { return last_error; }
+const char *lp_bf16_last_impl(void) { return last_impl; }
+
+void lp_bf16_set_threads(int n) {
+    if (n > 0) omp_set_num_threads(n);
+}
+
+static int fail(const char *what, dnnl_status_t s) {
+    snprintf(last_error, sizeof last_error, "oneDNN %s failed (status %d)", what, (int)s);
+    return s == 0 ? -1 : (int)s;
+}
+
+#define CHECK(call, what) do { dnnl_status_t s_ = (call); if (s_ != dnnl_success) { st = fail(what, s_); goto done; } } while (0)
+
+static void release(entry_t *e) {
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    if (e->a) dnnl_memory_destroy(e->a);
+    if (e->b) dnnl_memory_destroy(e->b);
+    if (e->c) dnnl_memory_destroy(e->c);
+    memset(e, 0, sizeof *e);
+}
+
+static int create(entry_t *e) {
+    int st = 0;
+    dnnl_memory_desc_t amd, bmd, cmd;
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_dims_t ad = {e->m, e->k}, as = {e->lda, 1};
+    dnnl_dims_t bd = {e->k, e->n}, bs_n = {e->ldb, 1}, bs_t = {1, e->ldb};
+    dnnl_dims_t cd = {e->m, e->n}, cs = {e->ldc, 1};
+    CHECK(dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_bf16, as), "memory_desc (A)");
+    CHECK(dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dnnl_bf16, e->trans_b ? bs_t : bs_n), "memory_desc (B)");
+    CHECK(dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs), "memory_desc (C)");
+    CHECK(dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd), "matmul_desc_init");
+    CHECK(dnnl_primitive_attr_create(&attr), "primitive_attr_create");
+    if (e->alpha != 1.0f) CHECK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &e->alpha), "set_output_scales");
+    if (e->accumulate) {
+        CHECK(dnnl_post_ops_create(&po), "post_ops_create");
+        CHECK(dnnl_post_ops_append_sum(po, 1.0f), "post_ops_append_sum");
+        CHECK(dnnl_primitive_attr_set_post_ops(attr, po), "set_post_ops");
+    }
+    CHECK(dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL), "primitive_desc_create");
+    {
+        const char *impl = NULL;
+        if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
+            snprintf(last_impl, sizeof last_impl, "%s", impl);
+    }
+    CHECK(dnnl_primitive_create(&e->prim, pd), "primitive_create");
+    CHECK(dnnl_memory_create(&e->a, &amd, engine, DNNL_MEMORY_NONE), "memory_create (A)");
+    CHECK(dnnl_memory_create(&e->b, &bmd, engine, DNNL_MEMORY_NONE), "memory_create (B)");
+    CHECK(dnnl_memory_create(&e->c, &cmd, engine, DNNL_MEMORY_NONE), "memory_create (C)");
+done:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st) release(e);
+    return st;
+}
+
+int lp_bf16_gemm(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
+                 float beta, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return 0;
+    if (beta != 0.0f && beta != 1.0f) { snprintf(last_error, sizeof last_error, "beta must be 0 or 1"); return -1; }
+    int acc = beta == 1.0f;
+    if (k <= 0) {  // an empty sum: C = beta * C
+        if (!acc) for (int64_t i = 0; i < m; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(float));
+        return 0;
+    }
+    int st = 0;
+    pthread_mutex_lock(&lock);
+    if (!engine) {
+        CHECK(dnnl_engine_create(&engine, dnnl_cpu, 0), "engine_create");
+        CHECK(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags), "stream_create");
+    }
+    entry_t *e = NULL;
+    for (int i = 0; i < cache_count; i++) {
+        entry_t *x = &cache[i];
+        if (x->trans_b == trans_b && x->accumulate == acc && x->m == m && x->n == n && x->k == k && x->lda == lda
+            && x->ldb == ldb && x->ldc == ldc && x->alpha == alpha) { e = x; break; }
+    }
+    if (!e) {
+        int appended = cache_count < CACHE_MAX;
+        if (appended) e = &cache[cache_count++];
+        else { e = &cache[cache_next]; cache_next = (cache_next + 1) % CACHE_MAX; release(e); }
+        e->trans_b = trans_b; e->accumulate = acc; e->m = m; e->n = n; e->k = k;
+        e->lda = lda; e->ldb = ldb; e->ldc = ldc; e->alpha = alpha;
+        if ((st = create(e)) != 0) {  // create() left the slot zeroed; an appended one is given back
+            if (appended) cache_count--;
+            goto done;
+        }
+    }
+    CHECK(dnnl_memory_set_data_handle(e->a, (void *)a), "set_data_handle (A)");
+    CHECK(dnnl_memory_set_data_handle(e->b, (void *)b), "set_data_handle (B)");
+    CHECK(dnnl_memory_set_data_handle(e->c, c), "set_data_handle (C)");
+    {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+        CHECK(dnnl_primitive_execute(e->prim, stream, 3, args), "primitive_execute");
+        CHECK(dnnl_stream_wait(stream), "stream_wait");
+    }
+done:
+    pthread_mutex_unlock(&lock);
+    return st;
+}

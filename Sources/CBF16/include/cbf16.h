@@ -1,0 +1,40 @@
+// CBF16: bf16 matrix products for the frozen-weight GEMMs (bf16 operands, fp32 accumulation and results, as
+// torch's bf16 CPU matmul and bitsandbytes' bf16 compute do), through oneDNN's matmul (Debian libdnnl-dev,
+// which picks its AVX512-BF16 / AMX kernels at run time), plus fp32 -> bf16 conversion with
+// round-to-nearest-even and the CPU feature checks behind `--compute-dtype auto`.
+#ifndef CBF16_H
+#define CBF16_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when the CPU executes AVX512-BF16 (vdpbf16ps) and the OS saves its registers, else 0.
+int lp_cpu_has_avx512_bf16(void);
+/// 1 when the CPU has AMX-BF16 tiles, else 0.
+int lp_cpu_has_amx_bf16(void);
+
+/// dst[i] = bf16(src[i]) with round-to-nearest-even (NaN stays NaN), as torch's .to(bfloat16).
+void lp_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+/// Row-strided conversion: rows x cols from src (row stride lds) into dst (row stride ldd).
+void lp_f32_to_bf16_2d(const float *src, size_t lds, uint16_t *dst, size_t ldd, size_t rows, size_t cols);
+
+/// Row-major C[m x n] = alpha * A[m x k] * op(B) + beta * C, A and B bf16, C fp32.
+/// op(B) is B stored k x n (trans_b = 0, row stride ldb >= n) or n x k (trans_b = 1, ldb >= k).
+/// beta must be 0 or 1. Returns 0 on success, or a oneDNN status (the message in lp_bf16_last_error()).
+int lp_bf16_gemm(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
+                 float beta, float *c, int64_t ldc);
+/// What the last failed call said (static storage).
+const char *lp_bf16_last_error(void);
+/// Implementation oneDNN chose for the most recently created primitive (e.g. "brg:avx512_core_bf16").
+const char *lp_bf16_last_impl(void);
+/// Threads oneDNN's OpenMP runtime uses (n <= 0 leaves its default).
+void lp_bf16_set_threads(int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
