@@ -167,7 +167,7 @@ public final class Transformer: @unchecked Sendable {
             let maxW = max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d)
             w = .init(repeating: 0, count: maxW)
             t = .init(repeating: 0, count: rows * max(1, maxLoRARank))
-            scores = .init(repeating: 0, count: seq * seq)
+            scores = .init(repeating: 0, count: Transformer.attentionScratch(seq: seq))
             head = .init(repeating: 0, count: headChunk * c.vocabSize)
         }
     }
@@ -180,7 +180,7 @@ public final class Transformer: @unchecked Sendable {
         let c = config
         let rows = batch.batch * batch.seq
         let maxR = lora.values.map(\.r).max() ?? 1
-        if workspace == nil || workspace!.rows != rows || workspace!.scores.count != batch.seq * batch.seq
+        if workspace == nil || workspace!.rows != rows || workspace!.scores.count != Transformer.attentionScratch(seq: batch.seq)
             || workspace!.t.count < rows * maxR {
             workspace = Workspace(config: c, rows: rows, seq: batch.seq, maxLoRARank: maxR, headChunk: min(rows, Transformer.headChunkRows))
         }
@@ -353,21 +353,26 @@ public final class Transformer: @unchecked Sendable {
 
     /// Causal attention per (sequence, head): S = Q·Kᵀ/√d over keys j ≤ i and j < length, softmax, O = S·V.
     /// Query rows go in blocks that multiply only the keys they can see (the causal triangle, not the square).
-    /// Jobs run one after another (OpenBLAS threads each GEMM); softmax rows are split across cores.
+    /// Jobs are (sequence, KV head) — the query heads of a GQA group together, so backward's dK/dV sums have one
+    /// writer — spread over the cores, each job's small GEMMs single-threaded on its own core.
     public static let attentionBlock = 64
+
+    /// Floats of score scratch the attention passes need: one (query block × keys) matrix per worker.
+    public static func attentionScratch(seq: Int) -> Int { Parallel.cores * min(seq, attentionBlock) * seq }
 
     func attention(qkv: UnsafeMutablePointer<Float>, ld: Int, out: UnsafeMutablePointer<Float>, batch: TokenBatch,
                    T: Int, hd: Int, qd: Int, kvd: Int, group: Int, scale: Float, scores s: UnsafeMutablePointer<Float>) {
-        let heads = config.numHeads
-        let blk = Transformer.attentionBlock
-        do {
-            for b in 0..<batch.batch {
+        let kvHeads = config.numKVHeads
+        let blk = Transformer.attentionBlock, slot = min(T, blk) * T
+        withSingleThreadedBLAS {
+            Parallel.forJobs(batch.batch * kvHeads) { job, worker in
+                let b = job / kvHeads, kvh = job % kvHeads
+                let s = s + worker * slot
                 let len = max(1, batch.lengths[b])
-                for h in 0..<heads {
-                    let kvh = h / group
+                let k = qkv + b * T * ld + qd + kvh * hd
+                let v = qkv + b * T * ld + qd + kvd + kvh * hd
+                for h in (kvh * group)..<((kvh + 1) * group) {
                     let q = qkv + b * T * ld + h * hd
-                    let k = qkv + b * T * ld + qd + kvh * hd
-                    let v = qkv + b * T * ld + qd + kvd + kvh * hd
                     let o = out + b * T * qd + h * hd
                     var q0 = 0
                     while q0 < T {
@@ -375,10 +380,8 @@ public final class Transformer: @unchecked Sendable {
                         let keys = min(q1, len)  // the last row of the block sees keys [0, min(q1, len))
                         gemm(.none, .transpose, m: q1 - q0, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld,
                              b: k, ldb: ld, c: s, ldc: keys)
-                        Parallel.forRanges(q1 - q0, grain: 16) { r in
-                            for i in r {
-                                Kernels.softmaxRow(s + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len))
-                            }
+                        for i in 0..<(q1 - q0) {
+                            Kernels.softmaxRow(s + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len))
                         }
                         gemm(.none, .none, m: q1 - q0, n: hd, k: keys, a: s, lda: keys, b: v, ldb: ld, c: o + q0 * qd, ldc: qd)
                         q0 = q1

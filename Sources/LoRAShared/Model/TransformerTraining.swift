@@ -163,7 +163,7 @@ extension Transformer {
             t = z(tCap); dt = z(tCap)
             dropCap = rows * dropoutCols
             xdrop = z(dropCap); tmp = z(rows * max(d, i, qd))
-            p = z(seq * seq); dp = z(seq * seq)
+            p = z(Transformer.attentionScratch(seq: seq)); dp = z(Transformer.attentionScratch(seq: seq))
             head = z(headChunk * c.vocabSize); gathered = z(headChunk * d)
             self.owned = owned
         }
@@ -471,13 +471,15 @@ extension Transformer {
     /// dS = softmax'(dP), dQ = s·dS·K, dK += s·dSᵀ·Q (GQA heads of a group add into the shared K and V).
     func attentionBackward(qkv: UnsafeMutablePointer<Float>, ld: Int, datt: UnsafeMutablePointer<Float>, dqkv: UnsafeMutablePointer<Float>,
                            batch: TokenBatch, T: Int, hd: Int, qd: Int, kvd: Int, group: Int, scale: Float, ws: TrainWorkspace) {
-        let heads = config.numHeads
-        do {
-            let p = ws.p, dp = ws.dp
-            for b in 0..<batch.batch {
+        let kvHeads = config.numKVHeads
+        let slot = min(T, Transformer.attentionBlock) * T
+        withSingleThreadedBLAS {
+            // One job per (sequence, KV head): the group's query heads add into the same dK and dV, so one writer.
+            Parallel.forJobs(batch.batch * kvHeads) { job, worker in
+                let b = job / kvHeads, kvh = job % kvHeads
+                let p = ws.p + worker * slot, dp = ws.dp + worker * slot
                 let len = max(1, batch.lengths[b])
-                for h in 0..<heads {
-                    let kvh = h / group
+                for h in (kvh * group)..<((kvh + 1) * group) {
                     let base = b * T * ld
                     let q = qkv + base + h * hd, k = qkv + base + qd + kvh * hd, v = qkv + base + qd + kvd + kvh * hd
                     let dq = dqkv + base + h * hd, dk = dqkv + base + qd + kvh * hd, dv = dqkv + base + qd + kvd + kvh * hd
@@ -488,14 +490,10 @@ extension Transformer {
                         let q1 = min(T, q0 + Transformer.attentionBlock), m = q1 - q0
                         let keys = min(q1, len)
                         gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: k, ldb: ld, c: p, ldc: keys)
-                        Parallel.forRanges(m, grain: 16) { r in
-                            for i in r { Kernels.softmaxRow(p + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len)) }
-                        }
+                        for i in 0..<m { Kernels.softmaxRow(p + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len)) }
                         gemm(.none, .transpose, m: m, n: keys, k: hd, a: dO + q0 * qd, lda: qd, b: v, ldb: ld, c: dp, ldc: keys)
                         gemm(.transpose, .none, m: keys, n: hd, k: m, a: p, lda: keys, b: dO + q0 * qd, ldb: qd, beta: 1, c: dv, ldc: ld)
-                        Parallel.forRanges(m, grain: 16) { r in
-                            for i in r { Backward.softmaxRow(dp + i * keys, p + i * keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len), count: keys) }
-                        }
+                        for i in 0..<m { Backward.softmaxRow(dp + i * keys, p + i * keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len), count: keys) }
                         gemm(.none, .none, m: m, n: hd, k: keys, alpha: scale, a: dp, lda: keys, b: k, ldb: ld, c: dq + q0 * ld, ldc: ld)
                         gemm(.transpose, .none, m: keys, n: hd, k: m, alpha: scale, a: dp, lda: keys, b: q + q0 * ld, ldb: ld, beta: 1, c: dk, ldc: ld)
                         q0 = q1

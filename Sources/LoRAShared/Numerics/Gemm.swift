@@ -61,6 +61,15 @@ public func gemmNaive(
     }
 }
 
+/// Runs `body` with OpenBLAS single-threaded, then restores its thread count: for GEMMs that our own worker
+/// threads issue concurrently (attention over batch × head), each on the core that calls it.
+public func withSingleThreadedBLAS<T>(_ body: () -> T) -> T {
+    let n = openblas_get_num_threads()
+    if n > 1 { openblas_set_num_threads(1) }
+    defer { if n > 1 { openblas_set_num_threads(n) } }
+    return body()
+}
+
 /// Number of threads OpenBLAS uses (0 or negative: leave OpenBLAS's own default).
 public func setBLASThreads(_ n: Int) {
     if n > 0 { openblas_set_num_threads(Int32(n)) }

@@ -6,6 +6,20 @@ import Foundation
 public enum Parallel {
     public static let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
+    /// Runs jobs 0..<n on up to `cores` workers, job j on worker j mod workers; `body(job, worker)` may use
+    /// scratch owned by its worker (worker < workers(for: n)).
+    @inline(__always)
+    public static func forJobs(_ n: Int, _ body: (_ job: Int, _ worker: Int) -> Void) {
+        let w = workers(for: n)
+        if w <= 1 { for j in 0..<n { body(j, 0) }; return }
+        DispatchQueue.concurrentPerform(iterations: w) { k in
+            var j = k
+            while j < n { body(j, k); j += w }
+        }
+    }
+
+    public static func workers(for jobs: Int) -> Int { max(1, min(cores, jobs)) }
+
     /// Calls `body` on disjoint ranges covering 0..<n; `grain` is the least work per chunk.
     @inline(__always)
     public static func forRanges(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
