@@ -36,10 +36,7 @@ public enum TrainCLI {
         for r in file.records {
             do {
                 let e = try builder.build(r)
-                if let bad = e.ids.first(where: { Int($0) >= vocab }) {
-                    throw DataError.badRecord(path: file.path, line: r.line,
-                        reason: "token id \(bad) is outside the model's vocabulary of \(vocab); the tokenizer does not belong to this model")
-                }
+                try e.checkVocabulary(vocab, path: file.path)
                 let kept = e.targets.prefix(seqLen).dropFirst().filter { $0 }.count
                 if kept == 0 {
                     throw DataError.badRecord(path: file.path, line: r.line,

@@ -72,10 +72,7 @@ struct Eval: ParsableCommand {
                 if skipBadLines { Log.warn("skipped \(error)"); continue }
                 throw error
             }
-            if let bad = e.ids.first(where: { Int($0) >= m.config.vocabSize }) {
-                throw DataError.badRecord(path: file.path, line: e.line,
-                    reason: "token id \(bad) is outside the model's vocabulary of \(m.config.vocabSize); the tokenizer does not belong to this model")
-            }
+            try e.checkVocabulary(m.config.vocabSize, path: file.path)
             let (w, cut) = Evaluator.windows(e, options)
             windows += w
             result.examples += 1
@@ -90,7 +87,7 @@ struct Eval: ParsableCommand {
         }
         var bar: ProgressBar? = nil
         let t0 = Date()
-        let (nll, count) = Evaluator.evaluate(transformer, windows: windows, options: options) { done, total in
+        let (nll, count) = try Evaluator.evaluate(transformer, windows: windows, options: options) { done, total in
             if bar == nil { bar = ProgressBar(total: total, label: "eval", unit: " tokens") }
             bar!.update(done)
         }

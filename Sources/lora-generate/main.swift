@@ -109,9 +109,6 @@ struct Generate: ParsableCommand {
         struct Result { var ids: [Int] = []; var text = ""; var finish = "length"; var seconds = 0.0; var promptSeconds = 0.0 }
         func generate(_ promptTokens: [Int], stream: ((String) -> Void)?) throws -> Result {
             guard promptTokens.count < ctx else { throw GenerationError.contextFull(tokens: promptTokens.count, capacity: ctx) }
-            if let bad = promptTokens.first(where: { $0 >= m.config.vocabSize }) {
-                throw UsageError("token id \(bad) is outside the model's vocabulary of \(m.config.vocabSize); the tokenizer does not belong to this model")
-            }
             let budget = min(maxTokens, ctx - promptTokens.count)
             if budget < maxTokens {
                 Log.warn("the prompt (\(promptTokens.count) tokens) leaves room for only \(budget) new tokens in the context of \(ctx)")
@@ -120,17 +117,19 @@ struct Generate: ParsableCommand {
             var r = Result()
             var textStream = TextStream(tokenizer: tokenizer)
             let t0 = Date()
-            var logits = try transformer.decode(promptTokens.map { Int32($0) }, cache: cache)
+            try transformer.decodeStep(promptTokens.map { Int32($0) }, cache: cache)
             r.promptSeconds = Date().timeIntervalSince(t0)
             let t1 = Date()
+            var one: [Int32] = [0]  // reused: a decoded token allocates nothing in the model
             while r.ids.count < budget {
-                let next = sampler.next(logits)
+                let next = sampler.next(cache.logits)
                 if !ignoreEos && stops.contains(next) { r.finish = "stop"; break }
                 r.ids.append(next)
                 let piece = textStream.push(next)
                 if !piece.isEmpty { stream?(piece) }
                 if r.ids.count == budget || Interrupt.received != 0 { break }
-                logits = try transformer.decode([Int32(next)], cache: cache)
+                one[0] = Int32(next)
+                try transformer.decodeStep(one, cache: cache)
             }
             let rest = textStream.finish()
             if !rest.isEmpty { stream?(rest) }

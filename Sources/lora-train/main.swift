@@ -113,7 +113,11 @@ struct Train: ParsableCommand {
         if let vp = validPath {
             let vf = try JSONLFile.read(vp, skipBad: skipBadLines, name: "--valid")
             let vb = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: mask, path: vf.path)
-            for r in vf.records { validWindows += Evaluator.windows(try vb.build(r), EvalOptions(seqLen: o.seqLen)).windows }
+            for r in vf.records {
+                let e = try vb.build(r)
+                try e.checkVocabulary(m.config.vocabSize, path: vf.path)
+                validWindows += Evaluator.windows(e, EvalOptions(seqLen: o.seqLen)).windows
+            }
         }
         Log.info("data: \(examples.count) examples, \(stats.truncated) truncated, \(stats.dropped) dropped, \(stats.targets) target tokens")
 

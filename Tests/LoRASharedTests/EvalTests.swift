@@ -32,7 +32,7 @@ final class EvalTests: XCTestCase {
         let tok = try Tokenizer.load(directory: model)
         let ids = tok.encode(text).map { Int32($0) }
         let tr = try Transformer(model: try ModelDir(path: model))
-        let out = tr.forward(TokenBatch(tokens: ids, labels: ids, lengths: [ids.count], batch: 1, seq: ids.count))
+        let out = try tr.forward(TokenBatch(tokens: ids, labels: ids, lengths: [ids.count], batch: 1, seq: ids.count))
         XCTAssertEqual(j["tokens"], .int(Int64(ids.count - 1)))
         XCTAssertEqual(j["loss"]!.doubleValue!, out.nllSum / Double(out.tokens), accuracy: 1e-9)
         XCTAssertEqual(j["perplexity"]!.doubleValue!, Foundation.exp(out.nllSum / Double(out.tokens)), accuracy: 1e-6)

@@ -30,7 +30,7 @@ final class ForwardParityTests: XCTestCase {
             } else {
                 tr.detach()
             }
-            let out = tr.forward(batch, wantLogits: true)
+            let out = try tr.forward(batch, wantLogits: true)
             let ref = try io.tensor(key).floats()
             XCTAssertEqual(out.logits!.count, ref.count, file: file, line: line)
             let diff = maxAbsDiff(out.logits!, ref)
@@ -52,10 +52,10 @@ final class ForwardParityTests: XCTestCase {
 
     func testZeroBAdapterLeavesBaseUnchanged() throws {
         let (tr, model, batch, _, _) = try load("llama-gqa-tied")
-        let base = tr.forward(batch, wantLogits: true).logits!
+        let base = try tr.forward(batch, wantLogits: true).logits!
         let cfg = LoRAConfig(r: 4, alpha: 8, dropout: 0, targets: .allLinear)
         try tr.attach(try Adapter.initialize(config: cfg, model: model, initMode: .kaiming, seed: 9), linears: try model.linearModules())
-        XCTAssertEqual(tr.forward(batch, wantLogits: true).logits!, base, "B = 0 must give exactly the base model")
+        XCTAssertEqual(try tr.forward(batch, wantLogits: true).logits!, base, "B = 0 must give exactly the base model")
     }
 
     func testAdapterForAnotherModelIsRefusedWithEveryMismatch() throws {

@@ -16,7 +16,7 @@ final class GenerateTests: XCTestCase {
         let tr = try Transformer(model: m)
         if let a = adapter { try tr.attach(a, linears: try m.linearModules()) }
         let ids: [Int32] = [5, 17, 300, 42, 1000, 7, 99, 1500, 3, 64, 128, 900, 11, 12, 13, 14, 1800, 2]
-        let full = tr.forward(TokenBatch(tokens: ids, labels: ids, lengths: [ids.count], batch: 1, seq: ids.count), wantLogits: true).logits!
+        let full = try tr.forward(TokenBatch(tokens: ids, labels: ids, lengths: [ids.count], batch: 1, seq: ids.count), wantLogits: true).logits!
         let V = m.config.vocabSize
         let scale = full.map { abs($0) }.max()!
         let cache = KVCache(config: m.config, capacity: ids.count)
@@ -65,7 +65,7 @@ final class GenerateTests: XCTestCase {
             XCTAssertEqual(o["prompt_tokens"], .int(Int64(prompt.count)))
             XCTAssertEqual(gen.count, Int(o["tokens"]!.intValue!))
             let all = prompt + gen
-            let logits = tr.forward(TokenBatch(tokens: all, labels: all, lengths: [all.count], batch: 1, seq: all.count), wantLogits: true).logits!
+            let logits = try tr.forward(TokenBatch(tokens: all, labels: all, lengths: [all.count], batch: 1, seq: all.count), wantLogits: true).logits!
             let V = m.config.vocabSize
             for (k, g) in gen.enumerated() {
                 let row = Array(logits[(prompt.count - 1 + k) * V..<(prompt.count + k) * V])

@@ -29,7 +29,7 @@ final class GradientParityTests: XCTestCase {
         let ref = try SafetensorsFile(path: dir + "/grads.safetensors")
         let scored = batch.shiftedTargets.filter { $0 >= 0 }.count
         let g = LoRAGradients(for: tr.lora)
-        let r = tr.trainStep(batch, lossScale: 1 / Float(scored), grads: g)
+        let r = try tr.trainStep(batch, lossScale: 1 / Float(scored), grads: g)
         XCTAssertEqual(r.nllSum / Double(r.tokens), Double(try ref.tensor("loss").floats()[0]), accuracy: 1e-5, "\(name) loss", file: file, line: line)
         var maxRef: Float = 0, maxErr: Float = 0, n = 0
         for m in tr.lora.keys {
@@ -50,8 +50,8 @@ final class GradientParityTests: XCTestCase {
     func testActivationCheckpointingGivesTheSameGradients() throws {
         let (tr, batch, _) = try setup("qwen2-bias")
         let plain = LoRAGradients(for: tr.lora), ckpt = LoRAGradients(for: tr.lora)
-        let a = tr.trainStep(batch, lossScale: 0.1, grads: plain)
-        let b = tr.trainStep(batch, lossScale: 0.1, grads: ckpt, checkpointLayers: true)
+        let a = try tr.trainStep(batch, lossScale: 0.1, grads: plain)
+        let b = try tr.trainStep(batch, lossScale: 0.1, grads: ckpt, checkpointLayers: true)
         XCTAssertEqual(a.nllSum, b.nllSum)
         for k in plain.a.keys {
             XCTAssertEqual(plain.a[k]!, ckpt.a[k]!, k)
@@ -67,7 +67,7 @@ final class GradientParityTests: XCTestCase {
         let (tr, batch, dir) = try setup("llama-gqa-tied")
         let ref = try SafetensorsFile(path: dir + "/grads_sum.safetensors")
         let g = LoRAGradients(for: tr.lora)
-        _ = tr.trainStep(batch, lossScale: 1, grads: g)
+        _ = try tr.trainStep(batch, lossScale: 1, grads: g)
         for m in tr.lora.keys {
             let want = try ref.tensor("\(m).lora_B.weight.grad").floats()
             XCTAssertLessThan(maxAbsDiff(g.b[m]!, want) / want.map(abs).max()!, GradientParityTests.gradTolerance, m)
@@ -84,7 +84,7 @@ final class GradientParityTests: XCTestCase {
         let g = LoRAGradients(for: tr.lora)
         for k in 1...3 {
             g.zero()
-            let r = tr.trainStep(batch, lossScale: 1 / Float(scored), grads: g)
+            let r = try tr.trainStep(batch, lossScale: 1 / Float(scored), grads: g)
             XCTAssertEqual(r.nllSum / Double(r.tokens), Double(try ref.tensor("loss_step\(k)").floats()[0]), accuracy: 2e-6, "loss step \(k)")
             let norm = AdamW.clipGradNorm(g, maxNorm: maxNorm)
             XCTAssertEqual(norm, try ref.tensor("grad_norm_step\(k)").floats()[0], accuracy: 1e-5, "grad norm step \(k)")

@@ -27,7 +27,7 @@ final class MergeTests: XCTestCase {
         let m = try ModelDir(path: model)
         let tr = try Transformer(model: m)
         if let a = adapter { try tr.attach(a, linears: try m.linearModules()) }
-        return tr.forward(TokenBatch(tokens: ids, labels: ids, lengths: [ids.count], batch: 1, seq: ids.count), wantLogits: true).logits!
+        return try tr.forward(TokenBatch(tokens: ids, labels: ids, lengths: [ids.count], batch: 1, seq: ids.count), wantLogits: true).logits!
     }
 
     let ids: [Int32] = [5, 17, 300, 42, 1000, 7, 99, 1500, 3, 64, 128, 900]

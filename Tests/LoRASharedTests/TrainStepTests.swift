@@ -21,9 +21,9 @@ final class TrainStepTests: XCTestCase {
     func testLossEqualsForward() throws {
         for name in ["llama-gqa-tied", "qwen2-bias", "llama-nf4", "llama3-rope"] {
             let (tr, _, batch) = try load(name)
-            let f = tr.forward(batch)
+            let f = try tr.forward(batch)
             let g = LoRAGradients(for: tr.lora)
-            let s = tr.trainStep(batch, lossScale: 1 / Float(f.tokens), grads: g)
+            let s = try tr.trainStep(batch, lossScale: 1 / Float(f.tokens), grads: g)
             XCTAssertEqual(s.tokens, f.tokens)
             XCTAssertEqual(s.nllSum, f.nllSum, accuracy: 1e-5 * f.nllSum, name)
         }
@@ -31,23 +31,23 @@ final class TrainStepTests: XCTestCase {
 
     /// Compares `g` with central differences of `meanLoss` on a seeded sample of A and B entries; returns
     /// (checked, worst relative error). The bound reflects Float loss noise at h = 1e-2.
-    func checkFiniteDifferences(_ tr: Transformer, _ g: LoRAGradients, seed: UInt64, meanLoss: () -> Double) -> (Int, Double) {
+    func checkFiniteDifferences(_ tr: Transformer, _ g: LoRAGradients, seed: UInt64, meanLoss: () throws -> Double) throws -> (Int, Double) {
         var rng = Xoshiro256(seed: seed)
         var checked = 0, worst = 0.0
         for module in tr.lora.keys.sorted() where rng.next() % 3 == 0 {
             for which in ["a", "b"] {
                 let n = which == "a" ? tr.lora[module]!.a.count : tr.lora[module]!.b.count
                 let i = Int(rng.next() % UInt64(n))
-                func loss(_ delta: Float) -> Double {
+                func loss(_ delta: Float) throws -> Double {
                     var l = tr.lora[module]!
                     if which == "a" { l.a[i] += delta } else { l.b[i] += delta }
                     let saved = tr.lora[module]!
                     tr.setLoRA(module, l)
                     defer { tr.setLoRA(module, saved) }
-                    return meanLoss()
+                    return try meanLoss()
                 }
                 let h: Float = 1e-2
-                let numeric = (loss(h) - loss(-h)) / Double(2 * h)
+                let numeric = (try loss(h) - loss(-h)) / Double(2 * h)
                 let analytic = Double(which == "a" ? g.a[module]![i] : g.b[module]![i])
                 let err = abs(numeric - analytic) / max(1e-3, abs(numeric))
                 worst = max(worst, err)
@@ -61,11 +61,11 @@ final class TrainStepTests: XCTestCase {
 
     func testGradientsMatchFiniteDifferences() throws {
         let (tr, _, batch) = try load("llama-gqa-tied")
-        let count = tr.forward(batch).tokens
+        let count = try tr.forward(batch).tokens
         let g = LoRAGradients(for: tr.lora)
-        _ = tr.trainStep(batch, lossScale: 1 / Float(count), grads: g)
-        let (checked, worst) = checkFiniteDifferences(tr, g, seed: 5) {
-            let o = tr.forward(batch)
+        _ = try tr.trainStep(batch, lossScale: 1 / Float(count), grads: g)
+        let (checked, worst) = try checkFiniteDifferences(tr, g, seed: 5) {
+            let o = try tr.forward(batch)
             return o.nllSum / Double(o.tokens)
         }
         print("whole-model finite differences: \(checked) parameters, worst relative error \(worst)")
@@ -76,13 +76,13 @@ final class TrainStepTests: XCTestCase {
     func testGradientsMatchFiniteDifferencesWithDropout() throws {
         let (tr, _, batch) = try load("llama-gqa-tied")
         let drop = LoRADropout(rate: 0.3, seed: 11, step: 4, microBatch: 1)
-        let count = tr.forward(batch).tokens
+        let count = try tr.forward(batch).tokens
         let g = LoRAGradients(for: tr.lora)
-        let base = tr.trainStep(batch, lossScale: 1 / Float(count), grads: g, dropout: drop)
-        XCTAssertNotEqual(base.nllSum, tr.forward(batch).nllSum, "dropout changes the loss")
+        let base = try tr.trainStep(batch, lossScale: 1 / Float(count), grads: g, dropout: drop)
+        XCTAssertNotEqual(base.nllSum, try tr.forward(batch).nllSum, "dropout changes the loss")
         let scratch = LoRAGradients(for: tr.lora)
-        let (checked, worst) = checkFiniteDifferences(tr, g, seed: 6) {
-            tr.trainStep(batch, lossScale: 1, grads: scratch, dropout: drop).nllSum / Double(count)
+        let (checked, worst) = try checkFiniteDifferences(tr, g, seed: 6) {
+            try tr.trainStep(batch, lossScale: 1, grads: scratch, dropout: drop).nllSum / Double(count)
         }
         print("whole-model finite differences with dropout 0.3: \(checked) parameters, worst relative error \(worst)")
     }
@@ -131,14 +131,14 @@ final class TrainStepTests: XCTestCase {
     func testGradientsAddAcrossMicroBatches() throws {
         let (tr, _, batch) = try load("llama-gqa-tied")
         let whole = LoRAGradients(for: tr.lora)
-        _ = tr.trainStep(batch, lossScale: 1, grads: whole)
+        _ = try tr.trainStep(batch, lossScale: 1, grads: whole)
         // The two rows separately, summed NLL (scale 1): identical gradients up to summation order.
         let parts = LoRAGradients(for: tr.lora)
         let T = batch.seq
         for b in 0..<batch.batch {
             let row = TokenBatch(tokens: Array(batch.tokens[(b * T)..<((b + 1) * T)]), labels: Array(batch.labels[(b * T)..<((b + 1) * T)]),
                                  lengths: [batch.lengths[b]], batch: 1, seq: T)
-            _ = tr.trainStep(row, lossScale: 1, grads: parts)
+            _ = try tr.trainStep(row, lossScale: 1, grads: parts)
         }
         for k in whole.a.keys {
             XCTAssertLessThan(maxAbsDiff(whole.a[k]!, parts.a[k]!), 1e-4, k)

@@ -96,8 +96,8 @@ final class TrainTests: XCTestCase {
         let sepA = Batching.tokenBatch([Batching.sequence(a, seqLen: 16)], packed: false)
         let sepB = Batching.tokenBatch([Batching.sequence(b, seqLen: 16)], packed: false)
         let gp = LoRAGradients(for: tr.lora), gs = LoRAGradients(for: tr.lora)
-        let rp = tr.trainStep(packed, lossScale: 1, grads: gp)
-        let ra = tr.trainStep(sepA, lossScale: 1, grads: gs), rb = tr.trainStep(sepB, lossScale: 1, grads: gs)
+        let rp = try tr.trainStep(packed, lossScale: 1, grads: gp)
+        let ra = try tr.trainStep(sepA, lossScale: 1, grads: gs), rb = try tr.trainStep(sepB, lossScale: 1, grads: gs)
         XCTAssertEqual(rp.tokens, ra.tokens + rb.tokens)
         XCTAssertEqual(rp.nllSum, ra.nllSum + rb.nllSum, accuracy: 1e-4)
         for k in gp.a.keys {

@@ -2,19 +2,28 @@
 // generate(): greedy, or temperature → top-k → top-p → multinomial (the order of its logits warpers).
 import Foundation
 
-/// Keys and values of every layer for positions [0, count), rotary embedding already applied to the keys.
+/// Keys and values of every layer for positions [0, count), rotary embedding already applied to the keys, and
+/// the decoding scratch that lives as long as the cache (scores, positions, logits), so a decoded token
+/// allocates nothing.
 public final class KVCache {
     public let capacity: Int
     public internal(set) var count = 0
     var k: [[Float]]   // per layer [capacity, kvDim]
     var v: [[Float]]
     let kvDim: Int
+    /// One (new rows × cached positions) score matrix per worker.
+    var scores: [Float] = []
+    var positions: [Int32] = []
+    /// The logits of the last decoded position ([vocab]).
+    public internal(set) var logits: [Float]
 
     public init(config c: ModelConfig, capacity: Int) {
         self.capacity = capacity
         kvDim = c.numKVHeads * c.headDim
         k = Array(repeating: [Float](repeating: 0, count: capacity * kvDim), count: c.numLayers)
         v = k
+        logits = [Float](repeating: 0, count: c.vocabSize)
+        scores = [Float](repeating: 0, count: Parallel.workers(for: c.numHeads) * capacity)
     }
 
     public func reset() { count = 0 }
@@ -33,80 +42,75 @@ public enum GenerationError: Error, CustomStringConvertible, ToolError {
 
 extension Transformer {
     /// Runs `tokens` at positions cache.count ..< cache.count + n, appends their keys and values to the cache,
-    /// and returns the logits of the last token ([vocab]).
+    /// and returns the logits of the last token ([vocab], also in cache.logits).
+    @discardableResult
     public func decode(_ tokens: [Int32], cache: KVCache) throws -> [Float] {
+        try decodeStep(tokens, cache: cache)
+        return cache.logits
+    }
+
+    /// `decode` without returning a copy: the logits are left in cache.logits. After the first call with a given
+    /// token count, nothing is allocated.
+    public func decodeStep(_ tokens: [Int32], cache: KVCache) throws {
         let c = config
         let n = tokens.count
-        precondition(n > 0)
+        guard n > 0 else { return }
         let p0 = cache.count
         guard p0 + n <= cache.capacity else { throw GenerationError.contextFull(tokens: p0 + n, capacity: cache.capacity) }
-        let maxR = lora.values.map(\.r).max() ?? 1
-        if workspace == nil || workspace!.rows != n || workspace!.t.count < n * maxR {
-            workspace = Workspace(config: c, rows: n, seq: 1, maxLoRARank: maxR, headChunk: 1)
-        }
-        let ws = workspace!
+        let ws = inferenceWorkspace(rows: n, seq: 1, headChunk: 1)
         if p0 + n > rope.positions { rope = RopeTables(config: c, positions: max(p0 + n, min(2 * rope.positions, cache.capacity))) }
         let d = c.hiddenSize, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd
-        let eps = Float(c.rmsNormEps)
         let group = c.numHeads / c.numKVHeads
         let scale = 1 / Float(hd).squareRoot()
-        let positions = (0..<n).map { Int32(p0 + $0) }
         let total = p0 + n
-        var scores = [Float](repeating: 0, count: n * total)
+        if cache.positions.count != n { cache.positions = [Int32](repeating: 0, count: n) }
+        for i in 0..<n { cache.positions[i] = Int32(p0 + i) }
+        let workers = Parallel.workers(for: c.numHeads)
+        if cache.scores.count < workers * n * total { cache.scores = [Float](repeating: 0, count: workers * n * max(total, cache.capacity)) }
 
-        embedding.withUnsafeBufferPointer { e in
-            ws.x.withUnsafeMutableBufferPointer { x in
-                for r in 0..<n {
-                    (x.baseAddress! + r * d).update(from: e.baseAddress! + Int(tokens[r]) * d, count: d)
-                }
-            }
-        }
-        for (li, L) in layers.enumerated() {
-            runLayer(L, ws, rows: n, positions: positions) { qkv, att in
+        try embed(tokens, into: ws.x)
+        let io = LayerBuffers(x: ws.x, xm: ws.x, out: ws.x, n: ws.n, qkv: ws.qkv, att: ws.att, gu: ws.gu, h: ws.h,
+                              rstd1: nil, rstd2: nil)
+        for li in layers.indices {
+            layerForward(li, io, rows: n, positions: cache.positions, scratch: ws.scratch, drop: nil) { qkv, att in
                 cache.k[li].withUnsafeMutableBufferPointer { kb in
                 cache.v[li].withUnsafeMutableBufferPointer { vb in
-                scores.withUnsafeMutableBufferPointer { sb in
-                    let kc = kb.baseAddress!, vc = vb.baseAddress!, s = sb.baseAddress!
+                cache.scores.withUnsafeMutableBufferPointer { sb in
+                    let kc = kb.baseAddress!, vc = vb.baseAddress!, sp = sb.baseAddress!
                     for r in 0..<n {
                         (kc + (p0 + r) * kvd).update(from: qkv + r * ldqkv + qd, count: kvd)
                         (vc + (p0 + r) * kvd).update(from: qkv + r * ldqkv + qd + kvd, count: kvd)
                     }
-                    // The n new rows over all `total` cached positions (row i sees keys ≤ p0 + i).
-                    for hh in 0..<c.numHeads {
-                        let kvh = hh / group
-                        gemm(.none, .transpose, m: n, n: total, k: hd, alpha: scale, a: qkv + hh * hd, lda: ldqkv,
-                             b: kc + kvh * hd, ldb: kvd, c: s, ldc: total)
-                        for i in 0..<n { Kernels.softmaxRow(s + i * total, count: total, valid: p0 + i + 1) }
-                        gemm(.none, .none, m: n, n: hd, k: total, a: s, lda: total, b: vc + kvh * hd, ldb: kvd,
-                             c: att + hh * hd, ldc: qd)
+                    // The n new rows over all `total` cached positions (row i sees keys ≤ p0 + i), one head per
+                    // job, each on its own core with its own scores.
+                    withSingleThreadedBLAS {
+                        Parallel.forJobs(c.numHeads) { hh, worker in
+                            let s = sp + worker * n * total
+                            let kvh = hh / group
+                            gemm(.none, .transpose, m: n, n: total, k: hd, alpha: scale, a: qkv + hh * hd, lda: ldqkv,
+                                 b: kc + kvh * hd, ldb: kvd, c: s, ldc: total)
+                            for i in 0..<n { Kernels.softmaxRow(s + i * total, count: total, valid: p0 + i + 1) }
+                            gemm(.none, .none, m: n, n: hd, k: total, a: s, lda: total, b: vc + kvh * hd, ldb: kvd,
+                                 c: att + hh * hd, ldc: qd)
+                        }
                     }
                 }}}
             }
         }
         cache.count = total
         // Final norm and the head for the last row only.
-        var last = [Float](repeating: 0, count: d)
-        var logits = [Float](repeating: 0, count: c.vocabSize)
-        ws.x.withUnsafeBufferPointer { x in
-            finalNorm.withUnsafeBufferPointer { w in
-                last.withUnsafeMutableBufferPointer { Kernels.rmsNorm($0.baseAddress!, x.baseAddress! + (n - 1) * d, w.baseAddress!, rows: 1, dim: d, eps: eps) }
-            }
+        finalNorm.withUnsafeBufferPointer { w in
+            Kernels.rmsNorm(ws.n, ws.x + (n - 1) * d, w.baseAddress!, rows: 1, dim: d, eps: Float(c.rmsNormEps))
         }
-        (headWeight ?? embedding).withUnsafeBufferPointer { hw in
-            last.withUnsafeBufferPointer { l in
-                logits.withUnsafeMutableBufferPointer { out in
-                    let hp = hw.baseAddress!, lp = l.baseAddress!, op = out.baseAddress!
-                    Profiler.shared.measure("head", flops: 2.0 * Double(c.vocabSize * d)) {
-                        Parallel.forRanges(c.vocabSize, grain: 1024) { r in
-                            for t in r { op[t] = Kernels.dot(hp + t * d, lp, count: d) }
-                        }
-                    }
-                }
-            }
+        cache.logits.withUnsafeMutableBufferPointer { lb in
+            let lp = lb.baseAddress!, vocab = c.vocabSize
+            _ = headPass(normed: ws.n, rows: Transformer.lastRow, targets: [], out: ws.head, gathered: ws.gathered, chunk: 1,
+                         mode: .logits) { _, _, out in lp.update(from: out, count: vocab) }
         }
-        return logits
     }
+
+    static let lastRow = [0]
 }
 
 public struct SamplingOptions: Sendable {

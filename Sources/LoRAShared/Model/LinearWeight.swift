@@ -43,13 +43,22 @@ public struct LinearWeight: @unchecked Sendable {
         }
     }
 
-    /// Writes the weight as fp32 [out, in] row-major into `dst` (rows split across cores).
-    public func expand(into dst: UnsafeMutablePointer<Float>) {
+    /// Whether the stored values are bf16 already (no rounding needed for bf16 compute).
+    public var isStoredBF16: Bool {
+        if case .dense(let t) = storage { return t.dtype == .BF16 }
+        return false
+    }
+
+    /// Writes the weight as fp32 [out, in] row-major into `dst` (rows split across cores); with `roundToBF16`,
+    /// each value rounded to bf16 (round to nearest even) as the bf16 compute dtype takes it.
+    public func expand(into dst: UnsafeMutablePointer<Float>, roundToBF16: Bool = false) {
+        let round = roundToBF16 && !isStoredBF16
         switch storage {
         case .dense(let t):
             let n = numel
             Parallel.forRanges(n, grain: 1 << 16) { r in
                 convertToFloat(t.dtype, t.data.baseAddress! + r.lowerBound * t.dtype.size, dst + r.lowerBound, count: r.count)
+                if round { Kernels.roundToBF16InPlace(dst + r.lowerBound, count: r.count) }
             }
         case .fourBit(let q):
             let bs = q.state.blocksize
@@ -72,6 +81,7 @@ public struct LinearWeight: @unchecked Sendable {
                                 j += 2
                             }
                             if j < end { dst[j] = code[Int(packed[j >> 1] >> 4)] * s }
+                            if round { Kernels.roundToBF16InPlace(dst + start, count: end - start) }
                         }
                     }
                 }
@@ -131,11 +141,13 @@ extension LinearWeight {
         }
     }
 
-    /// y[i, :] (+)= x[i, :]·Wᵀ for a few rows i < rows (≤ directRows), converting one weight row at a time;
-    /// output rows are split across cores.
-    func multiplyDirect(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool) {
+    /// y[i, :] (+)= x[i, :]·Wᵀ for a few rows i < rows (≤ directRows), converting one weight row at a time
+    /// (rounded to bf16 with `bf16`); output rows are split across cores.
+    func multiplyDirect(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool,
+                        bf16: Bool = false) {
         let inF = inFeatures
-        if case .dense(let t) = storage, t.dtype == .BF16 || t.dtype == .F32 {
+        let round = bf16 && !isStoredBF16
+        if case .dense(let t) = storage, t.dtype == .BF16 || (t.dtype == .F32 && !round) {
             // Straight from the mapped weights: no row copy.
             let base = t.data.baseAddress!
             let bf16 = t.dtype == .BF16
@@ -159,6 +171,7 @@ extension LinearWeight {
             defer { buf.deallocate() }
             for o in r {
                 expandRow(o, into: buf, pairs: pp)
+                if round { Kernels.roundToBF16InPlace(buf, count: inF) }
                 for i in 0..<rows {
                     let d = Kernels.dot(buf, x + i * ldx, count: inF)
                     if accumulate { y[i * ldy + o] += d } else { y[i * ldy + o] = d }

@@ -15,11 +15,15 @@ public struct LinearModule: Sendable, Equatable {
 public enum ModelError: Error, CustomStringConvertible {
     case missingWeight(dir: String, tensor: String)
     case shapeMismatch(dir: String, tensor: String, found: [Int], expected: [Int])
+    /// A token id the embedding has no row for (row and position within the batch).
+    case tokenOutOfRange(id: Int, row: Int, position: Int, vocab: Int)
 
     public var description: String {
         switch self {
         case .missingWeight(let d, let t): return "\(d): weight '\(t)' is missing; the checkpoint does not match its config.json"
         case .shapeMismatch(let d, let t, let f, let e): return "\(d): weight '\(t)' has shape \(f), config.json implies \(e)"
+        case .tokenOutOfRange(let id, let r, let p, let v):
+            return "token id \(id) (sequence \(r), position \(p)) is outside the model's vocabulary of \(v) ids: the tokenizer does not belong to this model; use the model dir's own tokenizer.json"
         }
     }
 }

@@ -64,6 +64,12 @@ public final class Transformer: @unchecked Sendable {
     let finalNorm: [Float]
     public private(set) var lora: [String: LoRALayer] = [:]
     var rope: RopeTables
+    /// The arithmetic of the frozen-weight GEMMs and the head (LoRALinear.swift); f32 unless set.
+    public var computeDType: ComputeDType = .f32
+    /// Whether the head's stored weight is bf16 (so bf16 compute takes the fp32 copy as it is), and its
+    /// bf16-rounded copy otherwise, made on first use.
+    let headStoredBF16: Bool
+    var headRounded: [Float]?
 
     struct Layer {
         let prefix: String
@@ -91,7 +97,9 @@ public final class Transformer: @unchecked Sendable {
             return t.floats()
         }
         embedding = try matrix("model.embed_tokens.weight", c.vocabSize, c.hiddenSize)
-        if s.contains("lm_head.weight") && !c.tieWordEmbeddings {
+        let untied = s.contains("lm_head.weight") && !c.tieWordEmbeddings
+        headStoredBF16 = try s.tensor(untied ? "lm_head.weight" : "model.embed_tokens.weight").dtype == .BF16
+        if untied {
             headWeight = try matrix("lm_head.weight", c.vocabSize, c.hiddenSize)
         } else if !c.tieWordEmbeddings {
             throw ModelError.missingWeight(dir: model.path, tensor: "lm_head.weight")
@@ -147,28 +155,24 @@ public final class Transformer: @unchecked Sendable {
         public var finalHidden: [Float]?
     }
 
-    /// Buffers sized once per (rows, seq); no allocation inside the layer loop.
+    /// Buffers of the inference passes (forward over a batch, decoding), sized once per (rows, seq); no
+    /// allocation inside the layer loop.
     final class Workspace {
-        let rows: Int
-        var x, n, qkv, att, gu, h: [Float]
-        var w: [Float]
-        var t: [Float]
-        var scores: [Float]
-        var head: [Float]
+        let rows: Int, seq: Int, tCap: Int
+        let pool = BufferPool()
+        let x, n, qkv, att, gu, h, scores, head, gathered: UnsafeMutablePointer<Float>
+        let scratch: ProjectionScratch
         init(config c: ModelConfig, rows: Int, seq: Int, maxLoRARank: Int, headChunk: Int) {
             self.rows = rows
+            self.seq = seq
             let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
-            x = .init(repeating: 0, count: rows * d)
-            n = .init(repeating: 0, count: rows * d)
-            qkv = .init(repeating: 0, count: rows * (qd + 2 * kvd))
-            att = .init(repeating: 0, count: rows * max(qd, d))
-            gu = .init(repeating: 0, count: rows * 2 * i)
-            h = .init(repeating: 0, count: rows * max(i, d))
-            let maxW = max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d)
-            w = .init(repeating: 0, count: maxW)
-            t = .init(repeating: 0, count: rows * max(1, maxLoRARank))
-            scores = .init(repeating: 0, count: Transformer.attentionScratch(seq: seq))
-            head = .init(repeating: 0, count: headChunk * c.vocabSize)
+            x = pool.make(rows * d); n = pool.make(rows * d)
+            qkv = pool.make(rows * (qd + 2 * kvd)); att = pool.make(rows * qd)
+            gu = pool.make(rows * 2 * i); h = pool.make(rows * i)
+            scores = pool.make(Transformer.attentionScratch(seq: seq))
+            head = pool.make(headChunk * c.vocabSize); gathered = pool.make(headChunk * d)
+            tCap = rows * max(1, maxLoRARank)
+            scratch = ProjectionScratch(config: c, rows: rows, maxR: maxLoRARank, pool: pool, backward: false, dropout: false)
         }
     }
     var workspace: Workspace?
@@ -176,179 +180,49 @@ public final class Transformer: @unchecked Sendable {
 
     public static let headChunkRows = 128
 
-    public func forward(_ batch: TokenBatch, wantLogits: Bool = false, wantHidden: Bool = false) -> Output {
+    func inferenceWorkspace(rows: Int, seq: Int, headChunk: Int) -> Workspace {
+        let maxR = lora.values.map(\.r).max() ?? 1
+        if let ws = workspace, ws.rows == rows, ws.seq == seq, ws.tCap >= rows * maxR { return ws }
+        workspace = nil  // free the old buffers before allocating the new ones
+        let ws = Workspace(config: config, rows: rows, seq: seq, maxLoRARank: maxR, headChunk: headChunk)
+        workspace = ws
+        return ws
+    }
+
+    /// Loss (and optionally logits and final hidden states) of a batch. Throws when a token id is outside
+    /// the vocabulary.
+    public func forward(_ batch: TokenBatch, wantLogits: Bool = false, wantHidden: Bool = false) throws -> Output {
         let c = config
         let rows = batch.batch * batch.seq
-        let maxR = lora.values.map(\.r).max() ?? 1
-        if workspace == nil || workspace!.rows != rows || workspace!.scores.count != Transformer.attentionScratch(seq: batch.seq)
-            || workspace!.t.count < rows * maxR {
-            workspace = Workspace(config: c, rows: rows, seq: batch.seq, maxLoRARank: maxR, headChunk: min(rows, Transformer.headChunkRows))
-        }
+        let ws = inferenceWorkspace(rows: rows, seq: batch.seq, headChunk: min(rows, Transformer.headChunkRows))
         if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
-        let ws = workspace!
         let d = c.hiddenSize
         let positions = batch.positions
 
-        // Embeddings.
-        embedding.withUnsafeBufferPointer { e in
-            ws.x.withUnsafeMutableBufferPointer { x in
-                for r in 0..<rows {
-                    let tok = Int(batch.tokens[r])
-                    precondition(tok >= 0 && tok < c.vocabSize, "token id \(tok) out of range")
-                    (x.baseAddress! + r * d).update(from: e.baseAddress! + tok * d, count: d)
-                }
-            }
-        }
-        let hd = c.headDim, qd = c.numHeads * hd, kvd = c.numKVHeads * hd
-        let group = c.numHeads / c.numKVHeads, scale = 1 / Float(hd).squareRoot()
-        for layer in layers {
-            runLayer(layer, ws, rows: rows, positions: positions) { qkv, att in
-                ws.scores.withUnsafeMutableBufferPointer {
-                    attention(qkv: qkv, ld: qd + 2 * kvd, out: att, batch: batch, T: batch.seq, hd: hd, qd: qd, kvd: kvd,
-                              group: group, scale: scale, scores: $0.baseAddress!)
-                }
+        try embed(batch.tokens, into: ws.x)
+        let io = LayerBuffers(x: ws.x, xm: ws.x, out: ws.x, n: ws.n, qkv: ws.qkv, att: ws.att, gu: ws.gu, h: ws.h,
+                              rstd1: nil, rstd2: nil)
+        for l in layers.indices {
+            layerForward(l, io, rows: rows, positions: positions, scratch: ws.scratch, drop: nil) { qkv, att in
+                attention(qkv: qkv, out: att, batch: batch, scores: ws.scores)
             }
         }
 
-        // Final norm, then the head and cross-entropy in row chunks.
-        ws.x.withUnsafeBufferPointer { x in
-            ws.n.withUnsafeMutableBufferPointer { n in
-                finalNorm.withUnsafeBufferPointer { w in
-                    Kernels.rmsNorm(n.baseAddress!, x.baseAddress!, w.baseAddress!, rows: rows, dim: d, eps: Float(c.rmsNormEps))
-                }
-            }
+        // Final norm, then the head and cross-entropy over the scored rows (all rows when logits are wanted).
+        finalNorm.withUnsafeBufferPointer { w in
+            Kernels.rmsNorm(ws.n, ws.x, w.baseAddress!, rows: rows, dim: d, eps: Float(c.rmsNormEps))
         }
         let targets = batch.shiftedTargets
-        var nll = 0.0, count = 0
         var logits: [Float]? = wantLogits ? [Float](repeating: 0, count: rows * c.vocabSize) : nil
-        // Only scored rows go through the head (all rows when logits are wanted).
         let scored: [Int] = wantLogits ? Array(0..<rows) : (0..<rows).filter { targets[$0] >= 0 }
-        let headW = headWeight ?? embedding
-        let chunk = min(rows, Transformer.headChunkRows)
-        var gathered = [Float](repeating: 0, count: chunk * d)
-        var chunkTargets = [Int32](repeating: -100, count: chunk)
-        headW.withUnsafeBufferPointer { hw in
-            ws.n.withUnsafeBufferPointer { n in
-                ws.head.withUnsafeMutableBufferPointer { out in
-                    gathered.withUnsafeMutableBufferPointer { g in
-                        var i0 = 0
-                        while i0 < scored.count {
-                            let m = min(chunk, scored.count - i0)
-                            for k in 0..<m {
-                                let r = scored[i0 + k]
-                                (g.baseAddress! + k * d).update(from: n.baseAddress! + r * d, count: d)
-                                chunkTargets[k] = targets[r]
-                            }
-                            Profiler.shared.measure("gemm head", flops: 2.0 * Double(m * c.vocabSize * d)) {
-                                gemm(.none, .transpose, m: m, n: c.vocabSize, k: d, a: g.baseAddress!, lda: d,
-                                     b: hw.baseAddress!, ldb: d, c: out.baseAddress!, ldc: c.vocabSize)
-                            }
-                            if logits != nil {
-                                logits!.withUnsafeMutableBufferPointer { l in
-                                    (l.baseAddress! + scored[i0] * c.vocabSize).update(from: out.baseAddress!, count: m * c.vocabSize)
-                                }
-                            }
-                            let (s, k) = Profiler.shared.measure("cross-entropy") {
-                                chunkTargets.withUnsafeBufferPointer { tg in
-                                    Kernels.crossEntropy(out.baseAddress!, rows: m, vocab: c.vocabSize, targets: tg.baseAddress!)
-                                }
-                            }
-                            nll += s
-                            count += k
-                            i0 += m
-                        }
-                    }
-                }
+        let (nll, count) = headPass(normed: ws.n, rows: scored, targets: targets, out: ws.head, gathered: ws.gathered,
+                                    chunk: min(rows, Transformer.headChunkRows), mode: .loss) { i0, m, out in
+            logits?.withUnsafeMutableBufferPointer { l in
+                (l.baseAddress! + i0 * c.vocabSize).update(from: out, count: m * c.vocabSize)
             }
         }
-        return Output(nllSum: nll, tokens: count, logits: logits, finalHidden: wantHidden ? ws.n : nil)
-    }
-
-    /// y (row stride ldy) = x·Wᵀ (+ bias) (+ LoRA) for Linears sharing the input, stacked along the output
-    /// (q/k/v, gate/up): their weights are expanded one after another and multiplied in one GEMM.
-    func project(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int,
-                 y: UnsafeMutablePointer<Float>, ldy: Int, ws: Workspace, accumulate: Bool = false) {
-        let prof = Profiler.shared
-        let inF = lins[0].inFeatures
-        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
-        if rows <= LinearWeight.directRows {
-            prof.measure("gemv linear", flops: 2.0 * Double(rows * outTotal * inF)) {
-                var col = 0
-                for lin in lins {
-                    lin.multiplyDirect(x: x, ldx: ldx, rows: rows, y: y + col, ldy: ldy, accumulate: accumulate)
-                    col += lin.outFeatures
-                }
-            }
-        } else {
-        ws.w.withUnsafeMutableBufferPointer { w in
-            prof.measure("expand weights") {
-                var off = 0
-                for lin in lins { lin.expand(into: w.baseAddress! + off * inF); off += lin.outFeatures }
-            }
-            prof.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
-                gemm(.none, .transpose, m: rows, n: outTotal, k: inF, a: x, lda: ldx,
-                     b: w.baseAddress!, ldb: inF, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
-            }
-        }
-        }
-        var col = 0
-        for lin in lins {
-            let yc = y + col
-            col += lin.outFeatures
-            if let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(yc, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
-            guard let l = lora[lin.name] else { continue }
-            prof.measure("lora") {
-                ws.t.withUnsafeMutableBufferPointer { t in
-                    l.a.withUnsafeBufferPointer { a in
-                        gemm(.none, .transpose, m: rows, n: l.r, k: inF, a: x, lda: ldx, b: a.baseAddress!, ldb: inF, c: t.baseAddress!, ldc: l.r)
-                    }
-                    l.b.withUnsafeBufferPointer { b in
-                        gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: t.baseAddress!, lda: l.r,
-                             b: b.baseAddress!, ldb: l.r, beta: 1, c: yc, ldc: ldy)
-                    }
-                }
-            }
-        }
-    }
-
-    /// One decoder layer over `rows` rows of ws.x, in place. `attend(qkv, att)` turns the projected, rotated
-    /// q|k|v rows (stride qd + 2·kvd) into attention outputs (stride qd): over the batch itself (`forward`) or
-    /// over a key/value cache (`decode`).
-    func runLayer(_ L: Layer, _ ws: Workspace, rows: Int, positions: [Int32],
-                  attend: (_ qkv: UnsafeMutablePointer<Float>, _ att: UnsafeMutablePointer<Float>) -> Void) {
-        let c = config
-        let d = c.hiddenSize, hd = c.headDim
-        let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd
-        let inter = c.intermediateSize
-        let eps = Float(c.rmsNormEps)
-
-        ws.x.withUnsafeMutableBufferPointer { xb in
-        ws.n.withUnsafeMutableBufferPointer { nb in
-        ws.qkv.withUnsafeMutableBufferPointer { qkvb in
-        ws.att.withUnsafeMutableBufferPointer { attb in
-        ws.gu.withUnsafeMutableBufferPointer { gub in
-        ws.h.withUnsafeMutableBufferPointer { hb in
-            let x = xb.baseAddress!, n = nb.baseAddress!, qkv = qkvb.baseAddress!, att = attb.baseAddress!
-            let gu = gub.baseAddress!, h = hb.baseAddress!
-            // Attention block.
-            L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
-            project([L.q, L.k, L.v], x: n, ldx: d, rows: rows, y: qkv, ldy: ldqkv, ws: ws)
-            positions.withUnsafeBufferPointer { pos in
-                rope.cos.withUnsafeBufferPointer { cs in
-                    rope.sin.withUnsafeBufferPointer { sn in
-                        Kernels.rope(qkv, ld: ldqkv, rows: rows, heads: c.numHeads, headDim: hd, positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!)
-                        Kernels.rope(qkv + qd, ld: ldqkv, rows: rows, heads: c.numKVHeads, headDim: hd, positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!)
-                    }
-                }
-            }
-            Profiler.shared.measure("attention") { attend(qkv, att) }
-            project([L.o], x: att, ldx: qd, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
-            // MLP block.
-            L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps) }
-            project([L.gate, L.up], x: n, ldx: d, rows: rows, y: gu, ldy: 2 * inter, ws: ws)
-            Profiler.shared.measure("silu") { Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter) }
-            project([L.down], x: h, ldx: inter, rows: rows, y: x, ldy: d, ws: ws, accumulate: true)  // residual
-        }}}}}}
+        let hidden = wantHidden ? Array(UnsafeBufferPointer(start: ws.n, count: rows * d)) : nil
+        return Output(nllSum: nll, tokens: count, logits: logits, finalHidden: hidden)
     }
 
     /// Causal attention per (sequence, head): S = Q·Kᵀ/√d over keys j ≤ i and j < length, softmax, O = S·V.
@@ -360,9 +234,12 @@ public final class Transformer: @unchecked Sendable {
     /// Floats of score scratch the attention passes need: one (query block × keys) matrix per worker.
     public static func attentionScratch(seq: Int) -> Int { Parallel.cores * min(seq, attentionBlock) * seq }
 
-    func attention(qkv: UnsafeMutablePointer<Float>, ld: Int, out: UnsafeMutablePointer<Float>, batch: TokenBatch,
-                   T: Int, hd: Int, qd: Int, kvd: Int, group: Int, scale: Float, scores s: UnsafeMutablePointer<Float>) {
-        let kvHeads = config.numKVHeads
+    func attention(qkv: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, batch: TokenBatch,
+                   scores s: UnsafeMutablePointer<Float>) {
+        let c = config, T = batch.seq, hd = c.headDim
+        let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
+        let group = c.numHeads / c.numKVHeads, scale = 1 / Float(hd).squareRoot()
+        let kvHeads = c.numKVHeads
         let blk = Transformer.attentionBlock, slot = min(T, blk) * T
         withSingleThreadedBLAS {
             Parallel.forJobs(batch.batch * kvHeads) { job, worker in

@@ -23,6 +23,45 @@ public enum Kernels {
         return s
     }
 
+    /// Each lane rounded to the nearest bf16 value (ties to even), as fp32; NaN stays a quiet NaN with its sign
+    /// and top payload bits, as torch's `.to(bfloat16)` (and `floatToBF16`).
+    @inline(__always)
+    public static func roundBF16(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        let u = unsafeBitCast(v, to: SIMD8<UInt32>.self)
+        let mask = SIMD8<UInt32>(repeating: 0xFFFF_0000)
+        let r = (u &+ ((u &>> 16) & 1) &+ 0x7FFF) & mask
+        let q = (u | 0x0040_0000) & mask
+        let nan = (u & 0x7FFF_FFFF) .> SIMD8(repeating: 0x7F80_0000)
+        return unsafeBitCast(r.replacing(with: q, where: nan), to: SIMD8<Float>.self)
+    }
+
+    /// p[0..<n] rounded to bf16 in place.
+    @inline(__always)
+    public static func roundToBF16InPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
+        var i = 0
+        while i + 8 <= n {
+            UnsafeMutableRawPointer(p + i).storeBytes(of: roundBF16(load8(p + i)), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n { p[i] = bf16ToFloat(floatToBF16(p[i])); i += 1 }
+    }
+
+    /// dst (row stride ldd) = bf16(src) for rows × cols of src (row stride ld); rows split across cores.
+    public static func roundToBF16(_ src: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int,
+                                   into dst: UnsafeMutablePointer<Float>, ldd: Int) {
+        Parallel.forRanges(rows, grain: max(1, 16384 / max(1, cols))) { r in
+            for i in r {
+                let s = src + i * ld, d = dst + i * ldd
+                var j = 0
+                while j + 8 <= cols {
+                    UnsafeMutableRawPointer(d + j).storeBytes(of: roundBF16(load8(s + j)), as: SIMD8<Float>.self)
+                    j += 8
+                }
+                while j < cols { d[j] = bf16ToFloat(floatToBF16(s[j])); j += 1 }
+            }
+        }
+    }
+
     /// Σ a[i]·b[i] in fp32 with 16 lanes.
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count n: Int) -> Float {

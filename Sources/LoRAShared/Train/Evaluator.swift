@@ -62,7 +62,7 @@ public enum Evaluator {
 
     /// Batches windows (longest first, so padding is small) and runs the model over them.
     public static func evaluate(_ model: Transformer, windows ws: [Window], options o: EvalOptions,
-                                progress: ((Int, Int) -> Void)? = nil) -> (nll: Double, tokens: Int) {
+                                progress: ((Int, Int) -> Void)? = nil) throws -> (nll: Double, tokens: Int) {
         let order = ws.indices.sorted { ws[$0].ids.count > ws[$1].ids.count }
         let totalTokens = ws.reduce(0) { $0 + $1.ids.count }
         var done = 0, nll = 0.0, count = 0
@@ -75,7 +75,7 @@ public enum Evaluator {
             for (b, w) in group.enumerated() {
                 for k in 0..<w.ids.count { tokens[b * T + k] = w.ids[k]; labels[b * T + k] = w.labels[k] }
             }
-            let out = model.forward(TokenBatch(tokens: tokens, labels: labels, lengths: group.map(\.ids.count), batch: group.count, seq: T))
+            let out = try model.forward(TokenBatch(tokens: tokens, labels: labels, lengths: group.map(\.ids.count), batch: group.count, seq: T))
             nll += out.nllSum
             count += out.tokens
             done += group.reduce(0) { $0 + $1.ids.count }

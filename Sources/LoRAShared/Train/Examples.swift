@@ -32,6 +32,17 @@ public struct Example: Sendable {
     public var targetCount: Int { targets.reduce(0) { $0 + ($1 ? 1 : 0) } }
 }
 
+extension Example {
+    /// The one check of a tokenized example against a model's vocabulary: an id the embedding has no row for
+    /// names the file and line (the tokenizer does not belong to the model).
+    public func checkVocabulary(_ vocab: Int, path: String) throws {
+        if let bad = ids.first(where: { $0 < 0 || Int($0) >= vocab }) {
+            throw DataError.badRecord(path: path, line: line,
+                reason: "token id \(bad) is outside the model's vocabulary of \(vocab); the tokenizer does not belong to this model")
+        }
+    }
+}
+
 public struct ExampleBuilder {
     public let tokenizer: Tokenizer
     public let template: ChatTemplate?

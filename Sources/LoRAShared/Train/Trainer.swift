@@ -119,9 +119,9 @@ public final class Trainer {
         onCheckpoint(p)
     }
 
-    public func validationLoss() -> Double? {
+    public func validationLoss() throws -> Double? {
         guard !valid.isEmpty else { return nil }
-        let (nll, n) = Evaluator.evaluate(model, windows: valid, options: EvalOptions(seqLen: options.seqLen, batchSize: options.batchSize))
+        let (nll, n) = try Evaluator.evaluate(model, windows: valid, options: EvalOptions(seqLen: options.seqLen, batchSize: options.batchSize))
         return n > 0 ? nll / Double(n) : nil
     }
 
@@ -150,7 +150,7 @@ public final class Trainer {
                     for (mb, tb) in tbs.enumerated() {
                         let dropout = options.dropout > 0
                             ? LoRADropout(rate: Float(options.dropout), seed: options.seed, step: UInt64(state.step), microBatch: UInt64(mb)) : nil
-                        let r = model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout,
+                        let r = try model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout,
                                                checkpointLayers: options.gradCheckpoint)
                         nll += r.nllSum
                         tokens += tb.lengths.reduce(0, +)
@@ -174,7 +174,7 @@ public final class Trainer {
                 onProgress(state.step, total)
                 let isLast = state.step == total
                 var validLoss: Double? = nil
-                if isLast || (options.evalEvery > 0 && state.step % options.evalEvery == 0) { validLoss = validationLoss() }
+                if isLast || (options.evalEvery > 0 && state.step % options.evalEvery == 0) { validLoss = try validationLoss() }
                 if state.step % max(1, options.logEvery) == 0 || isLast || validLoss != nil {
                     let dt = Date().timeIntervalSince(windowStart)
                     onStep(StepReport(step: state.step, totalSteps: total,

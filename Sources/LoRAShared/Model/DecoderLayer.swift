@@ -1,0 +1,139 @@
+// DecoderLayer: the one decoder layer of every pass. `layerForward` serves eval (in place, nothing kept),
+// training (each layer's input, mid-residual, roped q/k/v, attention output and gate/up kept for backward) and
+// decoding (attention over a key/value cache, through the `attend` closure); `layerBackward` is its backward
+// pass. Norm outputs, the SwiGLU product, LoRA intermediates and attention probabilities are recomputed in
+// backward (elementwise or small) instead of stored.
+
+/// Where one layer reads and writes. Eval and decoding run in place (x, xm and out the same buffer); training
+/// keeps xm and out separate and records the norms' rstd.
+struct LayerBuffers {
+    var x, xm, out, n, qkv, att, gu, h: UnsafeMutablePointer<Float>
+    var rstd1, rstd2: UnsafeMutablePointer<Float>?
+}
+
+extension Transformer {
+    /// One decoder layer over `rows` rows: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm),
+    /// xm = x + o(attend(rope(q, k), v)), q|k|v = proj(norm(x)). `attend(qkv, att)` turns the projected, rotated
+    /// q|k|v rows (stride qd + 2·kvd) into attention outputs (stride qd).
+    func layerForward(_ l: Int, _ io: LayerBuffers, rows: Int, positions: [Int32], scratch: ProjectionScratch, drop: LoRADropout?,
+                      attend: (_ qkv: UnsafeMutablePointer<Float>, _ att: UnsafeMutablePointer<Float>) -> Void) {
+        let L = layers[l], c = config
+        let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, ldqkv = qd + 2 * kvd
+        let inter = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd1) }
+        project([L.q, L.k, L.v], x: io.n, ldx: d, rows: rows, y: io.qkv, ldy: ldqkv, scratch: scratch, accumulate: false, drop: drop)
+        applyRope(io.qkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: false)
+        Profiler.shared.measure("attention") { attend(io.qkv, io.att) }
+        if io.xm != io.x { io.xm.update(from: io.x, count: rows * d) }
+        project([L.o], x: io.att, ldx: qd, rows: rows, y: io.xm, ldy: d, scratch: scratch, accumulate: true, drop: drop)  // residual
+        L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd2) }
+        project([L.gate, L.up], x: io.n, ldx: d, rows: rows, y: io.gu, ldy: 2 * inter, scratch: scratch, accumulate: false, drop: drop)
+        Profiler.shared.measure("silu") {
+            Kernels.siluMul(io.h, ldh: inter, io.gu, io.gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        }
+        if io.out != io.xm { io.out.update(from: io.xm, count: rows * d) }
+        project([L.down], x: io.h, ldx: inter, rows: rows, y: io.out, ldy: d, scratch: scratch, accumulate: true, drop: drop)  // residual
+    }
+
+    func applyRope(_ qkv: UnsafeMutablePointer<Float>, ld: Int, rows: Int, qd: Int, positions: [Int32], backward: Bool) {
+        let c = config
+        positions.withUnsafeBufferPointer { pos in
+            rope.cos.withUnsafeBufferPointer { cs in
+                rope.sin.withUnsafeBufferPointer { sn in
+                    Kernels.rope(qkv, ld: ld, rows: rows, heads: c.numHeads, headDim: c.headDim, positions: pos.baseAddress!,
+                                 cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: backward)
+                    Kernels.rope(qkv + qd, ld: ld, rows: rows, heads: c.numKVHeads, headDim: c.headDim, positions: pos.baseAddress!,
+                                 cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: backward)
+                }
+            }
+        }
+    }
+
+    /// ws.dx holds ∂loss/∂(layer output) on entry and ∂loss/∂(layer input) on return.
+    func layerBackward(_ l: Int, _ ws: TrainWorkspace, _ batch: TokenBatch, _ positions: [Int32], _ grads: LoRAGradients, _ drop: LoRADropout?) {
+        let L = layers[l], c = config
+        let rows = batch.batch * batch.seq, T = batch.seq, d = c.hiddenSize, hd = c.headDim
+        let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd, inter = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        let x = ws.xIn[l]
+        let xm = ws.xMid[l]
+        let qkv = ws.qkv[l]
+        let att = ws.att[l]
+        let r1 = ws.rstd1[l]
+        let r2 = ws.rstd2[l]
+        let n = ws.n
+        let gu = ws.gu[l]
+        let h = ws.h
+        let dgu = ws.dgu
+        let dh = ws.dh
+        let dx = ws.dx
+        let dn = ws.dn
+        let dqkv = ws.dqkv
+        let datt = ws.datt
+
+        // MLP block: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm). gate/up is the forward's; n2 and the
+        // SwiGLU product h (elementwise, shared buffers) are recomputed from xm and gate/up.
+        L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r2) }
+        Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        dh.update(repeating: 0, count: rows * inter)
+        projectBackward([L.down], x: h, ldx: inter, dy: dx, ldy: d, dx: dh, lddx: inter, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+        Backward.siluMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        dn.update(repeating: 0, count: rows * d)
+        projectBackward([L.gate, L.up], x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+        // dx (= ∂/∂out) flows unchanged through the residual into ∂/∂xm; add the norm's path.
+        L.postNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, xm, $0.baseAddress!, r2, rows: rows, dim: d) }
+
+        // Attention block: xm = x + o(att), att = attention(rope(q, k), v), q/k/v = proj(n1), n1 = norm(x).
+        datt.update(repeating: 0, count: rows * qd)
+        projectBackward([L.o], x: att, ldx: qd, dy: dx, ldy: d, dx: datt, lddx: qd, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+        dqkv.update(repeating: 0, count: rows * ldqkv)
+        Profiler.shared.measure("attention backward") {
+            attentionBackward(qkv: qkv, datt: datt, dqkv: dqkv, batch: batch, ws: ws)
+        }
+        applyRope(dqkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: true)
+        L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r1) }
+        dn.update(repeating: 0, count: rows * d)
+        projectBackward([L.q, L.k, L.v], x: n, ldx: d, dy: dqkv, ldy: ldqkv, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+        L.inputNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, x, $0.baseAddress!, r1, rows: rows, dim: d) }
+    }
+
+    /// Attention backward per (sequence, head), recomputing the probabilities: dV += Pᵀ·dO, dP = dO·Vᵀ,
+    /// dS = softmax'(dP), dQ = s·dS·K, dK += s·dSᵀ·Q (GQA heads of a group add into the shared K and V).
+    func attentionBackward(qkv: UnsafeMutablePointer<Float>, datt: UnsafeMutablePointer<Float>, dqkv: UnsafeMutablePointer<Float>,
+                           batch: TokenBatch, ws: TrainWorkspace) {
+        let c = config, T = batch.seq, hd = c.headDim
+        let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
+        let group = c.numHeads / c.numKVHeads, scale = 1 / Float(hd).squareRoot()
+        let kvHeads = c.numKVHeads
+        let slot = min(T, Transformer.attentionBlock) * T
+        withSingleThreadedBLAS {
+            // One job per (sequence, KV head): the group's query heads add into the same dK and dV, so one writer.
+            Parallel.forJobs(batch.batch * kvHeads) { job, worker in
+                let b = job / kvHeads, kvh = job % kvHeads
+                let p = ws.p + worker * slot, dp = ws.dp + worker * slot
+                let len = max(1, batch.lengths[b])
+                for h in (kvh * group)..<((kvh + 1) * group) {
+                    let base = b * T * ld
+                    let q = qkv + base + h * hd, k = qkv + base + qd + kvh * hd, v = qkv + base + qd + kvd + kvh * hd
+                    let dq = dqkv + base + h * hd, dk = dqkv + base + qd + kvh * hd, dv = dqkv + base + qd + kvd + kvh * hd
+                    let dO = datt + b * T * qd + h * hd
+                    // Query blocks multiply only the keys they can see (the causal triangle).
+                    var q0 = 0
+                    while q0 < T {
+                        let q1 = min(T, q0 + Transformer.attentionBlock), m = q1 - q0
+                        let keys = min(q1, len)
+                        gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: k, ldb: ld, c: p, ldc: keys)
+                        for i in 0..<m { Kernels.softmaxRow(p + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len)) }
+                        gemm(.none, .transpose, m: m, n: keys, k: hd, a: dO + q0 * qd, lda: qd, b: v, ldb: ld, c: dp, ldc: keys)
+                        gemm(.transpose, .none, m: keys, n: hd, k: m, a: p, lda: keys, b: dO + q0 * qd, ldb: qd, beta: 1, c: dv, ldc: ld)
+                        for i in 0..<m { Backward.softmaxRow(dp + i * keys, p + i * keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len), count: keys) }
+                        gemm(.none, .none, m: m, n: hd, k: keys, alpha: scale, a: dp, lda: keys, b: k, ldb: ld, c: dq + q0 * ld, ldc: ld)
+                        gemm(.transpose, .none, m: keys, n: hd, k: m, alpha: scale, a: dp, lda: keys, b: q + q0 * ld, ldb: ld, beta: 1, c: dk, ldc: ld)
+                        q0 = q1
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+// LoRALinear: the one implementation of a frozen Linear with its optional LoRA, used by every pass (eval,
+// training forward and backward, decoding). The frozen weight stays in its stored form (F32/F16/BF16 mmapped,
+// or bitsandbytes 4-bit) and is expanded right before its GEMM; Linears that share an input (q/k/v, gate/up)
+// are stacked along the output and multiplied in one GEMM. LoRA runs unmerged: y += s·(drop(x)·Aᵀ)·Bᵀ.
+//
+// Compute dtype (`Transformer.computeDType`): in f32 every product is fp32. In bf16 the frozen-weight GEMMs
+// (forward, and the activation gradient dx = dy·W of backward) take bf16 operands — the weight as stored when
+// it is bf16, otherwise rounded to bf16 as torch's `.to(bfloat16)` does (NF4 decodes to bf16 as bitsandbytes'
+// dequantize does with a bf16 compute dtype), and the activation rounded to bf16 — with fp32 accumulation and
+// fp32 results. Products of bf16 values are exact in fp32, so a GEMM of bf16-rounded fp32 operands is the
+// bf16 GEMM up to summation order. LoRA A/B products, bias, dropout and every gradient of A and B stay fp32.
+
+/// The arithmetic of the frozen-weight GEMMs and the head.
+public enum ComputeDType: String, Sendable, CaseIterable, Codable {
+    case f32
+    case bf16
+}
+
+/// Raw fp32 buffers, zeroed, freed together with their owner.
+final class BufferPool {
+    private var owned: [UnsafeMutablePointer<Float>] = []
+
+    func make(_ n: Int) -> UnsafeMutablePointer<Float> {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
+        p.initialize(repeating: 0, count: max(1, n))
+        owned.append(p)
+        return p
+    }
+
+    deinit { for p in owned { p.deallocate() } }
+}
+
+/// Scratch of the projections of one pass shape (rows), allocated once.
+final class ProjectionScratch {
+    /// The stacked weights of the widest projection, expanded to fp32.
+    let w: UnsafeMutablePointer<Float>
+    /// x·Aᵀ (rows × r); dy·B in backward.
+    let t: UnsafeMutablePointer<Float>, dt: UnsafeMutablePointer<Float>?
+    /// Dropped-out LoRA input (rows × in) and u·A before its mask (backward), when dropout is on.
+    let xdrop: UnsafeMutablePointer<Float>?, tmp: UnsafeMutablePointer<Float>?
+    private let rows: Int, widest: Int
+    private let pool: BufferPool
+    private var _op: UnsafeMutablePointer<Float>?
+
+    init(config c: ModelConfig, rows: Int, maxR: Int, pool: BufferPool, backward: Bool, dropout: Bool) {
+        let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
+        self.rows = rows
+        self.pool = pool
+        widest = max(d, qd + 2 * kvd, 2 * i)
+        w = pool.make(max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d))
+        t = pool.make(rows * max(1, maxR))
+        dt = backward ? pool.make(rows * max(1, maxR)) : nil
+        let maxIn = max(d, i, qd)
+        xdrop = dropout ? pool.make(rows * maxIn) : nil
+        tmp = dropout && backward ? pool.make(rows * maxIn) : nil
+    }
+
+    /// The bf16-rounded activation operand (rows × the widest input or output), made on first use in bf16.
+    var op: UnsafeMutablePointer<Float> {
+        if let p = _op { return p }
+        let p = pool.make(rows * widest)
+        _op = p
+        return p
+    }
+}
+
+extension Transformer {
+    /// y (row stride ldy) (+)= x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ for Linears sharing the input, stacked along
+    /// the output: one GEMM against their weights expanded one after another (or, for a few rows — decoding —
+    /// products straight from the stored form), then bias and LoRA on each one's column slice.
+    func project(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                 scratch: ProjectionScratch, accumulate: Bool, drop: LoRADropout?) {
+        let prof = Profiler.shared
+        let inF = lins[0].inFeatures
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        let bf16 = computeDType == .bf16
+        var a = x, lda = ldx
+        if bf16 {
+            Kernels.roundToBF16(x, ld: ldx, rows: rows, cols: inF, into: scratch.op, ldd: inF)
+            a = UnsafePointer(scratch.op); lda = inF
+        }
+        if rows <= LinearWeight.directRows {
+            prof.measure("gemv linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+                var col = 0
+                for lin in lins {
+                    lin.multiplyDirect(x: a, ldx: lda, rows: rows, y: y + col, ldy: ldy, accumulate: accumulate, bf16: bf16)
+                    col += lin.outFeatures
+                }
+            }
+        } else {
+            expandStacked(lins, into: scratch.w, bf16: bf16)
+            prof.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+                gemm(.none, .transpose, m: rows, n: outTotal, k: inF, a: a, lda: lda,
+                     b: scratch.w, ldb: inF, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+            }
+        }
+        var col = 0
+        for lin in lins {
+            let yc = y + col
+            col += lin.outFeatures
+            if let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(yc, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
+            guard let l = lora[lin.name] else { continue }
+            prof.measure("lora") {
+                var xin = x, ldxin = ldx
+                if let dr = drop {
+                    let xd = scratch.xdrop!  // allocated whenever the pass has dropout
+                    dr.apply(x, ld: ldx, rows: rows, cols: inF, module: lin.name, into: xd)
+                    xin = UnsafePointer(xd); ldxin = inF
+                }
+                l.a.withUnsafeBufferPointer { ap in
+                    gemm(.none, .transpose, m: rows, n: l.r, k: inF, a: xin, lda: ldxin, b: ap.baseAddress!, ldb: inF,
+                         c: scratch.t, ldc: l.r)
+                }
+                l.b.withUnsafeBufferPointer { bp in
+                    gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
+                         b: bp.baseAddress!, ldb: l.r, beta: 1, c: yc, ldc: ldy)
+                }
+            }
+        }
+    }
+
+    /// Given dy for y = project(lins, x): dx += dy·W over the stacked weights (one GEMM), then each module's
+    /// LoRA path, with dA and dB accumulated into grads.
+    func projectBackward(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
+                         dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, scratch: ProjectionScratch,
+                         grads: LoRAGradients, drop: LoRADropout?) {
+        let inF = lins[0].inFeatures
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        let bf16 = computeDType == .bf16
+        expandStacked(lins, into: scratch.w, bf16: bf16)
+        var g = dy, ldg = ldy
+        if bf16 {
+            Kernels.roundToBF16(dy, ld: ldy, rows: rows, cols: outTotal, into: scratch.op, ldd: outTotal)
+            g = UnsafePointer(scratch.op); ldg = outTotal
+        }
+        Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+            gemm(.none, .none, m: rows, n: inF, k: outTotal, a: g, lda: ldg, b: scratch.w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+        }
+        var col = 0
+        for lin in lins {
+            loraBackward(lin, x: x, ldx: ldx, dy: dy + col, ldy: ldy, dx: dx, lddx: lddx, rows: rows, scratch: scratch,
+                         grads: grads, drop: drop)
+            col += lin.outFeatures
+        }
+    }
+
+    /// The stacked weights of `lins` as fp32 [Σ out, in] (bf16-rounded in bf16 compute).
+    private func expandStacked(_ lins: [LinearWeight], into w: UnsafeMutablePointer<Float>, bf16: Bool) {
+        Profiler.shared.measure("expand weights") {
+            var off = 0
+            let inF = lins[0].inFeatures
+            for lin in lins { lin.expand(into: w + off * inF, roundToBF16: bf16); off += lin.outFeatures }
+        }
+    }
+
+    private func loraBackward(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
+                              dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, scratch: ProjectionScratch,
+                              grads: LoRAGradients, drop: LoRADropout?) {
+        guard let l = lora[lin.name] else { return }
+        Profiler.shared.measure("lora") {
+            let inF = lin.inFeatures, outF = lin.outFeatures, r = l.r
+            let t = scratch.t, u = scratch.dt!
+            l.a.withUnsafeBufferPointer { a in
+            l.b.withUnsafeBufferPointer { b in
+            grads.a[lin.name]!.withUnsafeMutableBufferPointer { da in
+            grads.b[lin.name]!.withUnsafeMutableBufferPointer { db in
+                var xin = x, ldxin = ldx
+                if let dr = drop {
+                    let xd = scratch.xdrop!  // allocated whenever the pass has dropout
+                    dr.apply(x, ld: ldx, rows: rows, cols: inF, module: lin.name, into: xd)
+                    xin = UnsafePointer(xd); ldxin = inF
+                }
+                // t = drop(x)·Aᵀ; dB += s·dyᵀ·t
+                gemm(.none, .transpose, m: rows, n: r, k: inF, a: xin, lda: ldxin, b: a.baseAddress!, ldb: inF, c: t, ldc: r)
+                gemm(.transpose, .none, m: outF, n: r, k: rows, alpha: l.scaling, a: dy, lda: ldy, b: t, ldb: r,
+                     beta: 1, c: db.baseAddress!, ldc: r)
+                // u = dy·B; dA += s·uᵀ·drop(x)
+                gemm(.none, .none, m: rows, n: r, k: outF, a: dy, lda: ldy, b: b.baseAddress!, ldb: r, c: u, ldc: r)
+                gemm(.transpose, .none, m: r, n: inF, k: rows, alpha: l.scaling, a: u, lda: r, b: xin, ldb: ldxin,
+                     beta: 1, c: da.baseAddress!, ldc: inF)
+                // dx += s·(u·A) ⊙ mask/keep
+                if let dr = drop {
+                    let tmp = scratch.tmp!
+                    gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
+                         c: tmp, ldc: inF)
+                    dr.apply(tmp, ld: inF, rows: rows, cols: inF, module: lin.name, into: dx, ldd: lddx, accumulate: true)
+                } else {
+                    gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
+                         beta: 1, c: dx, ldc: lddx)
+                }
+            }}}}
+        }
+    }
+}
