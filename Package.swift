@@ -24,9 +24,16 @@ let package = Package(
             pkgConfig: nil,
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // bf16 GEMMs through oneDNN (Debian libdnnl-dev) and the CPU feature checks behind --compute-dtype.
+        .target(
+            name: "CBF16",
+            path: "Sources/CBF16",
+            cSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]
+        ),
         .target(
             name: "LoRAShared",
-            dependencies: ["CBLAS"],
+            dependencies: ["CBLAS", "CBF16"],
             path: "Sources/LoRAShared",
             // Optimized in debug builds too: the test suite runs the numeric kernels on a real model, and
             // unoptimized SIMD code is two orders of magnitude slower.

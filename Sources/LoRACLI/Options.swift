@@ -6,7 +6,7 @@ public struct CommonOptions: ParsableArguments {
     @Option(help: "Seed for every random choice; the same inputs and seed give the same bytes.")
     public var seed: UInt64 = 0
 
-    @Option(help: "Threads for the matrix work (0: one per core).")
+    @Option(help: "Threads for BLAS, oneDNN and our own kernels alike (0: one per core).")
     public var threads: Int = 0
 
     @Flag(name: .shortAndLong, help: "No progress or log lines on stderr (errors still print).")
@@ -17,6 +17,34 @@ public struct CommonOptions: ParsableArguments {
     public func apply() {
         Log.quiet = quiet
         setBLASThreads(threads)
+        if threads > 0 {
+            Parallel.cores = threads
+            OneDNN.setThreads(threads)
+        }
+    }
+}
+
+extension ComputeDTypeRequest: ExpressibleByArgument {}
+
+/// `--compute-dtype` of the tools that run the model (lora-eval, lora-train, lora-generate).
+public struct ComputeOptions: ParsableArguments {
+    @Option(name: .customLong("compute-dtype"), help: "Arithmetic of the frozen-weight matrix products: auto (bf16 where the CPU has AVX512-BF16 or AMX-BF16, else f32), bf16 or f32. [default: auto]")
+    public var computeDType: ComputeDTypeRequest?
+
+    public init() {}
+
+    /// The flag, else the config file's `compute-dtype`, else auto; resolved against this CPU.
+    public func resolve(_ cfg: ConfigFile? = nil) throws -> ComputeChoice {
+        var req = computeDType
+        if req == nil, let c = cfg, let s = try c.string("compute-dtype") {
+            guard let r = ComputeDTypeRequest(rawValue: s) else {
+                throw UsageError("\(c.path): compute-dtype must be auto, bf16 or f32 (got '\(s)')")
+            }
+            req = r
+        }
+        let choice = try ComputeChoice.resolve(req ?? .auto)
+        if choice.backend == .emulated { Log.info("compute dtype bf16, emulated (LORA_BF16_EMULATE): bf16 products at fp32 speed") }
+        return choice
     }
 }
 

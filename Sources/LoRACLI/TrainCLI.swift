@@ -64,6 +64,8 @@ public enum TrainCLI {
         for n in adapter.moduleNames { f.add(n); f.add(String(adapter.modules[n]!.r)) }
         for r in data.records { f.add(String(r.line)); f.add(JSONValue.object(r.value).serialized()) }
         f.add("\(o.seqLen) \(o.batchSize) \(o.gradAccum) \(o.epochs) \(o.maxSteps ?? -1) \(o.adam) \(o.schedule) \(o.warmupSteps ?? -1) \(o.warmupRatio) \(o.maxGradNorm) \(o.packing) \(o.seed) \(o.dropout) \(String(describing: maskPrompt))")
+        // f32 adds nothing, so checkpoints from before --compute-dtype (all f32) still resume.
+        if o.compute.dtype != .f32 { f.add("compute-dtype \(o.compute.dtype.rawValue)") }
         return f.value
     }
 
@@ -100,6 +102,8 @@ public enum TrainCLI {
         c["adam-eps"] = .double(o.adam.eps); c["max-grad-norm"] = .double(o.maxGradNorm); c["dropout"] = .double(o.dropout)
         c["mask-prompt"] = maskPrompt.map { .bool($0) } ?? .null; c["packing"] = .bool(o.packing); c["seed"] = .int(Int64(o.seed))
         c["grad-checkpoint"] = .bool(o.gradCheckpoint)
+        c["compute-dtype"] = .string(o.compute.dtype.rawValue)
+        if o.compute.backend == .emulated { c["compute-backend"] = .string("emulated") }
         c["log-every"] = .int(Int64(o.logEvery)); c["eval-every"] = .int(Int64(o.evalEvery))
         c["save-every"] = .int(Int64(o.saveEvery)); c["keep-last"] = .int(Int64(o.keepLast))
         try AtomicFile.write(JSONValue.object(c).serialized(.indented(2)) + "\n", to: out + "/training_config.json")
@@ -122,6 +126,7 @@ public enum TrainCLI {
             o["step"] = .int(Int64(r.step)); o["epoch"] = round(r.epoch, 1e4); o["loss"] = round(r.loss)
             o["lr"] = .double(r.lr); o["grad_norm"] = round(r.gradNorm); o["tokens_per_s"] = round(r.tokensPerSecond, 10)
             o["elapsed_s"] = round(r.elapsed, 100)
+            o["compute_dtype"] = .string(t.options.compute.label)
             if let v = r.validLoss { o["valid_loss"] = round(v); o["valid_ppl"] = round(Foundation.exp(v), 1e4); lastValid = v }
             lossSum += r.loss; lossCount += 1
             emitJSON(.object(o))
@@ -144,6 +149,7 @@ public enum TrainCLI {
         o["truncated"] = .int(Int64(stats.truncated)); o["dropped"] = .int(Int64(stats.dropped))
         o["seconds"] = round(t.state.elapsedSeconds, 100); o["peak_rss_mb"] = round(Double(ru.ru_maxrss) / 1024, 10)
         o["adapter"] = .string(out)
+        o["compute_dtype"] = .string(t.options.compute.label)
         emitJSON(.object(o))
     }
 }

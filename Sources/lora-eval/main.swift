@@ -42,6 +42,7 @@ struct Eval: ParsableCommand {
     var skipBadLines = false
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var computeOptions: ComputeOptions
 
     func validate() throws {
         if let s = seqLen, s < 2 { throw ValidationError("--seq-len must be at least 2") }
@@ -82,6 +83,7 @@ struct Eval: ParsableCommand {
         result.windows = windows.count
 
         let transformer = try Transformer(model: m)
+        transformer.compute = try computeOptions.resolve()
         if let a = adapter {
             try transformer.attach(try Adapter.load(a), linears: try m.linearModules())
         }
@@ -109,6 +111,7 @@ struct Eval: ParsableCommand {
         o["skipped_lines"] = .int(Int64(file.skipped.count))
         o["seq_len"] = .int(Int64(L))
         o["adapter"] = adapter.map { .string($0) } ?? .null
+        o["compute_dtype"] = .string(transformer.compute.label)
         o["tokens_per_s"] = .double((Double(inputTokens) / dt * 10).rounded() / 10)
         o["seconds"] = .double((Date().timeIntervalSince(started) * 100).rounded() / 100)
         emitJSON(.object(o))

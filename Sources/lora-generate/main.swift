@@ -60,6 +60,7 @@ struct Generate: ParsableCommand {
     var ignoreEos = false
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var computeOptions: ComputeOptions
 
     func validate() throws {
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 (greedy) or positive") }
@@ -86,6 +87,7 @@ struct Generate: ParsableCommand {
             template = try ChatTemplate(src, name: "chat_template")
         }
         let transformer = try Transformer(model: m)
+        transformer.compute = try computeOptions.resolve()
         if let a = adapter {
             try transformer.attach(try Adapter.load(a), linears: try m.linearModules())
         }
@@ -180,6 +182,7 @@ struct Generate: ParsableCommand {
                 out["prompt_tokens"] = .int(Int64(p.count))
                 out["finish_reason"] = .string(r.finish)
                 out["tokens_per_s"] = .double(rate(r))
+                out["compute_dtype"] = .string(transformer.compute.label)
                 if ids { out["ids"] = .array(r.ids.map { .int(Int64($0)) }) }
                 emitJSON(.object(out))
                 Log.info("line \(line): \(r.ids.count) tokens, \(rate(r)) tokens/s (prompt \(p.count) tokens in \(String(format: "%.2f", r.promptSeconds)) s)")
@@ -226,7 +229,7 @@ struct Generate: ParsableCommand {
         try out.write("\n")
         try out.flush()
         Profiler.shared.report()
-        Log.info("generate: \(r.ids.count) tokens in \(String(format: "%.2f", r.seconds)) s (\(rate(r)) tokens/s), finish: \(r.finish); prompt \(p.count) tokens in \(String(format: "%.2f", r.promptSeconds)) s")
+        Log.info("generate: \(r.ids.count) tokens in \(String(format: "%.2f", r.seconds)) s (\(rate(r)) tokens/s), finish: \(r.finish), compute \(transformer.compute.label); prompt \(p.count) tokens in \(String(format: "%.2f", r.promptSeconds)) s")
     }
 
     /// Token ids that end generation: the tokenizer's EOS (for chat models, the end-of-turn token), config.json's

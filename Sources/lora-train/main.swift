@@ -51,6 +51,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Count and report malformed lines and unusable examples instead of stopping.") var skipBadLines = false
     @Flag(help: "Train into an OUT that already holds a finished adapter or checkpoints, starting over.") var force = false
     @OptionGroup var common: CommonOptions
+    @OptionGroup var computeOptions: ComputeOptions
 
     func run() throws {
         common.apply()
@@ -100,6 +101,8 @@ struct Train: ParsableCommand {
         let startAdapter = try Adapter.load(adapter)
         let linears = try m.linearModules()
         let transformer = try Transformer(model: m)
+        transformer.compute = try computeOptions.resolve(cfg)
+        o.compute = transformer.compute
         try transformer.attach(startAdapter, linears: linears)
         o.dropout = try pick(dropout, "dropout", { try $0.double($1) }, startAdapter.config.dropout)
         guard o.dropout >= 0 && o.dropout < 1 else { throw UsageError("--dropout must be in [0, 1)") }

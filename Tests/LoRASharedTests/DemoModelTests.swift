@@ -44,6 +44,35 @@ final class DemoModelTests: XCTestCase {
         }
     }
 
+    /// bf16 compute (emulated here when the CPU lacks bf16: the same products) against f32 on the real model:
+    /// perplexity within 0.5%, and a short training run's validation loss within 1%.
+    func testBF16QualityOnTheDemoModel() throws {
+        let root = URL(fileURLWithPath: DemoModelTests.modelDir).deletingLastPathComponent().deletingLastPathComponent().path
+        let valid = root + "/data/demo/valid.jsonl", train = root + "/data/demo/train.jsonl"
+        let emu = ["LORA_BF16_EMULATE": "1"]
+        var ppl: [String: Double] = [:]
+        for dt in ["f32", "bf16"] {
+            let r = try runTool("lora-eval", [DemoModelTests.modelDir, "--data", valid, "--compute-dtype", dt, "-q"], env: emu, timeout: 600)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            ppl[dt] = try jsonObject(r.stdout)["perplexity"]!.doubleValue!
+        }
+        print("demo perplexity: f32 \(ppl["f32"]!), bf16 \(ppl["bf16"]!)")
+        XCTAssertEqual(ppl["bf16"]!, ppl["f32"]!, accuracy: 0.005 * ppl["f32"]!)
+        XCTAssertNotEqual(ppl["bf16"]!, ppl["f32"]!, "bf16 products are not the f32 ones")
+        let a = try runTool("lora-init", [DemoModelTests.modelDir, "-o", dir + "/a", "--rank", "8", "--seed", "3"])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        var vl: [String: Double] = [:]
+        for dt in ["f32", "bf16"] {
+            let r = try runTool("lora-train", [DemoModelTests.modelDir, dir + "/a", "--data", train, "--valid", valid, "-o", dir + "/t-" + dt,
+                                               "--max-steps", "6", "--batch-size", "2", "--seq-len", "128", "--lr", "1e-3",
+                                               "--compute-dtype", dt, "-q"], env: emu, timeout: 900)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            vl[dt] = try jsonObject(String(r.stdout.split(separator: "\n").last!))["valid_loss"]!.doubleValue!
+        }
+        print("demo valid loss after 6 steps: f32 \(vl["f32"]!), bf16 \(vl["bf16"]!)")
+        XCTAssertEqual(vl["bf16"]!, vl["f32"]!, accuracy: 0.01 * vl["f32"]!)
+    }
+
     func testInterruptedQuantizeLeavesNothing() throws {
         for sig in [SIGINT, SIGTERM] {
             let p = Process()

@@ -167,4 +167,37 @@ final class TrainTests: XCTestCase {
         // An existing output folder with results is not overwritten by accident.
         assertToolError(try train(dir + "/d", ["--max-steps", "3"]), contains: "--resume")
     }
+
+    /// --compute-dtype: recorded in every JSON line and training_config.json; a resume in another dtype is refused
+    /// naming the flag; an unknown value is a usage error; bf16 on a CPU without it names the feature.
+    func testComputeDTypeIsRecordedAndResumeMustMatch() throws {
+        let emu = ["LORA_BF16_EMULATE": "1"]
+        let args = ["--max-steps", "4", "--save-every", "2", "--compute-dtype", "bf16"]
+        let part = try train(dir + "/b", args, env: emu.merging(["LORA_TEST_NAN_AT_STEP": "3"]) { $1 })
+        assertToolError(part, contains: "step 3: the loss is not finite")
+        let state = try jsonObject(String(decoding: try bytes(dir + "/b/checkpoints/step-0000002/trainer_state.json"), as: UTF8.self))
+        XCTAssertEqual(state["compute_dtype"], .string("bf16"))
+        assertToolError(try train(dir + "/b", ["--max-steps", "4", "--save-every", "2", "--compute-dtype", "f32", "--resume"]),
+                        contains: "pass --compute-dtype bf16")
+        let done = try train(dir + "/b", args + ["--resume"], env: emu)
+        XCTAssertEqual(done.status, 0, done.stderr)
+        for l in done.stdout.split(separator: "\n") { XCTAssertEqual(try jsonObject(String(l))["compute_dtype"], .string("bf16-emulated")) }
+        let cfg = try jsonObject(String(decoding: try bytes(dir + "/b/training_config.json"), as: UTF8.self))
+        XCTAssertEqual(cfg["compute-dtype"], .string("bf16"))
+        // The f32 run of the same data differs (the products really are bf16) but not by much.
+        let f = try train(dir + "/f32", ["--max-steps", "4", "--compute-dtype", "f32"])
+        XCTAssertEqual(f.status, 0, f.stderr)
+        let lb = try jsonObject(String(done.stdout.split(separator: "\n").last!))["train_loss"]!.doubleValue!
+        let lf = try jsonObject(String(f.stdout.split(separator: "\n").last!))["train_loss"]!.doubleValue!
+        XCTAssertEqual(lb, lf, accuracy: 0.01 * lf)
+        XCTAssertEqual(try jsonObject(String(f.stdout.split(separator: "\n").last!))["compute_dtype"], .string("f32"))
+        XCTAssertEqual(try train(dir + "/x", ["--max-steps", "1", "--compute-dtype", "half"]).status, 64)
+        let forced = try train(dir + "/y", ["--max-steps", "1", "--compute-dtype", "bf16"], env: ["LORA_COMPUTE_FALLBACK": "1"])
+        assertToolError(forced, contains: "--compute-dtype f32")
+        XCTAssertTrue(forced.stderr.contains("BF16"), forced.stderr)
+        // auto under the forced fallback trains in f32.
+        let auto = try train(dir + "/z", ["--max-steps", "1"], env: ["LORA_COMPUTE_FALLBACK": "1"])
+        XCTAssertEqual(auto.status, 0, auto.stderr)
+        XCTAssertEqual(try jsonObject(String(auto.stdout.split(separator: "\n").last!))["compute_dtype"], .string("f32"))
+    }
 }

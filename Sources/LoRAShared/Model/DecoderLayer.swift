@@ -53,7 +53,7 @@ extension Transformer {
     /// ws.dx holds ∂loss/∂(layer output) on entry and ∂loss/∂(layer input) on return.
     func layerBackward(_ l: Int, _ ws: TrainWorkspace, _ batch: TokenBatch, _ positions: [Int32], _ grads: LoRAGradients, _ drop: LoRADropout?) {
         let L = layers[l], c = config
-        let rows = batch.batch * batch.seq, T = batch.seq, d = c.hiddenSize, hd = c.headDim
+        let rows = batch.batch * batch.seq, d = c.hiddenSize, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd, inter = c.intermediateSize
         let eps = Float(c.rmsNormEps)
         let x = ws.xIn[l]

@@ -41,6 +41,36 @@ extension Transformer {
         return r
     }
 
+    /// out (m × vocab) = g·Wᵀ (`forward`) or g (m × hidden) = out·W on oneDNN with bf16 operands; false when
+    /// oneDNN is not the backend, the chunk is a few rows, or it failed.
+    func headOneDNN(forward: Bool, m: Int, g: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool {
+        guard compute.backend == .onednn, m > LinearWeight.directRows else { return false }
+        let c = config, d = c.hiddenSize, vocab = c.vocabSize
+        if headBF16 == nil {
+            let w = headWeight ?? embedding
+            var h = [UInt16](repeating: 0, count: w.count)
+            w.withUnsafeBufferPointer { wb in h.withUnsafeMutableBufferPointer {
+                OneDNN.convert(wb.baseAddress!, ld: d, rows: vocab, cols: d, into: $0.baseAddress!, ldd: d)
+            } }
+            headBF16 = h
+        }
+        let need = m * (forward ? d : vocab)
+        if headOperand.count < need { headOperand = [UInt16](repeating: 0, count: need) }
+        let ok = headBF16!.withUnsafeBufferPointer { hb in
+            headOperand.withUnsafeMutableBufferPointer { ob in
+                let w = hb.baseAddress!, a = ob.baseAddress!
+                if forward {
+                    OneDNN.convert(g, ld: d, rows: m, cols: d, into: a, ldd: d)
+                    return OneDNN.gemm(transB: true, m: m, n: vocab, k: d, a: a, lda: d, b: w, ldb: d, accumulate: false, c: out, ldc: vocab)
+                }
+                OneDNN.convert(out, ld: vocab, rows: m, cols: vocab, into: a, ldd: vocab)
+                return OneDNN.gemm(transB: false, m: m, n: d, k: vocab, a: a, lda: vocab, b: w, ldb: d, accumulate: false, c: g, ldc: d)
+            }
+        }
+        if !ok { OneDNN.warnFallback() }
+        return ok
+    }
+
     /// Head (and cross-entropy) over the normed rows `rows` (indices into `normed`, rows × hidden), in chunks of
     /// `chunk` rows through `out` (chunk × vocab) and `gathered` (chunk × hidden). `sink(i0, m, logits)` sees
     /// each chunk's logits (rows i0 ..< i0 + m of `rows`) before the cross-entropy overwrites them.
@@ -64,8 +94,9 @@ extension Transformer {
                     (g + k * d).update(from: n + rows[i0 + k] * d, count: d)
                     if case .logits = mode {} else { chunkTargets[k] = targets[rows[i0 + k]] }
                 }
-                if bf16 { Kernels.roundToBF16InPlace(g, count: m * d) }
                 prof.measure("gemm head", flops: 2.0 * Double(m * vocab * d)) {
+                    if headOneDNN(forward: true, m: m, g: g, out: out) { return }
+                    if bf16 { Kernels.roundToBF16InPlace(g, count: m * d) }
                     if m <= LinearWeight.directRows {
                         // A few rows (decoding): one dot product per vocabulary row, split across cores.
                         Parallel.forRanges(vocab, grain: 1024) { r in
@@ -94,8 +125,9 @@ extension Transformer {
                     nll += s
                     count += k
                     // d(normed rows) = dlogits · W_head, scattered back to their rows.
-                    if bf16 { Kernels.roundToBF16InPlace(out, count: m * vocab) }
                     prof.measure("gemm head", flops: 2.0 * Double(m * vocab * d)) {
+                        if headOneDNN(forward: false, m: m, g: g, out: out) { return }
+                        if bf16 { Kernels.roundToBF16InPlace(out, count: m * vocab) }
                         gemm(.none, .none, m: m, n: d, k: vocab, a: out, lda: vocab, b: w, ldb: d, c: g, ldc: d)
                     }
                     for k in 0..<m { (dn + rows[i0 + k] * d).update(from: g + k * d, count: d) }

@@ -19,6 +19,7 @@ public enum ComputeDType: String, Sendable, CaseIterable, Codable {
 /// Raw fp32 buffers, zeroed, freed together with their owner.
 final class BufferPool {
     private var owned: [UnsafeMutablePointer<Float>] = []
+    private var ownedHalf: [UnsafeMutablePointer<UInt16>] = []
 
     func make(_ n: Int) -> UnsafeMutablePointer<Float> {
         let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
@@ -27,7 +28,17 @@ final class BufferPool {
         return p
     }
 
-    deinit { for p in owned { p.deallocate() } }
+    func makeHalf(_ n: Int) -> UnsafeMutablePointer<UInt16> {
+        let p = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, n))
+        p.initialize(repeating: 0, count: max(1, n))
+        ownedHalf.append(p)
+        return p
+    }
+
+    deinit {
+        for p in owned { p.deallocate() }
+        for p in ownedHalf { p.deallocate() }
+    }
 }
 
 /// Scratch of the projections of one pass shape (rows), allocated once.
@@ -38,16 +49,18 @@ final class ProjectionScratch {
     let t: UnsafeMutablePointer<Float>, dt: UnsafeMutablePointer<Float>?
     /// Dropped-out LoRA input (rows × in) and u·A before its mask (backward), when dropout is on.
     let xdrop: UnsafeMutablePointer<Float>?, tmp: UnsafeMutablePointer<Float>?
-    private let rows: Int, widest: Int
+    private let rows: Int, widest: Int, weightCap: Int
     private let pool: BufferPool
     private var _op: UnsafeMutablePointer<Float>?
+    private var _opBF: UnsafeMutablePointer<UInt16>?, _wBF: UnsafeMutablePointer<UInt16>?
 
     init(config c: ModelConfig, rows: Int, maxR: Int, pool: BufferPool, backward: Bool, dropout: Bool) {
         let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
         self.rows = rows
         self.pool = pool
         widest = max(d, qd + 2 * kvd, 2 * i)
-        w = pool.make(max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d))
+        weightCap = max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d)
+        w = pool.make(weightCap)
         t = pool.make(rows * max(1, maxR))
         dt = backward ? pool.make(rows * max(1, maxR)) : nil
         let maxIn = max(d, i, qd)
@@ -62,6 +75,21 @@ final class ProjectionScratch {
         _op = p
         return p
     }
+
+    /// bf16 operands for oneDNN: the activation (rows × widest) and the stacked weights, made on first use.
+    var opBF: UnsafeMutablePointer<UInt16> {
+        if let p = _opBF { return p }
+        let p = pool.makeHalf(rows * widest)
+        _opBF = p
+        return p
+    }
+
+    var wBF: UnsafeMutablePointer<UInt16> {
+        if let p = _wBF { return p }
+        let p = pool.makeHalf(weightCap)
+        _wBF = p
+        return p
+    }
 }
 
 extension Transformer {
@@ -74,6 +102,10 @@ extension Transformer {
         let inF = lins[0].inFeatures
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
         let bf16 = computeDType == .bf16
+        if bf16 && compute.backend == .onednn && rows > LinearWeight.directRows
+            && oneDNNProduct(lins, a: x, lda: ldx, rows: rows, transposeW: true, y: y, ldy: ldy, accumulate: accumulate, scratch: scratch) {
+            // done: bf16 × bf16 → fp32 on oneDNN
+        } else {
         var a = x, lda = ldx
         if bf16 {
             Kernels.roundToBF16(x, ld: ldx, rows: rows, cols: inF, into: scratch.op, ldd: inF)
@@ -93,6 +125,7 @@ extension Transformer {
                 gemm(.none, .transpose, m: rows, n: outTotal, k: inF, a: a, lda: lda,
                      b: scratch.w, ldb: inF, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
             }
+        }
         }
         var col = 0
         for lin in lins {
@@ -127,14 +160,19 @@ extension Transformer {
         let inF = lins[0].inFeatures
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
         let bf16 = computeDType == .bf16
-        expandStacked(lins, into: scratch.w, bf16: bf16)
-        var g = dy, ldg = ldy
-        if bf16 {
-            Kernels.roundToBF16(dy, ld: ldy, rows: rows, cols: outTotal, into: scratch.op, ldd: outTotal)
-            g = UnsafePointer(scratch.op); ldg = outTotal
-        }
-        Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
-            gemm(.none, .none, m: rows, n: inF, k: outTotal, a: g, lda: ldg, b: scratch.w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+        if bf16 && compute.backend == .onednn
+            && oneDNNProduct(lins, a: dy, lda: ldy, rows: rows, transposeW: false, y: dx, ldy: lddx, accumulate: true, scratch: scratch) {
+            // done: dx += bf16(dy) · bf16(W) on oneDNN
+        } else {
+            expandStacked(lins, into: scratch.w, bf16: bf16)
+            var g = dy, ldg = ldy
+            if bf16 {
+                Kernels.roundToBF16(dy, ld: ldy, rows: rows, cols: outTotal, into: scratch.op, ldd: outTotal)
+                g = UnsafePointer(scratch.op); ldg = outTotal
+            }
+            Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+                gemm(.none, .none, m: rows, n: inF, k: outTotal, a: g, lda: ldg, b: scratch.w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+            }
         }
         var col = 0
         for lin in lins {
@@ -142,6 +180,35 @@ extension Transformer {
                          grads: grads, drop: drop)
             col += lin.outFeatures
         }
+    }
+
+    /// The frozen product on oneDNN with bf16 operands: y (+)= bf16(a)·Wᵀ (`transposeW`, a is rows × in) or
+    /// y (+)= bf16(a)·W (a is rows × Σ out). The stacked weights are copied as stored when bf16, otherwise
+    /// expanded and converted. False when oneDNN failed; the caller then computes the same product emulated.
+    private func oneDNNProduct(_ lins: [LinearWeight], a: UnsafePointer<Float>, lda: Int, rows: Int, transposeW: Bool,
+                               y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool, scratch: ProjectionScratch) -> Bool {
+        let inF = lins[0].inFeatures
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        let wb = scratch.wBF, ab = scratch.opBF
+        Profiler.shared.measure("expand weights") {
+            var off = 0
+            for lin in lins {
+                if case .dense(let t) = lin.storage, t.dtype == .BF16 {
+                    (wb + off * inF).update(from: t.data.baseAddress!.assumingMemoryBound(to: UInt16.self), count: lin.numel)
+                } else {
+                    lin.expand(into: scratch.w, roundToBF16: false)
+                    OneDNN.convert(scratch.w, ld: inF, rows: lin.outFeatures, cols: inF, into: wb + off * inF, ldd: inF)
+                }
+                off += lin.outFeatures
+            }
+        }
+        let k = transposeW ? inF : outTotal, n = transposeW ? outTotal : inF
+        OneDNN.convert(a, ld: lda, rows: rows, cols: k, into: ab, ldd: k)
+        let ok = Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+            OneDNN.gemm(transB: transposeW, m: rows, n: n, k: k, a: ab, lda: k, b: wb, ldb: inF, accumulate: accumulate, c: y, ldc: ldy)
+        }
+        if !ok { OneDNN.warnFallback() }
+        return ok
     }
 
     /// The stacked weights of `lins` as fp32 [Σ out, in] (bf16-rounded in bf16 compute).

@@ -64,12 +64,17 @@ public final class Transformer: @unchecked Sendable {
     let finalNorm: [Float]
     public private(set) var lora: [String: LoRALayer] = [:]
     var rope: RopeTables
-    /// The arithmetic of the frozen-weight GEMMs and the head (LoRALinear.swift); f32 unless set.
-    public var computeDType: ComputeDType = .f32
+    /// The arithmetic of the frozen-weight GEMMs and the head (LoRALinear.swift, ComputeBackend.swift); f32
+    /// unless set.
+    public var compute = ComputeChoice.f32
+    public var computeDType: ComputeDType { compute.dtype }
     /// Whether the head's stored weight is bf16 (so bf16 compute takes the fp32 copy as it is), and its
     /// bf16-rounded copy otherwise, made on first use.
     let headStoredBF16: Bool
     var headRounded: [Float]?
+    /// The head weight in bf16 for oneDNN, and the bf16 operand of a head chunk, made on first use.
+    var headBF16: [UInt16]?
+    var headOperand: [UInt16] = []
 
     struct Layer {
         let prefix: String

@@ -4,7 +4,8 @@ import Dispatch
 import Foundation
 
 public enum Parallel {
-    public static let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Workers of our own kernels: one per core unless `--threads` says otherwise (set once, at start-up).
+    nonisolated(unsafe) public static var cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     /// Runs jobs 0..<n on up to `cores` workers, job j on worker j mod workers; `body(job, worker)` may use
     /// scratch owned by its worker (worker < workers(for: n)).

@@ -12,12 +12,20 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var elapsedSeconds: Double
     public var lastLoss: Double
     public var format = "lora-pipeline-checkpoint-1"
+    /// "f32" or "bf16" (absent in checkpoints from before --compute-dtype: f32).
+    public var computeDType: String?
+
+    enum CodingKeys: String, CodingKey {
+        case step, epoch, batchInEpoch, tokensSeen, fingerprint, elapsedSeconds, lastLoss, format
+        case computeDType = "compute_dtype"
+    }
 }
 
 public enum CheckpointError: Error, CustomStringConvertible, ToolError {
     case foreign(path: String, reason: String)
     case corrupt(path: String, reason: String)
     case none(dir: String)
+    case computeDType(path: String, checkpoint: String, run: String)
 
     public var description: String {
         switch self {
@@ -25,6 +33,8 @@ public enum CheckpointError: Error, CustomStringConvertible, ToolError {
             return "\(p): checkpoint from another run (\(r)); resume with the same model, adapter, data and hyperparameters, or use a new output folder"
         case .corrupt(let p, let r): return "\(p): corrupt checkpoint (\(r)); resume from an earlier one with --resume PATH, or start over"
         case .none(let d): return "\(d): no checkpoint to resume from (expected checkpoints/step-NNNNNNN)"
+        case .computeDType(let p, let c, let r):
+            return "\(p): checkpoint was trained with --compute-dtype \(c) but this run computes in \(r); pass --compute-dtype \(c) to resume it (on a CPU that has it), or start a new run in another folder"
         }
     }
 }
@@ -74,7 +84,7 @@ public enum Checkpoint {
     }
 
     /// Loads and validates a checkpoint against the current run.
-    public static func load(_ path: String, fingerprint: String) throws -> (Adapter, AdamWState, TrainerState) {
+    public static func load(_ path: String, fingerprint: String, computeDType: ComputeDType = .f32) throws -> (Adapter, AdamWState, TrainerState) {
         let statePath = path + "/trainer_state.json"
         guard let data = FileManager.default.contents(atPath: statePath) else {
             throw CheckpointError.corrupt(path: path, reason: "trainer_state.json is missing")
@@ -82,6 +92,10 @@ public enum Checkpoint {
         let state: TrainerState
         do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
             throw CheckpointError.corrupt(path: path, reason: "trainer_state.json is unreadable: \(error)")
+        }
+        let saved = state.computeDType ?? ComputeDType.f32.rawValue
+        guard saved == computeDType.rawValue else {
+            throw CheckpointError.computeDType(path: path, checkpoint: saved, run: computeDType.rawValue)
         }
         guard state.fingerprint == fingerprint else {
             throw CheckpointError.foreign(path: path, reason: "its fingerprint \(state.fingerprint) differs from this run's \(fingerprint)")

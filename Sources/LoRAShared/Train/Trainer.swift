@@ -23,6 +23,9 @@ public struct TrainOptions: Sendable {
     public var saveEvery = 0
     public var keepLast = 3
     public var gradCheckpoint = false
+    /// The compute dtype the model runs with (recorded in the fingerprint when not f32, in the checkpoint and
+    /// in training_config.json; a resume must use the same).
+    public var compute = ComputeChoice.f32
     public init() {}
 }
 
@@ -73,7 +76,8 @@ public final class Trainer {
         self.options = options
         self.outDir = outDir
         self.fingerprint = fingerprint
-        state = TrainerState(step: 0, epoch: 0, batchInEpoch: 0, tokensSeen: 0, fingerprint: fingerprint, elapsedSeconds: 0, lastLoss: .nan)
+        state = TrainerState(step: 0, epoch: 0, batchInEpoch: 0, tokensSeen: 0, fingerprint: fingerprint, elapsedSeconds: 0, lastLoss: .nan,
+                             computeDType: options.compute.dtype.rawValue)
     }
 
     public var batchesPerEpoch: Int {
@@ -97,7 +101,7 @@ public final class Trainer {
     }
 
     public func resume(from path: String) throws {
-        let (adapter, opt, st) = try Checkpoint.load(path, fingerprint: fingerprint)
+        let (adapter, opt, st) = try Checkpoint.load(path, fingerprint: fingerprint, computeDType: options.compute.dtype)
         for n in adapter.moduleNames {
             guard var l = model.lora[n] else { throw CheckpointError.foreign(path: path, reason: "module \(n) is not in this run's adapter") }
             let w = adapter.modules[n]!

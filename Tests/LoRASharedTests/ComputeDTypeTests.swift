@@ -1,0 +1,140 @@
+// ComputeDTypeTests: `--compute-dtype bf16` against PyTorch bf16 references (Fixtures/forward/<case>/bf16.safetensors,
+// scripts/gen_bf16_fixtures.py) — logits, loss and LoRA gradients, on f32, bf16-weight-free and NF4 bases; the
+// bf16 rounding kernel against the scalar conversion; the oneDNN backend against the emulation where the CPU
+// has bf16; and the dtype's resolution, flags, recording and resume rules.
+import XCTest
+@testable import LoRAShared
+
+final class ComputeDTypeTests: XCTestCase {
+    static let emulated = ComputeChoice(dtype: .bf16, backend: .emulated)
+
+    /// Against `*_ops` (the same bf16-operand products in torch, another summation order): a different fp32 sum
+    /// can round an activation to the neighbouring bf16 value (2⁻⁸ relative), so logits agree to ~1e-3, not 1e-6.
+    static let opsLogitTolerance: Float = 2e-3
+    static let opsLossTolerance = 2e-4
+    static let opsGradTolerance: Float = 5e-3   // max |Δg| / max |g|
+    /// Against torch.autocast bf16 (every Linear output and the LoRA path rounded to bf16 too).
+    static let autocastLogitTolerance: Float = 1e-2
+    static let autocastLossTolerance = 1e-3
+    static let autocastGradTolerance: Float = 2e-2
+
+    func load(_ name: String) throws -> (Transformer, TokenBatch, SafetensorsFile, SafetensorsFile) {
+        let dir = Fixtures.path("forward/" + name)
+        let model = try ModelDir(path: dir + "/model")
+        let io = try SafetensorsFile(path: dir + "/io.safetensors")
+        func ints(_ t: TensorView) -> [Int32] { t.data.bindMemory(to: Int64.self).map { Int32($0) } }
+        let ids = try io.tensor("input_ids"), mask = ints(try io.tensor("attention_mask"))
+        let B = ids.shape[0], T = ids.shape[1]
+        let lengths = (0..<B).map { b in (0..<T).reduce(0) { $0 + Int(mask[b * T + $1]) } }
+        let batch = TokenBatch(tokens: ints(ids), labels: ints(try io.tensor("labels")), lengths: lengths, batch: B, seq: T)
+        let tr = try Transformer(model: model)
+        try tr.attach(try Adapter.load(dir + "/adapter"), linears: try model.linearModules())
+        return (tr, batch, io, try SafetensorsFile(path: dir + "/bf16.safetensors"))
+    }
+
+    func testRoundingMatchesTheScalarConversion() {
+        var rng = Xoshiro256(seed: 3)
+        var v: [Float] = [0, -0, 1, -1, .infinity, -.infinity, .nan, -.nan, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                          .leastNonzeroMagnitude, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),  // ties
+                          Float(bitPattern: 0x7F7F_FFFF), Float(bitPattern: 0x7FC1_2345), Float(bitPattern: 0xFF81_0001)]
+        for _ in 0..<10_000 { v.append(Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))) }
+        var w = v
+        w.withUnsafeMutableBufferPointer { Kernels.roundToBF16InPlace($0.baseAddress!, count: $0.count) }
+        for (x, y) in zip(v, w) {
+            XCTAssertEqual(y.bitPattern, UInt32(floatToBF16(x)) << 16, "\(x.bitPattern)")
+        }
+    }
+
+    func check(_ name: String) throws {
+        let (tr, batch, _, ref) = try load(name)
+        tr.compute = ComputeDTypeTests.emulated
+        let out = try tr.forward(batch, wantLogits: true)
+        let loss = out.nllSum / Double(out.tokens)
+        let g = LoRAGradients(for: tr.lora)
+        _ = try tr.trainStep(batch, lossScale: 1 / Float(out.tokens), grads: g)
+        for (kind, lt, losst, gt) in [("ops", ComputeDTypeTests.opsLogitTolerance, ComputeDTypeTests.opsLossTolerance, ComputeDTypeTests.opsGradTolerance),
+                                      ("autocast", ComputeDTypeTests.autocastLogitTolerance, ComputeDTypeTests.autocastLossTolerance,
+                                       ComputeDTypeTests.autocastGradTolerance)] {
+            let dl = maxAbsDiff(out.logits!, try ref.tensor("logits_" + kind).floats())
+            let refLoss = Double(try ref.tensor("loss_" + kind).floats()[0])
+            var gmax: Float = 0, gdiff: Float = 0
+            for m in tr.lora.keys {
+                for (w, mine) in [("lora_A", g.a[m]!), ("lora_B", g.b[m]!)] {
+                    let r = try ref.tensor("\(m).\(w).weight.grad_\(kind)").floats()
+                    gmax = max(gmax, r.map(abs).max()!)
+                    gdiff = max(gdiff, maxAbsDiff(mine, r))
+                }
+            }
+            print("\(name) bf16 vs torch \(kind): max |Δlogit| \(dl), Δloss \(loss - refLoss), max |Δg|/max|g| \(gdiff / gmax)")
+            XCTAssertLessThan(dl, lt, "\(name) \(kind) logits")
+            XCTAssertEqual(loss, refLoss, accuracy: losst, "\(name) \(kind) loss")
+            XCTAssertLessThan(gdiff / gmax, gt, "\(name) \(kind) gradients")
+        }
+    }
+
+    func testLlamaMatchesTorchBF16() throws { try check("llama-gqa-tied") }
+    func testQwen2BiasMatchesTorchBF16() throws { try check("qwen2-bias") }
+    func testNF4MatchesTorchBF16() throws { try check("llama-nf4") }
+
+    /// bf16 is not f32 (the products really are rounded), and f32 after bf16 is f32 again (no state left over).
+    func testSwitchingBackToF32IsExact() throws {
+        let (tr, batch, io, _) = try load("llama-gqa-tied")
+        let f32 = try tr.forward(batch, wantLogits: true).logits!
+        tr.compute = ComputeDTypeTests.emulated
+        let b = try tr.forward(batch, wantLogits: true).logits!
+        XCTAssertGreaterThan(maxAbsDiff(b, f32), 1e-5)
+        tr.compute = .f32
+        XCTAssertEqual(try tr.forward(batch, wantLogits: true).logits!, f32)
+        XCTAssertLessThan(maxAbsDiff(f32, try io.tensor("logits_lora").floats()), ForwardParityTests.logitTolerance)
+    }
+
+    /// Decoding (a few rows: products straight from the stored weights) in bf16 equals the full bf16 forward.
+    func testDecodeMatchesForwardInBF16() throws {
+        let (tr, batch, _, _) = try load("llama-gqa-tied")
+        tr.compute = ComputeDTypeTests.emulated
+        let T = batch.lengths[0]
+        let ids = Array(batch.tokens[0..<T])
+        let full = try tr.forward(TokenBatch(tokens: ids, labels: ids, lengths: [T], batch: 1, seq: T), wantLogits: true).logits!
+        let cache = KVCache(config: tr.config, capacity: T)
+        let V = tr.config.vocabSize
+        var worst: Float = 0
+        for t in 0..<T {
+            let got = try tr.decode([ids[t]], cache: cache)
+            worst = max(worst, maxAbsDiff(got, Array(full[(t * V)..<((t + 1) * V)])))
+        }
+        XCTAssertLessThan(worst, ComputeDTypeTests.opsLogitTolerance)
+    }
+
+    /// oneDNN's bf16 matmul gives the emulation's numbers (summation order aside) — where the CPU has bf16.
+    func testOneDNNMatchesEmulation() throws {
+        guard CPUFeatures.hasBF16(), OneDNN.probe() == nil else {
+            throw XCTSkip("this CPU has no AVX512-BF16 / AMX-BF16 (or oneDNN cannot run bf16 here): \(OneDNN.probe() ?? "")")
+        }
+        let (tr, batch, _, _) = try load("llama-gqa-tied")
+        tr.compute = ComputeDTypeTests.emulated
+        let e = try tr.forward(batch, wantLogits: true).logits!
+        tr.compute = ComputeChoice(dtype: .bf16, backend: .onednn)
+        let o = try tr.forward(batch, wantLogits: true).logits!
+        XCTAssertLessThan(maxAbsDiff(e, o), ComputeDTypeTests.opsLogitTolerance, OneDNN.lastImplementation)
+    }
+
+    func testResolution() throws {
+        XCTAssertEqual(try ComputeChoice.resolve(.f32, environment: [:]), .f32)
+        // Forced fallback: auto is f32, bf16 is an error naming the missing feature and the fallback flag.
+        let fb = ["LORA_COMPUTE_FALLBACK": "1"]
+        XCTAssertEqual(try ComputeChoice.resolve(.auto, environment: fb), .f32)
+        XCTAssertThrowsError(try ComputeChoice.resolve(.bf16, environment: fb)) { e in
+            let s = "\(e)"
+            XCTAssertTrue(s.contains("AVX512-BF16") && s.contains("--compute-dtype f32"), s)
+        }
+        XCTAssertEqual(try ComputeChoice.resolve(.bf16, environment: fb.merging(["LORA_BF16_EMULATE": "1"]) { $1 }),
+                       ComputeDTypeTests.emulated)
+        let auto = try ComputeChoice.resolve(.auto, environment: [:])
+        XCTAssertEqual(auto.dtype, CPUFeatures.hasBF16([:]) && OneDNN.probe() == nil ? .bf16 : .f32)
+        if !CPUFeatures.hasBF16([:]) {
+            XCTAssertThrowsError(try ComputeChoice.resolve(.bf16, environment: [:])) { e in
+                XCTAssertTrue("\(e)".contains("avx512_bf16"), "\(e)")
+            }
+        }
+    }
+}
