@@ -15,6 +15,8 @@ ap.add_argument("--steps", type=int, default=10)
 ap.add_argument("--python", default=str(root / ".venv/bin/python"))
 ap.add_argument("--peer", default=str(root / "bench/peer.py"), help="bench/peer.py (ours) or ../shared/peer/peer_peft.py")
 ap.add_argument("--bin", default=str(root / ".build/release"))
+ap.add_argument("--compute-dtype", default="auto", choices=["auto", "bf16", "f32"],
+                help="ours: --compute-dtype (auto: bf16 on CPUs with AVX512-BF16/AMX-BF16, else f32; bf16 without them needs LORA_BF16_EMULATE=1)")
 ap.add_argument("--variants", default="full,full-d05,nf4,full-ckpt",
                 help="full: dropout 0; full-d05: dropout 0.05 (the default) on both sides; nf4: QLoRA; full-ckpt: ours only")
 ap.add_argument("--peer-dtype", default="fp32", choices=["fp32", "bf16"],
@@ -49,18 +51,20 @@ for variant in a.variants.split(","):
         subprocess.run([f"{a.bin}/lora-init", model, "-o", str(adapter), "--rank", "16", "--alpha", "32", "--dropout", dropout, "-q"],
                        check=True, capture_output=True)
         out, rss = run([f"{a.bin}/lora-train", model, str(adapter), "--data", str(data), "-o", str(work / f"out-{variant}-{i}"),
-                        "--max-steps", str(a.steps + 1), "--seq-len", "256", "--batch-size", "4", "--log-every", "1", "-q"]
+                        "--max-steps", str(a.steps + 1), "--seq-len", "256", "--batch-size", "4", "--log-every", "1", "-q",
+                        "--compute-dtype", a.compute_dtype]
                        + (["--grad-checkpoint"] if variant == "full-ckpt" else []))
         lines = [json.loads(l) for l in out.strip().splitlines()]
         steps = [l for l in lines if "step" in l and not l.get("final")][1:]  # the first step is the warm-up, as the peer's
         ours_tps.append(statistics.median(s["tokens_per_s"] for s in steps))
         ours_step.append(round(1024 / ours_tps[-1], 3))
         ours_rss.append(rss)
+        ours_dtype = lines[-1].get("compute_dtype")
         print(f"{variant} run {i + 1}: peer {peer_tps[-1] if peer_tps else '-'} tok/s | ours {ours_tps[-1]:.1f} tok/s {rss:.0f} MB",
               file=sys.stderr)
     med = statistics.median
     v = {"ours_train_tokens_per_s": ours_tps, "ours_median": med(ours_tps), "ours_step_s": med(ours_step),
-         "ours_peak_rss_mb": round(med(ours_rss), 1)}
+         "ours_peak_rss_mb": round(med(ours_rss), 1), "ours_compute_dtype": ours_dtype, "peer_dtype": a.peer_dtype}
     if peer_tps:
         v.update({"peer_train_tokens_per_s": peer_tps, "peer_median": med(peer_tps), "speed_ratio": round(med(ours_tps) / med(peer_tps), 3),
                   "peer_peak_rss_mb": med(peer_rss), "rss_ratio": round(med(ours_rss) / med(peer_rss), 3)})

@@ -24,12 +24,22 @@ public enum Backward {
         Parallel.forRanges(rows, grain: 8) { r in
             for i in r {
                 let gi = g + i * ld, ui = u + i * ld, dhi = dh + i * ldh, dgi = dg + i * ldd, dui = du + i * ldd
-                for j in 0..<cols {
+                var j = 0
+                while j + 8 <= cols {
+                    let v = load8(gi + j)
+                    let s = 1 / (1 + FastMath.exp(-v))
+                    let d = load8(dhi + j)
+                    UnsafeMutableRawPointer(dgi + j).storeBytes(of: d * load8(ui + j) * s * (1 + v * (1 - s)), as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(dui + j).storeBytes(of: d * v * s, as: SIMD8<Float>.self)
+                    j += 8
+                }
+                while j < cols {
                     let v = gi[j]
                     let s = 1 / (1 + FastMath.exp(-v))
                     let d = dhi[j]
                     dgi[j] = d * ui[j] * s * (1 + v * (1 - s))
                     dui[j] = d * v * s
+                    j += 1
                 }
             }
         }

@@ -100,9 +100,17 @@ public enum Kernels {
         Parallel.forRanges(rows, grain: 8) { r in
             for i in r {
                 let gi = g + i * ld, ui = u + i * ld, hi = h + i * ldh
-                for j in 0..<cols {
+                var j = 0
+                while j + 8 <= cols {
+                    let v = load8(gi + j)
+                    let y = v / (1 + FastMath.exp(-v)) * load8(ui + j)
+                    UnsafeMutableRawPointer(hi + j).storeBytes(of: y, as: SIMD8<Float>.self)
+                    j += 8
+                }
+                while j < cols {
                     let v = gi[j]
                     hi[j] = v / (1 + FastMath.exp(-v)) * ui[j]
+                    j += 1
                 }
             }
         }
