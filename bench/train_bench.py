@@ -5,7 +5,7 @@ no accumulation, runs alternating, medians and ratios. Variants: full (fp32 comp
 our lora-quantize output vs the peer's --qlora), and ours with --grad-checkpoint. Prints one JSON object.
 
 usage: bench/train_bench.py [--model models/smollm2-135m-instruct] [--runs 3] [--steps 10]"""
-import argparse, json, pathlib, statistics, subprocess, sys, tempfile
+import argparse, json, os, pathlib, re, statistics, subprocess, sys, tempfile
 
 root = pathlib.Path(__file__).resolve().parent.parent
 ap = argparse.ArgumentParser()
@@ -27,11 +27,22 @@ work = pathlib.Path(tempfile.mkdtemp(prefix="train-bench-"))
 # Rows of >256 tokens, so every sequence is a full 256 (ours truncates; the peer cuts windows of one stream).
 data = root / "bench/corpus.jsonl"
 
-def run(cmd):
-    p = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
+def run(cmd, env=None):
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
+    run.stderr = p.stderr
     return p.stdout, int(p.stderr.strip().splitlines()[-1]) / 1024
+
+def profile(stderr):
+    """Our LORA_PROFILE=1 report: {section: {"seconds", "share", "gflops"}}."""
+    out, on = {}, False
+    for line in stderr.splitlines():
+        if line.startswith("profile ("): on = True; continue
+        m = re.match(r"\s+(.+?)\s+([0-9.]+)\s+([0-9.]+)%\s+(\d+)(?:\s+([0-9.]+) GFLOP/s)?$", line) if on else None
+        if m: out[m.group(1)] = {"seconds": float(m.group(2)), "share": float(m.group(3)), "gflops": float(m.group(5)) if m.group(5) else None}
+        elif on and not line.startswith("  "): on = False
+    return out
 
 nf4 = work / "nf4"
 subprocess.run([f"{a.bin}/lora-quantize", a.model, "-o", str(nf4), "-q"], check=True, stdout=subprocess.DEVNULL)
@@ -62,8 +73,13 @@ for variant in a.variants.split(","):
         ours_dtype = lines[-1].get("compute_dtype")
         print(f"{variant} run {i + 1}: peer {peer_tps[-1] if peer_tps else '-'} tok/s | ours {ours_tps[-1]:.1f} tok/s {rss:.0f} MB",
               file=sys.stderr)
+    # One more run of ours with LORA_PROFILE=1 (not timed: the profiler adds a lock per section) for the breakdown.
+    run([f"{a.bin}/lora-train", model, str(adapter), "--data", str(data), "-o", str(work / f"prof-{variant}"), "--max-steps", "3",
+         "--seq-len", "256", "--batch-size", "4", "-q", "--compute-dtype", a.compute_dtype]
+        + (["--grad-checkpoint"] if variant == "full-ckpt" else []), env={**os.environ, "LORA_PROFILE": "1"})
+    prof = profile(run.stderr)
     med = statistics.median
-    v = {"ours_train_tokens_per_s": ours_tps, "ours_median": med(ours_tps), "ours_step_s": med(ours_step),
+    v = {"ours_profile_3_steps": prof, "ours_train_tokens_per_s": ours_tps, "ours_median": med(ours_tps), "ours_step_s": med(ours_step),
          "ours_peak_rss_mb": round(med(ours_rss), 1), "ours_compute_dtype": ours_dtype, "peer_dtype": a.peer_dtype}
     if peer_tps:
         v.update({"peer_train_tokens_per_s": peer_tps, "peer_median": med(peer_tps), "speed_ratio": round(med(ours_tps) / med(peer_tps), 3),

@@ -98,9 +98,17 @@ extension Transformer {
                     if headOneDNN(forward: true, m: m, g: g, out: out) { return }
                     if bf16 { Kernels.roundToBF16InPlace(g, count: m * d) }
                     if m <= LinearWeight.directRows {
-                        // A few rows (decoding): one dot product per vocabulary row, split across cores.
-                        Parallel.forRanges(vocab, grain: 1024) { r in
-                            for t in r { for i in 0..<m { out[i * vocab + t] = Kernels.dot(w + t * d, g + i * d, count: d) } }
+                        // A few rows (decoding): one dot product per vocabulary row, split across cores; from the
+                        // mapped weight when it is bf16 (the same values and summation order as the fp32 copy).
+                        if let ht = headStored {
+                            let hb = ht.data.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                            Parallel.forRanges(vocab, grain: 1024) { r in
+                                for t in r { for i in 0..<m { out[i * vocab + t] = Kernels.dotBF16(hb + t * d, g + i * d, count: d) } }
+                            }
+                        } else {
+                            Parallel.forRanges(vocab, grain: 1024) { r in
+                                for t in r { for i in 0..<m { out[i * vocab + t] = Kernels.dot(w + t * d, g + i * d, count: d) } }
+                            }
                         }
                     } else {
                         gemm(.none, .transpose, m: m, n: vocab, k: d, a: g, lda: d, b: w, ldb: d, c: out, ldc: vocab)

@@ -71,6 +71,8 @@ public final class Transformer: @unchecked Sendable {
     /// Whether the head's stored weight is bf16 (so bf16 compute takes the fp32 copy as it is), and its
     /// bf16-rounded copy otherwise, made on first use.
     let headStoredBF16: Bool
+    /// The mapped bf16 head weight, for decoding's few rows (half the bytes of the fp32 copy per token).
+    let headStored: TensorView?
     var headRounded: [Float]?
     /// The head weight in bf16 for oneDNN, and the bf16 operand of a head chunk, made on first use.
     var headBF16: [UInt16]?
@@ -103,7 +105,9 @@ public final class Transformer: @unchecked Sendable {
         }
         embedding = try matrix("model.embed_tokens.weight", c.vocabSize, c.hiddenSize)
         let untied = s.contains("lm_head.weight") && !c.tieWordEmbeddings
-        headStoredBF16 = try s.tensor(untied ? "lm_head.weight" : "model.embed_tokens.weight").dtype == .BF16
+        let headTensor = try s.tensor(untied ? "lm_head.weight" : "model.embed_tokens.weight")
+        headStoredBF16 = headTensor.dtype == .BF16
+        headStored = headStoredBF16 && headTensor.shape == [c.vocabSize, c.hiddenSize] ? headTensor : nil
         if untied {
             headWeight = try matrix("lm_head.weight", c.vocabSize, c.hiddenSize)
         } else if !c.tieWordEmbeddings {
