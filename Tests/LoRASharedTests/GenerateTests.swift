@@ -132,6 +132,54 @@ final class GenerateTests: XCTestCase {
         }
     }
 
+    /// The sampler keeps exactly the tokens a full sort of the vocabulary would (top-k with ties at the k-th
+    /// value, top-p's smallest prefix, both combined), while sorting only the candidates above its threshold.
+    func testSamplerCandidatesEqualFullSort() {
+        var rng = Xoshiro256(seed: 11)
+        func reference(_ logits: [Float], _ o: SamplingOptions) -> Set<Int> {
+            let t = Float(o.temperature)
+            var idx = Array(0..<logits.count)
+            idx.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+            if o.topK > 0 && o.topK < idx.count {
+                let kth = logits[idx[o.topK - 1]]
+                var keep = o.topK
+                while keep < idx.count && logits[idx[keep]] >= kth { keep += 1 }
+                idx.removeSubrange(keep...)
+            }
+            if o.topP < 1 {
+                let m = logits[idx[0]] / t
+                let p = idx.map { Double(exp(logits[$0] / t - m)) }
+                let total = p.reduce(0, +)
+                var cum = 0.0, keep = 0
+                while keep < p.count { cum += p[keep] / total; keep += 1; if cum >= o.topP { break } }
+                idx.removeSubrange(keep...)
+            }
+            return Set(idx)
+        }
+        for trial in 0..<24 {
+            let n = 500 + trial * 37
+            // Coarse values so that ties occur; a spread so that top-p needs many tokens on some trials.
+            let spread = Float(1 + trial % 4) * 2 * (trial % 3 == 0 ? 10 : 1)
+            let logits = (0..<n).map { _ in (Float(rng.next() % 64) / 64 - 0.5) * spread }
+            for o in [SamplingOptions(temperature: 0.7, topK: 5), SamplingOptions(temperature: 1, topK: 40),
+                      SamplingOptions(temperature: 1.3, topP: 0.9), SamplingOptions(temperature: 0.5, topP: 0.3),
+                      SamplingOptions(temperature: 3, topP: 0.999), SamplingOptions(temperature: 1, topP: 0.99),
+                      SamplingOptions(temperature: 1, topK: 50, topP: 0.8), SamplingOptions(temperature: 2, topK: n + 5)] {
+                var s = Sampler(options: o, seed: UInt64(trial))
+                _ = s.next(logits)
+                XCTAssertEqual(Set(s.cand.map(Int.init)), reference(logits, o), "trial \(trial) \(o)")
+                let kept = s.cand
+                var sorted = kept
+                sorted.sort { logits[Int($0)] > logits[Int($1)] || (logits[Int($0)] == logits[Int($1)] && $0 < $1) }
+                XCTAssertEqual(kept, sorted, "candidates in sorted order, trial \(trial)")
+            }
+        }
+        var ids: [Int32] = Array(0..<300).shuffled().map(Int32.init)
+        let ls = (0..<300).map { Float($0 % 17) }
+        Sampler.sortDescending(&ids, ls)
+        XCTAssertEqual(ids, Array(0..<300).map(Int32.init).sorted { ls[Int($0)] > ls[Int($1)] || (ls[Int($0)] == ls[Int($1)] && $0 < $1) })
+    }
+
     func testBadInput() throws {
         try TinyModel.write(to: dir + "/base", maxPositions: 32)
         // A prompt longer than the context.

@@ -130,6 +130,9 @@ public struct SamplingOptions: Sendable {
 public struct Sampler {
     public let options: SamplingOptions
     var rng: Xoshiro256
+    /// Candidate ids and their weights, reused from token to token (sized to the vocabulary once).
+    var cand: [Int32] = []
+    var probs: [Double] = []
 
     public init(options: SamplingOptions, seed: UInt64) {
         self.options = options
@@ -143,24 +146,56 @@ public struct Sampler {
         return best
     }
 
-    /// The next token: greedy at temperature 0, otherwise a draw from the warped distribution.
+    /// The next token: greedy at temperature 0, otherwise a draw from the warped distribution. Allocates
+    /// nothing after the first call: top-k and top-p sort only the candidates at or above a logit threshold
+    /// that provably holds everything they keep, not the whole vocabulary.
     public mutating func next(_ logits: [Float]) -> Int {
         let o = options
         if o.temperature <= 0 { return Sampler.argmax(logits) }
+        let n = logits.count
+        if cand.capacity < n { cand.reserveCapacity(n); probs.reserveCapacity(n) }
         let t = Float(o.temperature)
-        // Candidates sorted by logit, descending (ties by id, for a deterministic order).
-        var idx = Array(0..<logits.count)
-        idx.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
-        if o.topK > 0 && o.topK < idx.count {
-            // Like TopKLogitsWarper: everything below the k-th value goes (ties at the k-th value stay).
-            let kth = logits[idx[o.topK - 1]]
-            var keep = o.topK
-            while keep < idx.count && logits[idx[keep]] >= kth { keep += 1 }
-            idx.removeSubrange(keep...)
+        let top = logits[Sampler.argmax(logits)]
+        let m = top / t
+        @inline(__always) func weight(_ i: Int32) -> Double { Double(exp(logits[Int(i)] / t - m)) }
+        if o.topK <= 0 && o.topP >= 1 {
+            // No filter: every token, in id order (the same distribution as any order).
+            cand.removeAll(keepingCapacity: true)
+            probs.removeAll(keepingCapacity: true)
+            var total = 0.0
+            for i in 0..<Int32(n) { let w = weight(i); cand.append(i); probs.append(w); total += w }
+            return draw(total: total)
         }
-        let m = logits[idx[0]] / t
-        var probs = idx.map { Double(exp(logits[$0] / t - m)) }
-        var total = probs.reduce(0, +)
+        // The total over the whole vocabulary, which top-p's cumulative share divides by.
+        var all = 0.0
+        for i in 0..<Int32(n) { all += weight(i) }
+        // Candidates: the tokens whose logit is ≥ λ, λ lowered until they hold all that the filters keep.
+        // Every token left out has a smaller logit than every candidate, so it sorts after all of them and
+        // the sorted candidates are exactly the head of the fully sorted vocabulary.
+        var gap: Float = 4 * max(t, 1e-3)
+        while true {
+            let lambda = top - gap
+            cand.removeAll(keepingCapacity: true)
+            var mass = 0.0
+            for i in 0..<Int32(n) where logits[Int(i)] >= lambda { cand.append(i); mass += weight(i) }
+            let enoughK = o.topK <= 0 || cand.count >= o.topK
+            // Top-p with a top-k filter renormalizes over the top-k set, which the candidates then hold.
+            let enoughP = o.topP >= 1 || o.topK > 0 || mass >= o.topP * all
+            if (enoughK && enoughP) || cand.count == n || !gap.isFinite { break }
+            gap *= 4
+        }
+        Sampler.sortDescending(&cand, logits)
+        if o.topK > 0 && o.topK < cand.count {
+            // Like TopKLogitsWarper: everything below the k-th value goes (ties at the k-th value stay).
+            let kth = logits[Int(cand[o.topK - 1])]
+            var keep = o.topK
+            while keep < cand.count && logits[Int(cand[keep])] >= kth { keep += 1 }
+            cand.removeSubrange(keep...)
+        }
+        probs.removeAll(keepingCapacity: true)
+        var total = 0.0
+        for i in cand { let w = weight(i); probs.append(w); total += w }
+        if o.topK <= 0 { total = all }
         if o.topP < 1 {
             // TopPLogitsWarper keeps the most likely tokens until their cumulative probability reaches top_p
             // (at least one).
@@ -172,16 +207,50 @@ public struct Sampler {
                 if cum >= o.topP { break }
             }
             probs.removeSubrange(keep...)
-            idx.removeSubrange(keep...)
+            cand.removeSubrange(keep...)
             total = probs.reduce(0, +)
         }
+        return draw(total: total)
+    }
+
+    private mutating func draw(total: Double) -> Int {
         let u = Double(rng.next() >> 11) * 0x1p-53 * total
         var acc = 0.0
-        for (j, p) in probs.enumerated() {
-            acc += p
-            if u < acc { return idx[j] }
+        for j in probs.indices {
+            acc += probs[j]
+            if u < acc { return Int(cand[j]) }
         }
-        return idx[probs.count - 1]
+        return Int(cand[probs.count - 1])
+    }
+
+    /// In-place heapsort by logit descending, ties by id ascending (a total order, so the result is unique);
+    /// no temporary buffer, unlike the standard library's sort.
+    static func sortDescending(_ ids: inout [Int32], _ logits: [Float]) {
+        // "Greater" in heap terms = later in the output: smaller logit, or equal logit and larger id.
+        @inline(__always) func after(_ a: Int32, _ b: Int32) -> Bool {
+            let la = logits[Int(a)], lb = logits[Int(b)]
+            return la < lb || (la == lb && a > b)
+        }
+        let n = ids.count
+        guard n > 1 else { return }
+        ids.withUnsafeMutableBufferPointer { h in
+            func sift(_ start: Int, _ end: Int) {
+                var root = start
+                while true {
+                    var child = 2 * root + 1
+                    if child >= end { return }
+                    if child + 1 < end && after(h[child + 1], h[child]) { child += 1 }
+                    if !after(h[child], h[root]) { return }
+                    h.swapAt(root, child)
+                    root = child
+                }
+            }
+            for s in stride(from: n / 2 - 1, through: 0, by: -1) { sift(s, n) }
+            for end in stride(from: n - 1, to: 0, by: -1) {
+                h.swapAt(0, end)
+                sift(0, end)
+            }
+        }
     }
 }
 
