@@ -1,11 +1,14 @@
 // ConfigFile: `--config FILE` for tools with many flags: a JSON object, or flat YAML (`key: value` lines,
-// `#` comments, quoted strings), keys spelled like the flags (`batch-size` or `batch_size`). Flags win.
+// `#` comments, quoted strings), keys spelled like the flags (`batch-size` or `batch_size`). Flags win; a key no
+// flag reads is a usage error naming the closest valid key (a typo must not train at a default silently).
 import Foundation
 import LoRAShared
 
-public struct ConfigFile {
+public final class ConfigFile {
     public let path: String
     var values: [String: JSONValue] = [:]
+    /// Every key a tool has looked up: the keys it understands.
+    private(set) var known: Set<String> = []
 
     public init(path: String) throws {
         self.path = path
@@ -52,23 +55,72 @@ public struct ConfigFile {
     public var keys: [String] { Array(values.keys) }
 
     public func int(_ k: String) throws -> Int? {
+        known.insert(k)
         guard let v = values[k], !v.isNull else { return nil }
         guard let i = v.intValue else { throw UsageError("\(path): '\(k)' must be an integer") }
         return Int(i)
     }
     public func double(_ k: String) throws -> Double? {
+        known.insert(k)
         guard let v = values[k], !v.isNull else { return nil }
         guard let d = v.doubleValue else { throw UsageError("\(path): '\(k)' must be a number") }
         return d
     }
     public func bool(_ k: String) throws -> Bool? {
+        known.insert(k)
         guard let v = values[k], !v.isNull else { return nil }
         guard let b = v.boolValue else { throw UsageError("\(path): '\(k)' must be true or false") }
         return b
     }
     public func string(_ k: String) throws -> String? {
+        known.insert(k)
         guard let v = values[k], !v.isNull else { return nil }
         guard let s = v.stringValue else { throw UsageError("\(path): '\(k)' must be a string") }
         return s
     }
+
+    /// Common names from other trainers (transformers' TrainingArguments, PEFT's LoraConfig, axolotl) and what
+    /// to write instead.
+    static let aliases: [String: String] = [
+        "learning-rate": "lr", "num-train-epochs": "epochs", "num-epochs": "epochs",
+        "per-device-train-batch-size": "batch-size", "micro-batch-size": "batch-size", "train-batch-size": "batch-size",
+        "gradient-accumulation-steps": "grad-accum", "max-seq-length": "seq-len", "sequence-len": "seq-len",
+        "max-length": "seq-len", "cutoff-len": "seq-len", "lora-dropout": "dropout", "output-dir": "output",
+        "train-file": "data", "dataset": "data", "validation-file": "valid", "eval-file": "valid",
+        "lr-scheduler-type": "lr-schedule", "lr-scheduler": "lr-schedule", "gradient-checkpointing": "grad-checkpoint",
+        "warmup": "warmup-steps", "logging-steps": "log-every",
+        "save-steps": "save-every", "eval-steps": "eval-every", "save-total-limit": "keep-last",
+        "r": "lora-init --rank (the rank is the adapter's)", "rank": "lora-init --rank (the rank is the adapter's)",
+        "lora-r": "lora-init --rank (the rank is the adapter's)", "lora-alpha": "lora-init --alpha (alpha is the adapter's)",
+        "alpha": "lora-init --alpha (alpha is the adapter's)", "target-modules": "lora-init --targets (targets are the adapter's)",
+    ]
+
+    /// Refuses any key no lookup asked for (call after reading everything), naming the closest known key.
+    public func rejectUnknown() throws {
+        let unknown = values.keys.filter { !known.contains($0) }.sorted()
+        guard let k = unknown.first else { return }
+        var hint: String
+        if let a = ConfigFile.aliases[k] {
+            hint = a.contains(" ") ? "; use \(a)" : "; did you mean '\(a)'?"
+        } else if let best = known.min(by: { (editDistance(k, $0), $0) < (editDistance(k, $1), $1) }), editDistance(k, best) <= max(2, k.count / 3) {
+            hint = "; did you mean '\(best)'?"
+        } else {
+            hint = "; valid keys: " + known.sorted().joined(separator: ", ")
+        }
+        if unknown.count > 1 { hint += " (also unknown: \(unknown.dropFirst().joined(separator: ", ")))" }
+        throw UsageError("\(path): unknown key '\(k)'\(hint)")
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+func editDistance(_ a: String, _ b: String) -> Int {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    if x.isEmpty || y.isEmpty { return max(x.count, y.count) }
+    var prev = Array(0...y.count), cur = [Int](repeating: 0, count: y.count + 1)
+    for i in 1...x.count {
+        cur[0] = i
+        for j in 1...y.count { cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x[i - 1] == y[j - 1] ? 0 : 1)) }
+        swap(&prev, &cur)
+    }
+    return prev[y.count]
 }

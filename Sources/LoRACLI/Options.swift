@@ -3,8 +3,11 @@ import ArgumentParser
 import LoRAShared
 
 public struct CommonOptions: ParsableArguments {
-    @Option(help: "Seed for every random choice; the same inputs and seed give the same bytes.")
-    public var seed: UInt64 = 0
+    @Option(name: .customLong("seed"), help: "Seed for every random choice; the same inputs and seed give the same bytes. [default: 0]")
+    public var seedFlag: UInt64?
+
+    /// The seed: the flag, else 0 (lora-train also reads its config file's `seed`).
+    public var seed: UInt64 { seedFlag ?? 0 }
 
     @Option(help: "Threads for BLAS, oneDNN and our own kernels alike (0: one per core).")
     public var threads: Int = 0
@@ -36,7 +39,7 @@ public struct ComputeOptions: ParsableArguments {
     /// The flag, else the config file's `compute-dtype`, else auto; resolved against this CPU.
     public func resolve(_ cfg: ConfigFile? = nil) throws -> ComputeChoice {
         var req = computeDType
-        if req == nil, let c = cfg, let s = try c.string("compute-dtype") {
+        if let c = cfg, let s = try c.string("compute-dtype"), req == nil {
             guard let r = ComputeDTypeRequest(rawValue: s) else {
                 throw UsageError("\(c.path): compute-dtype must be auto, bf16 or f32 (got '\(s)')")
             }

@@ -4,9 +4,37 @@ import ArgumentParser
 import Foundation
 import LoRAShared
 
+/// The exit codes of every lora-* tool (sysexits.h where one fits).
 public enum ExitCode32 {
-    public static let failure: Int32 = 1
-    public static let usage: Int32 = 64
+    public static let failure: Int32 = 1     // bad input or a runtime failure: `error: what, where; fix`
+    public static let usage: Int32 = 64      // EX_USAGE: a bad flag, flag value or config key
+    public static let tempFail: Int32 = 75   // EX_TEMPFAIL: another run holds the lock; nothing was done
+    // 128 + signal (130 SIGINT, 143 SIGTERM): interrupted, see installInterruptCleanup.
+}
+
+/// Another process holds the lock of an output this run would write (exit 75: try again later).
+public struct LockHeldError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ message: String) { description = message }
+}
+
+/// What a failure exits with and the one line it prints after `error: `.
+func classify<C: ParsableCommand>(_ error: Error, _ type: C.Type) -> (code: Int32, message: String, usage: Bool) {
+    if let e = error as? LockHeldError { return (ExitCode32.tempFail, e.description, false) }
+    if let e = error as? UsageError { return (ExitCode32.usage, e.description, true) }
+    if isLibraryError(error) { return (ExitCode32.failure, "\(error)", false) }
+    // ArgumentParser's own errors (unknown flag, bad value, ValidationError) map to 64; anything else that
+    // reaches here is a runtime failure from Foundation or the system (a full disk, a vanished file).
+    if type.exitCode(for: error).rawValue == ExitCode32.usage { return (ExitCode32.usage, type.message(for: error), true) }
+    let ns = error as NSError
+    var message = ns.localizedDescription
+    if let path = ns.userInfo[NSFilePathErrorKey] as? String ?? (ns.userInfo[NSURLErrorKey] as? URL)?.path, !message.contains(path) {
+        message = "\(path): \(message)"
+    }
+    if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+        message += " (\(String(cString: strerror(Int32(u.code)))))"
+    }
+    return (ExitCode32.failure, message, false)
 }
 
 /// Runs a command the way every lora-* tool does.
@@ -24,20 +52,13 @@ public func runMain<C: ParsableCommand>(_ type: C.Type) -> Never {
         if code == .success {
             type.exit(withError: error)  // --help, --version
         }
-        if error is ExitCode {
-            exit((error as! ExitCode).rawValue)
-        }
-        let isUsage = !isLibraryError(error)
-        var message: String
-        if isLibraryError(error) {
-            message = "\(error)"
-        } else {
-            message = type.message(for: error)
-        }
-        message = message.replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
+        if let e = error as? ExitCode { exit(e.rawValue) }
+        let (status, raw, isUsage) = classify(error, type)
+        var message = raw.replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
         if message.lowercased().hasPrefix("error: ") { message = String(message.dropFirst(7)) }
-        FileHandle.standardError.write(Data("error: \(message)\(isUsage ? " (see --help)" : "")\n".utf8))
-        exit(isUsage ? ExitCode32.usage : ExitCode32.failure)
+        FileHandle.standardError.write(Data("error: \(message)\(isUsage && !message.contains("--help") ? " (see --help)" : "")\n".utf8))
+        PendingOutputs.shared.removeAll()
+        exit(status)
     }
 }
 

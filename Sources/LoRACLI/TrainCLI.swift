@@ -37,13 +37,7 @@ public enum TrainCLI {
             do {
                 let e = try builder.build(r)
                 try e.checkVocabulary(vocab, path: file.path)
-                let kept = e.targets.prefix(seqLen).dropFirst().filter { $0 }.count
-                if kept == 0 {
-                    throw DataError.badRecord(path: file.path, line: r.line,
-                        reason: e.ids.count > seqLen
-                            ? "all \(e.targetCount) target tokens lie beyond --seq-len \(seqLen) (the example has \(e.ids.count) tokens); raise --seq-len or shorten the prompt"
-                            : "the example has no target token")
-                }
+                let kept = try e.checkScored(seqLen: seqLen, path: file.path)
                 if e.ids.count > seqLen { st.truncated += 1 }
                 st.targets += kept
                 out.append(e)
@@ -69,20 +63,43 @@ public enum TrainCLI {
         return f.value
     }
 
+    /// The output folder's lock: held (flock on the folder itself, so nothing is left behind) for the whole run.
+    nonisolated(unsafe) static var outputLock: Int32 = -1
+
+    /// Makes `out` ready: created if missing (and then removed again if the run fails before it holds a usable
+    /// checkpoint or adapter), locked against a second lora-train on the same folder (exit 75), refused when it
+    /// already holds a run unless --resume or --force, and probed for writability.
     public static func prepareOutput(_ out: String, resume: Bool, force: Bool) throws {
         let fm = FileManager.default
         var isDir: ObjCBool = false
+        var created = false
         if fm.fileExists(atPath: out, isDirectory: &isDir) {
             guard isDir.boolValue else { throw FileError.cannotWrite(path: out, reason: "exists and is not a folder") }
+        } else {
+            do { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
+                throw FileError.cannotWrite(path: out, reason: error.localizedDescription)
+            }
+            created = true
+            PendingOutputs.shared.add(out)
+        }
+        let fd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError.cannotOpen(path: out, reason: String(cString: strerror(errno))) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            close(fd)
+            if created { PendingOutputs.shared.remove(out) }
+            if e == EWOULDBLOCK {
+                throw LockHeldError("\(out): another lora-train is writing this folder; wait for it to finish or choose another --output")
+            }
+            throw FileError.cannotOpen(path: out, reason: "cannot lock: \(String(cString: strerror(e)))")
+        }
+        outputLock = fd
+        if !created {
             let busy = fm.fileExists(atPath: out + "/adapter_model.safetensors") || !Checkpoint.list(out).isEmpty
             if busy && !resume && !force {
                 throw FileError.cannotWrite(path: out, reason: "already holds an adapter or checkpoints; pass --resume to continue, --force to start over, or choose another folder")
             }
             if force && !resume { try? fm.removeItem(atPath: out + "/checkpoints") }
-        } else {
-            do { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
-                throw FileError.cannotWrite(path: out, reason: error.localizedDescription)
-            }
         }
         // Probe writability now rather than after the first hour of training.
         let probe = out + "/.write-test-\(getpid())"
@@ -120,7 +137,10 @@ public enum TrainCLI {
             if bar == nil { bar = ProgressBar(total: total, label: "train", unit: " steps") }
             bar!.update(done, detail: String(format: "loss %.4f", t.state.lastLoss))
         }
-        t.onCheckpoint = { Log.info("checkpoint \($0)") }
+        t.onCheckpoint = {
+            PendingOutputs.shared.remove(out)  // it holds a usable checkpoint now: keep it even if the run fails
+            Log.info("checkpoint \($0)")
+        }
         t.onStep = { r in
             var o = JSONObject()
             o["step"] = .int(Int64(r.step)); o["epoch"] = round(r.epoch, 1e4); o["loss"] = round(r.loss)
@@ -137,6 +157,7 @@ public enum TrainCLI {
             exit(128 + Interrupt.received)
         }
         try t.currentAdapter().save(into: out)
+        PendingOutputs.shared.remove(out)
         Profiler.shared.report()
         var ru = rusage()
         getrusage(RUSAGE_SELF.rawValue, &ru)

@@ -67,13 +67,17 @@ struct Eval: ParsableCommand {
         let options = EvalOptions(seqLen: L, stride: stride, batchSize: batchSize)
         var windows: [Window] = []
         var result = EvalResult()
+        var skippedRows = 0
         for r in file.records {
             let e: Example
-            do { e = try builder.build(r) } catch {
-                if skipBadLines { Log.warn("skipped \(error)"); continue }
+            do {
+                e = try builder.build(r)
+                try e.checkVocabulary(m.config.vocabSize, path: file.path)
+                try e.checkScored(seqLen: L, path: file.path)
+            } catch {
+                if skipBadLines { Log.warn("skipped \(error)"); skippedRows += 1; continue }
                 throw error
             }
-            try e.checkVocabulary(m.config.vocabSize, path: file.path)
             let (w, cut) = Evaluator.windows(e, options)
             windows += w
             result.examples += 1
@@ -108,7 +112,7 @@ struct Eval: ParsableCommand {
         o["examples"] = .int(Int64(result.examples))
         o["windows"] = .int(Int64(result.windows))
         o["truncated"] = .int(Int64(result.truncated))
-        o["skipped_lines"] = .int(Int64(file.skipped.count))
+        o["skipped_lines"] = .int(Int64(file.skipped.count + skippedRows))
         o["seq_len"] = .int(Int64(L))
         o["adapter"] = adapter.map { .string($0) } ?? .null
         o["compute_dtype"] = .string(transformer.compute.label)

@@ -57,24 +57,27 @@ struct Train: ParsableCommand {
         common.apply()
         Interrupt.graceful = true
         let cfg = try config.map { try ConfigFile(path: $0) }
+        // The config's value is read (and type-checked) even when the flag wins, so every key it has is known.
         func pick<T>(_ flag: T?, _ key: String, _ get: (ConfigFile, String) throws -> T?, _ def: T) rethrows -> T {
-            if let f = flag { return f }
-            if let c = cfg, let v = try get(c, key) { return v }
-            return def
+            let fromConfig = try cfg.flatMap { try get($0, key) }
+            return flag ?? fromConfig ?? def
         }
-        guard let dataPath = try data ?? cfg?.string("data") else { throw UsageError("--data is required (a JSONL file or '-')") }
-        guard let out = try output ?? cfg?.string("output") else { throw UsageError("--output is required") }
+        let dataFromConfig = try cfg?.string("data"), outFromConfig = try cfg?.string("output")
+        guard let dataPath = data ?? dataFromConfig else { throw UsageError("--data is required (a JSONL file or '-')") }
+        guard let out = output ?? outFromConfig else { throw UsageError("--output is required") }
         var o = TrainOptions()
         o.seqLen = try pick(seqLen, "seq-len", { try $0.int($1) }, 512)
         o.batchSize = try pick(batchSize, "batch-size", { try $0.int($1) }, 4)
         o.gradAccum = try pick(gradAccum, "grad-accum", { try $0.int($1) }, 1)
         o.epochs = try pick(epochs, "epochs", { try $0.int($1) }, 1)
-        o.maxSteps = try maxSteps ?? cfg?.int("max-steps")
+        let maxStepsFromConfig = try cfg?.int("max-steps")
+        o.maxSteps = maxSteps ?? maxStepsFromConfig
         o.adam.lr = try pick(lr, "lr", { try $0.double($1) }, 2e-4)
         o.schedule = try pick(lrSchedule, "lr-schedule", { c, k in try c.string(k).map { s in
             guard let v = LRSchedule(rawValue: s) else { throw UsageError("\(c.path): lr-schedule must be constant, linear or cosine") }
             return v } }, .linear)
-        o.warmupSteps = try warmupSteps ?? cfg?.int("warmup-steps")
+        let warmupFromConfig = try cfg?.int("warmup-steps")
+        o.warmupSteps = warmupSteps ?? warmupFromConfig
         o.warmupRatio = try pick(warmupRatio, "warmup-ratio", { try $0.double($1) }, 0)
         o.adam.weightDecay = try pick(weightDecay, "weight-decay", { try $0.double($1) }, 0)
         o.adam.beta1 = try pick(adamBeta1, "adam-beta1", { try $0.double($1) }, 0.9)
@@ -90,8 +93,14 @@ struct Train: ParsableCommand {
         o.saveEvery = try pick(saveEvery, "save-every", { try $0.int($1) }, 0)
         o.keepLast = try pick(keepLast, "keep-last", { try $0.int($1) }, 3)
         o.seed = try seedValue(cfg)
-        let mask = try maskPrompt ?? cfg?.bool("mask-prompt")
-        let validPath = try valid ?? cfg?.string("valid")
+        let maskFromConfig = try cfg?.bool("mask-prompt"), validFromConfig = try cfg?.string("valid")
+        let mask = maskPrompt ?? maskFromConfig
+        let validPath = valid ?? validFromConfig
+        let dropoutFromConfig = try cfg?.double("dropout")
+        let compute = try computeOptions.resolve(cfg)
+        // training_config.json works as a --config: the positional arguments win over its model and adapter.
+        for k in ["model", "adapter", "compute-backend"] { _ = try cfg?.string(k) }
+        try cfg?.rejectUnknown()
         try TrainCLI.validate(o)
 
         let m = try ModelDir(path: model)
@@ -101,10 +110,10 @@ struct Train: ParsableCommand {
         let startAdapter = try Adapter.load(adapter)
         let linears = try m.linearModules()
         let transformer = try Transformer(model: m)
-        transformer.compute = try computeOptions.resolve(cfg)
+        transformer.compute = compute
         o.compute = transformer.compute
         try transformer.attach(startAdapter, linears: linears)
-        o.dropout = try pick(dropout, "dropout", { try $0.double($1) }, startAdapter.config.dropout)
+        o.dropout = dropout ?? dropoutFromConfig ?? startAdapter.config.dropout
         guard o.dropout >= 0 && o.dropout < 1 else { throw UsageError("--dropout must be in [0, 1)") }
 
         let tokenizer = try Tokenizer.load(directory: model)
@@ -116,11 +125,20 @@ struct Train: ParsableCommand {
         if let vp = validPath {
             let vf = try JSONLFile.read(vp, skipBad: skipBadLines, name: "--valid")
             let vb = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: mask, path: vf.path)
+            for s in vf.skipped { Log.warn("skipped \(s)") }
             for r in vf.records {
-                let e = try vb.build(r)
-                try e.checkVocabulary(m.config.vocabSize, path: vf.path)
+                let e: Example
+                do {
+                    e = try vb.build(r)
+                    try e.checkVocabulary(m.config.vocabSize, path: vf.path)
+                    try e.checkScored(seqLen: o.seqLen, path: vf.path)
+                } catch {
+                    if skipBadLines { Log.warn("skipped \(error)"); continue }
+                    throw error
+                }
                 validWindows += Evaluator.windows(e, EvalOptions(seqLen: o.seqLen)).windows
             }
+            if validWindows.isEmpty { throw DataError.noUsableExamples(path: vf.path, reason: "every line was skipped") }
         }
         Log.info("data: \(examples.count) examples, \(stats.truncated) truncated, \(stats.dropped) dropped, \(stats.targets) target tokens")
 
@@ -138,10 +156,11 @@ struct Train: ParsableCommand {
         try TrainCLI.run(trainer, stats: stats, out: out)
     }
 
+    /// --seed wins over the config's seed, which wins over the default (0).
     func seedValue(_ cfg: ConfigFile?) throws -> UInt64 {
-        if CommandLine.arguments.contains("--seed") { return common.seed }
-        if let s = try cfg?.int("seed") { return UInt64(s) }
-        return common.seed
+        let fromConfig = try cfg?.int("seed")
+        if let s = fromConfig, s < 0 { throw UsageError("\(cfg!.path): 'seed' must be a non-negative integer") }
+        return common.seedFlag ?? fromConfig.map { UInt64($0) } ?? 0
     }
 }
 

@@ -22,13 +22,13 @@ final class CLITests: XCTestCase {
     }
 
     func testQuantizeBadInput() throws {
-        assertToolError(try runTool("lora-quantize", [Fixtures.path("tiny-llama"), "-o", dir + "/q", "--block-size", "48"]), contains: "--block-size 48")
+        assertToolError(try runTool("lora-quantize", [Fixtures.path("tiny-llama"), "-o", dir + "/q", "--block-size", "48"]), contains: "--block-size 48", code: 64)
         assertToolError(try runTool("lora-quantize", [dir + "/missing", "-o", dir + "/q"]), contains: "not found")
         assertToolError(try runTool("lora-quantize", [Fixtures.path("tiny-llama-bnb"), "-o", dir + "/q"]), contains: "already quantized")
         try FileManager.default.createDirectory(atPath: dir + "/exists", withIntermediateDirectories: true)
         assertToolError(try runTool("lora-quantize", [Fixtures.path("tiny-llama"), "-o", dir + "/exists"]), contains: "--force")
         assertToolError(try runTool("lora-quantize", [Fixtures.path("tiny-llama"), "-o", dir + "/no/such/parent"]), contains: "does not exist")
-        assertToolError(try runTool("lora-quantize", [Fixtures.path("tiny-llama")]), contains: "--output")
+        assertToolError(try runTool("lora-quantize", [Fixtures.path("tiny-llama")]), contains: "--output", code: 64)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["exists"], "no partial outputs")
         let help = try runTool("lora-quantize", ["--help"])
         XCTAssertEqual(help.status, 0)
@@ -72,10 +72,10 @@ final class CLITests: XCTestCase {
     func testInitBadInput() throws {
         let m = Fixtures.path("tiny-llama")
         assertToolError(try runTool("lora-init", [m, "-o", dir + "/a", "--targets", "qkv"]), contains: "q_proj")
-        assertToolError(try runTool("lora-init", [m, "-o", dir + "/a", "--rank", "0"]), contains: "--rank")
+        assertToolError(try runTool("lora-init", [m, "-o", dir + "/a", "--rank", "0"]), contains: "--rank", code: 64)
         assertToolError(try runTool("lora-init", [m, "-o", dir + "/a", "--rank", "100"]), contains: "min(in, out)")
-        assertToolError(try runTool("lora-init", [m, "-o", dir + "/a", "--dropout", "1.5"]), contains: "--dropout")
-        assertToolError(try runTool("lora-init", [m, "-o", dir + "/a", "--init", "xavier"]), contains: "xavier")
+        assertToolError(try runTool("lora-init", [m, "-o", dir + "/a", "--dropout", "1.5"]), contains: "--dropout", code: 64)
+        assertToolError(try runTool("lora-init", [m, "-o", dir + "/a", "--init", "xavier"]), contains: "xavier", code: 64)
         assertToolError(try runTool("lora-init", [Fixtures.path("quant"), "-o", dir + "/a"]), contains: "config.json")
         XCTAssertEqual(try runTool("lora-init", [m, "-o", dir + "/a"]).status, 0)
         assertToolError(try runTool("lora-init", [m, "-o", dir + "/a"]), contains: "already exists")

@@ -89,7 +89,7 @@ final class EvalTests: XCTestCase {
         assertToolError(try runTool("lora-eval", [model, "--data", data([#"{"prompt": "p"}"#])]), contains: "missing \"completion\"")
         assertToolError(try runTool("lora-eval", [model, "--data", data([#"{"text": 5}"#])]), contains: "\"text\" must be a string")
         assertToolError(try runTool("lora-eval", [model, "--data", dir + "/none.jsonl"]), contains: "not found")
-        assertToolError(try runTool("lora-eval", [model, "--data", data([#"{"text": "ok"}"#]), "--seq-len", "4096"]), contains: "exceeds the model's context")
+        assertToolError(try runTool("lora-eval", [model, "--data", data([#"{"text": "ok"}"#]), "--seq-len", "4096"]), contains: "exceeds the model's context", code: 64)
         // A tokenizer whose ids exceed the model's vocabulary.
         let small = dir + "/small"
         try TinyModel.write(to: small, vocab: 300)

@@ -200,9 +200,9 @@ final class GenerateTests: XCTestCase {
         XCTAssertEqual(Int(o["tokens"]!.intValue! + o["prompt_tokens"]!.intValue!) <= 32, true)
         XCTAssertTrue(fit.stderr.contains("leaves room for only"), fit.stderr)
         // Flags that make no sense, and no chat template for a chat request.
-        assertToolError(try runTool("lora-generate", [dir + "/base", "--prompt", "x", "--top-p", "0"]), contains: "--top-p")
-        assertToolError(try runTool("lora-generate", [dir + "/base", "--prompt", "x", "--temperature", "-1"]), contains: "--temperature")
+        assertToolError(try runTool("lora-generate", [dir + "/base", "--prompt", "x", "--top-p", "0"]), contains: "--top-p", code: 64)
+        assertToolError(try runTool("lora-generate", [dir + "/base", "--prompt", "x", "--temperature", "-1"]), contains: "--temperature", code: 64)
         try TinyModel.write(to: dir + "/plain", chatTemplate: false)
-        assertToolError(try runTool("lora-generate", [dir + "/plain", "--prompt", "x", "--chat"]), contains: "--no-chat")
+        assertToolError(try runTool("lora-generate", [dir + "/plain", "--prompt", "x", "--chat"]), contains: "--no-chat", code: 64)
     }
 }

@@ -145,7 +145,7 @@ final class MergeTests: XCTestCase {
         XCTAssertTrue(o.stderr.contains("does not quantize to the 4-bit weights"), o.stderr)
         // --base-full with a full-precision model argument makes no sense.
         assertToolError(try runTool("lora-merge", [dir + "/base", "--adapter", dir + "/qa", "--base-full", dir + "/base", "-o", dir + "/x"]),
-                        contains: "--base-full is for a 4-bit model")
+                        contains: "--base-full is for a 4-bit model", code: 64)
     }
 
     func testRequantizeAndShards() throws {
@@ -184,10 +184,10 @@ final class MergeTests: XCTestCase {
         // A weight that is not a number.
         for bad in ["abc", "", "nan", "1e999"] {
             assertToolError(try runTool("lora-merge", [dir + "/base", "--adapter", dir + "/a:" + bad, "-o", dir + "/m"]),
-                            contains: "is not a number")
+                            contains: "is not a number", code: 64)
         }
-        assertToolError(try runTool("lora-merge", [dir + "/base", "-o", dir + "/m"]), contains: "--adapter")
-        assertToolError(try runTool("lora-merge", [dir + "/base", "--adapter", dir + "/a", "-o", dir + "/m", "--dtype", "int8"]), contains: "--dtype")
+        assertToolError(try runTool("lora-merge", [dir + "/base", "-o", dir + "/m"]), contains: "--adapter", code: 64)
+        assertToolError(try runTool("lora-merge", [dir + "/base", "--adapter", dir + "/a", "-o", dir + "/m", "--dtype", "int8"]), contains: "--dtype", code: 64)
         assertToolError(try runTool("lora-merge", [dir + "/base", "--adapter", dir + "/missing", "-o", dir + "/m"]), contains: "missing")
         // An interrupted merge (the disk fills while writing the weights) leaves no output and no temporary folder.
         assertToolError(try runTool("lora-merge", [dir + "/base", "--adapter", dir + "/a", "-o", dir + "/m"],

@@ -76,8 +76,10 @@ func waitForExit(_ p: Process, timeout: TimeInterval = 300, what: String, file: 
 }
 
 /// Asserts a failed run printed exactly one `error: …` line mentioning `contains`.
-func assertToolError(_ r: RunResult, contains: String, file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertNotEqual(r.status, 0, "expected a non-zero exit", file: file, line: line)
+/// The one error contract: exactly one `error:` line mentioning `contains`, no crash, and exit `code` (1: bad
+/// input or a runtime failure, 64: usage, 75: a held lock).
+func assertToolError(_ r: RunResult, contains: String, code: Int32 = 1, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(r.status, code, "exit status (stderr: \(r.stderr))", file: file, line: line)
     let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("error: ") }
     XCTAssertEqual(lines.count, 1, "expected one error line, got: \(r.stderr)", file: file, line: line)
     XCTAssertTrue(r.stderr.contains(contains), "error should mention '\(contains)': \(r.stderr)", file: file, line: line)

@@ -82,7 +82,7 @@ final class TrainTests: XCTestCase {
         XCTAssertEqual(try Adapter.load(dir + "/piped").moduleNames.count, 4)
         // '-' for both the adapter and the data is refused.
         assertToolError(try runTool("lora-train", [model, "-", "--data", "-", "-o", dir + "/x"], stdin: initRun.stdoutData),
-                        contains: "only one input per command")
+                        contains: "only one input per command", code: 64)
     }
 
     func testPackedRowEqualsSeparateRows() throws {
@@ -130,8 +130,8 @@ final class TrainTests: XCTestCase {
 
     func testBadInput() throws {
         // Nonsense learning rate and rank.
-        assertToolError(try train(dir + "/a", ["--lr", "5"]), contains: "--lr 5.0 makes no sense")
-        assertToolError(try train(dir + "/a", ["--lr=-1e-3"]), contains: "makes no sense")
+        assertToolError(try train(dir + "/a", ["--lr", "5"]), contains: "--lr 5.0 makes no sense", code: 64)
+        assertToolError(try train(dir + "/a", ["--lr=-1e-3"]), contains: "makes no sense", code: 64)
         assertToolError(try runTool("lora-init", [model, "-o", dir + "/r", "--rank", "4096"]), contains: "min(in, out)")
         // No usable example / a long example whose targets are all cut off.
         let tiny = dir + "/tiny.jsonl"

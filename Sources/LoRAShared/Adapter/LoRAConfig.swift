@@ -127,6 +127,10 @@ public struct LoRAConfig: Sendable {
         return JSONValue.object(o).serialized(.indented(2), sortKeys: true)
     }
 
+    /// The largest rank accepted anywhere (adapter files, lora-init): far above any useful LoRA rank, low
+    /// enough that r × features cannot overflow.
+    public static let maxRank = 1 << 16
+
     public static func parse(_ text: String, source: String) throws -> LoRAConfig {
         let v: JSONValue
         do { v = try JSONParser().parse(text) } catch {
@@ -136,9 +140,26 @@ public struct LoRAConfig: Sendable {
         guard o["peft_type"]?.stringValue == "LORA" else {
             throw AdapterError.badConfig(source: source, reason: "peft_type is \(o["peft_type"]?.serialized() ?? "missing"), expected \"LORA\"")
         }
-        guard let r = o["r"]?.intValue, r >= 1 else { throw AdapterError.badConfig(source: source, reason: "r must be a positive integer") }
-        let alpha = o["lora_alpha"]?.doubleValue ?? 8
-        let dropout = o["lora_dropout"]?.doubleValue ?? 0
+        func bad(_ r: String) -> AdapterError { .badConfig(source: source, reason: r) }
+        guard let r = o["r"]?.intValue, r >= 1, r <= LoRAConfig.maxRank else {
+            throw bad("r must be an integer in 1...\(LoRAConfig.maxRank)")
+        }
+        /// A number field: absent or null gives the default; anything else must be a finite number.
+        func number(_ k: String, _ def: Double) throws -> Double {
+            guard let v = o[k], !v.isNull else { return def }
+            guard let d = v.doubleValue, d.isFinite else { throw bad("\(k) must be a finite number (found \(v.serialized()))") }
+            return d
+        }
+        let alpha = try number("lora_alpha", 8)
+        let dropout = try number("lora_dropout", 0)
+        guard dropout >= 0 && dropout < 1 else { throw bad("lora_dropout \(dropout) must be in [0, 1)") }
+        // Every use_* switch is a boolean; the ones we do not implement must be off.
+        for (k, v) in o.entries where k.hasPrefix("use_") && !v.isNull {
+            guard let on = v.boolValue else { throw bad("\(k) must be true or false (found \(v.serialized()))") }
+            if on && k != "use_rslora" {
+                throw AdapterError.unsupported(source: source, feature: k == "use_dora" ? "DoRA (use_dora: true)" : "\(k): true")
+            }
+        }
         let targets: TargetModules
         switch o["target_modules"] {
         case .some(.string(let s)): targets = s == "all-linear" ? .allLinear : .regex(s)
@@ -150,7 +171,6 @@ public struct LoRAConfig: Sendable {
             targets = .names(names)
         default: throw AdapterError.badConfig(source: source, reason: "target_modules is missing")
         }
-        if o["use_dora"]?.boolValue == true { throw AdapterError.unsupported(source: source, feature: "DoRA (use_dora: true)") }
         if let b = o["bias"]?.stringValue, b != "none" { throw AdapterError.unsupported(source: source, feature: "bias \"\(b)\"") }
         if o["fan_in_fan_out"]?.boolValue == true { throw AdapterError.unsupported(source: source, feature: "fan_in_fan_out") }
         if let l = o["layers_to_transform"], !l.isNull { throw AdapterError.unsupported(source: source, feature: "layers_to_transform") }
@@ -163,13 +183,13 @@ public struct LoRAConfig: Sendable {
                            baseModelNameOrPath: o["base_model_name_or_path"]?.stringValue)
         if let rp = o["rank_pattern"]?.objectValue {
             for (k, v) in rp.entries {
-                guard let i = v.intValue, i >= 1 else { throw AdapterError.badConfig(source: source, reason: "rank_pattern[\(k)] must be a positive integer") }
+                guard let i = v.intValue, i >= 1, i <= LoRAConfig.maxRank else { throw bad("rank_pattern[\(k)] must be an integer in 1...\(LoRAConfig.maxRank)") }
                 c.rankPattern.append((k, Int(i)))
             }
         }
         if let ap = o["alpha_pattern"]?.objectValue {
             for (k, v) in ap.entries {
-                guard let d = v.doubleValue else { throw AdapterError.badConfig(source: source, reason: "alpha_pattern[\(k)] must be a number") }
+                guard let d = v.doubleValue, d.isFinite else { throw bad("alpha_pattern[\(k)] must be a finite number") }
                 c.alphaPattern.append((k, d))
             }
         }

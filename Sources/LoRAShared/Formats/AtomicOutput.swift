@@ -13,10 +13,13 @@ public final class PendingOutputs: @unchecked Sendable {
     private var paths = Set<String>()
     private let lock = NSLock()
 
-    func add(_ p: String) { lock.lock(); paths.insert(p); lock.unlock() }
-    func remove(_ p: String) { lock.lock(); paths.remove(p); lock.unlock() }
+    /// A path to delete if the run fails or is interrupted (a temporary file or folder, or an output folder this
+    /// run created and has not yet put anything usable in).
+    public func add(_ p: String) { lock.lock(); paths.insert(p); lock.unlock() }
+    /// The path is final (or usable): keep it whatever happens next.
+    public func remove(_ p: String) { lock.lock(); paths.remove(p); lock.unlock() }
 
-    /// Deletes every temporary output still pending; called on interruption.
+    /// Deletes every output still pending; called on failure and on interruption.
     public func removeAll() {
         lock.lock(); let ps = paths; paths.removeAll(); lock.unlock()
         for p in ps { try? FileManager.default.removeItem(atPath: p) }

@@ -7,6 +7,7 @@ extension Transformer {
     /// named error (the tokenizer does not belong to this model), not a crash.
     func embed(_ tokens: [Int32], seq: Int? = nil, into x: UnsafeMutablePointer<Float>) throws {
         let v = config.vocabSize, d = config.hiddenSize
+        guard !tokens.isEmpty, seq ?? 1 > 0 else { throw ModelError.emptyBatch(batch: tokens.count / max(1, seq ?? 1), seq: seq ?? 0) }
         if let bad = tokens.firstIndex(where: { $0 < 0 || Int($0) >= v }) {
             let t = max(1, seq ?? tokens.count)
             throw ModelError.tokenOutOfRange(id: Int(tokens[bad]), row: bad / t, position: bad % t, vocab: v)

@@ -17,6 +17,8 @@ public enum ModelError: Error, CustomStringConvertible {
     case shapeMismatch(dir: String, tensor: String, found: [Int], expected: [Int])
     /// A token id the embedding has no row for (row and position within the batch).
     case tokenOutOfRange(id: Int, row: Int, position: Int, vocab: Int)
+    /// A batch with no positions (a zero-token sequence reached the model).
+    case emptyBatch(batch: Int, seq: Int)
 
     public var description: String {
         switch self {
@@ -24,6 +26,8 @@ public enum ModelError: Error, CustomStringConvertible {
         case .shapeMismatch(let d, let t, let f, let e): return "\(d): weight '\(t)' has shape \(f), config.json implies \(e)"
         case .tokenOutOfRange(let id, let r, let p, let v):
             return "token id \(id) (sequence \(r), position \(p)) is outside the model's vocabulary of \(v) ids: the tokenizer does not belong to this model; use the model dir's own tokenizer.json"
+        case .emptyBatch(let b, let t):
+            return "a batch of \(b) sequences of \(t) tokens has no token to run; every sequence needs at least one token"
         }
     }
 }

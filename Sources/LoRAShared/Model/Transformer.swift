@@ -203,6 +203,7 @@ public final class Transformer: @unchecked Sendable {
     public func forward(_ batch: TokenBatch, wantLogits: Bool = false, wantHidden: Bool = false) throws -> Output {
         let c = config
         let rows = batch.batch * batch.seq
+        guard rows > 0 else { throw ModelError.emptyBatch(batch: batch.batch, seq: batch.seq) }
         let ws = inferenceWorkspace(rows: rows, seq: batch.seq, headChunk: min(rows, Transformer.headChunkRows))
         if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
         let d = c.hiddenSize

@@ -176,6 +176,7 @@ extension Transformer {
                           checkpointLayers: Bool = false) throws -> StepResult {
         let c = config
         let rows = batch.batch * batch.seq
+        guard rows > 0 else { throw ModelError.emptyBatch(batch: batch.batch, seq: batch.seq) }
         let maxR = lora.values.map(\.r).max() ?? 1
         let drop = (dropout?.rate ?? 0) > 0 ? dropout : nil
         if trainWorkspace == nil || trainWorkspace!.rows != rows || trainWorkspace!.seq != batch.seq

@@ -21,6 +21,29 @@ public struct TrainerState: Codable, Sendable, Equatable {
     }
 }
 
+extension TrainerState {
+    /// Range checks of a loaded state against the run that resumes it: every integer is used for indexing or
+    /// arithmetic, so a damaged or hand-edited trainer_state.json is refused here, naming the field.
+    public func validate(path: String, totalSteps: Int, batchesPerEpoch: Int, maxTokensPerStep: Int) throws {
+        func bad(_ r: String) -> CheckpointError { .corrupt(path: path, reason: "trainer_state.json: \(r)") }
+        guard format == "lora-pipeline-checkpoint-1" else { throw bad("unknown format '\(format)'") }
+        guard (0...totalSteps).contains(step) else { throw bad("step \(step) is outside 0...\(totalSteps), this run's steps") }
+        // Every epoch takes at least one step.
+        guard epoch >= 0, epoch <= step else { throw bad("epoch \(epoch) is impossible at step \(step)") }
+        guard (0...batchesPerEpoch).contains(batchInEpoch) else {
+            throw bad("batchInEpoch \(batchInEpoch) is outside 0...\(batchesPerEpoch), the batches of one epoch")
+        }
+        let (cap, overflow) = maxTokensPerStep.multipliedReportingOverflow(by: max(step, 1))
+        guard tokensSeen >= 0, overflow || tokensSeen <= cap else { throw bad("tokensSeen \(tokensSeen) is impossible at step \(step)") }
+        // A century of training is more than any run; beyond it the value is damage.
+        guard elapsedSeconds.isFinite, elapsedSeconds >= 0, elapsedSeconds < 3.2e9 else {
+            throw bad("elapsedSeconds \(elapsedSeconds) is not a plausible duration")
+        }
+        guard step == 0 || lastLoss.isFinite else { throw bad("lastLoss \(lastLoss) is not finite") }
+        if let d = computeDType, ComputeDType(rawValue: d) == nil { throw bad("compute_dtype '\(d)' is neither f32 nor bf16") }
+    }
+}
+
 public enum CheckpointError: Error, CustomStringConvertible, ToolError {
     case foreign(path: String, reason: String)
     case corrupt(path: String, reason: String)
@@ -84,7 +107,9 @@ public enum Checkpoint {
     }
 
     /// Loads and validates a checkpoint against the current run.
-    public static func load(_ path: String, fingerprint: String, computeDType: ComputeDType = .f32) throws -> (Adapter, AdamWState, TrainerState) {
+    /// `check` range-checks the state against the resuming run before anything in it is used.
+    public static func load(_ path: String, fingerprint: String, computeDType: ComputeDType = .f32,
+                            check: (TrainerState) throws -> Void = { _ in }) throws -> (Adapter, AdamWState, TrainerState) {
         let statePath = path + "/trainer_state.json"
         guard let data = FileManager.default.contents(atPath: statePath) else {
             throw CheckpointError.corrupt(path: path, reason: "trainer_state.json is missing")
@@ -93,6 +118,7 @@ public enum Checkpoint {
         do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
             throw CheckpointError.corrupt(path: path, reason: "trainer_state.json is unreadable: \(error)")
         }
+        try check(state)
         let saved = state.computeDType ?? ComputeDType.f32.rawValue
         guard saved == computeDType.rawValue else {
             throw CheckpointError.computeDType(path: path, checkpoint: saved, run: computeDType.rawValue)

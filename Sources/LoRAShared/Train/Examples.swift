@@ -41,6 +41,27 @@ extension Example {
                 reason: "token id \(bad) is outside the model's vocabulary of \(vocab); the tokenizer does not belong to this model")
         }
     }
+
+    /// The one check that an example gives the loss something within `seqLen` tokens (a position scores the
+    /// token after it, so the first never counts): an empty row (`{"text": ""}` with a tokenizer that adds no
+    /// BOS, or a pre-tokenizer that removes all of it) or one whose targets all lie beyond `seqLen` names its line.
+    /// Returns the number of scored tokens in the first `seqLen`. lora-train and lora-eval both apply it.
+    @discardableResult
+    public func checkScored(seqLen: Int, path: String) throws -> Int {
+        let kept = targets.prefix(seqLen).dropFirst().reduce(0) { $0 + ($1 ? 1 : 0) }
+        guard kept == 0 else { return kept }
+        let reason: String
+        if ids.isEmpty {
+            reason = "the example has no tokens (empty text, or everything removed by the tokenizer); remove the line or pass --skip-bad-lines"
+        } else if ids.count > seqLen {
+            reason = "all \(targetCount) target tokens lie beyond --seq-len \(seqLen) (the example has \(ids.count) tokens); raise --seq-len or shorten the prompt"
+        } else if ids.count == 1 {
+            reason = "the example has a single token, which scores nothing (each position predicts the next); remove the line or pass --skip-bad-lines"
+        } else {
+            reason = "the example has no target token"
+        }
+        throw DataError.badRecord(path: path, line: line, reason: reason)
+    }
 }
 
 public struct ExampleBuilder {

@@ -101,7 +101,16 @@ public final class Trainer {
     }
 
     public func resume(from path: String) throws {
-        let (adapter, opt, st) = try Checkpoint.load(path, fingerprint: fingerprint, computeDType: options.compute.dtype)
+        let perStep = options.batchSize.multipliedReportingOverflow(by: options.gradAccum)
+        let tokens = perStep.partialValue.multipliedReportingOverflow(by: options.seqLen)
+        let (adapter, opt, st) = try Checkpoint.load(path, fingerprint: fingerprint, computeDType: options.compute.dtype) { st in
+            // The bound of batchInEpoch is the batch count of the checkpoint's own epoch (packing varies it).
+            let epochBatches = st.epoch >= 0 && st.epoch <= st.step
+                ? Batching.epoch(examples, epoch: st.epoch, seed: options.seed, batchSize: options.batchSize, seqLen: options.seqLen,
+                                 packing: options.packing).count : 0
+            try st.validate(path: path, totalSteps: totalSteps, batchesPerEpoch: epochBatches,
+                            maxTokensPerStep: perStep.overflow || tokens.overflow ? Int.max : tokens.partialValue)
+        }
         for n in adapter.moduleNames {
             guard var l = model.lora[n] else { throw CheckpointError.foreign(path: path, reason: "module \(n) is not in this run's adapter") }
             let w = adapter.modules[n]!

@@ -1,0 +1,180 @@
+// HardeningTests: the inputs a hostile or careless user hands the tools, each found by mutating files and
+// flags against the release binaries, each refused with one `error:` line and the exact exit code of the
+// contract (1 bad input, 64 usage, 75 a held lock): zero-token rows, damaged checkpoints, non-finite adapter
+// settings, unknown config keys, a second run on a locked folder, and failed runs that must leave nothing.
+import XCTest
+@testable import LoRAShared
+
+final class HardeningTests: XCTestCase {
+    var dir = "", model = "", adapter = "", data = ""
+
+    override func setUpWithError() throws {
+        dir = makeTempDir("hard")
+        model = dir + "/model"
+        try TinyModel.write(to: model)  // the qwen2 tokenizer: no BOS, so an empty text is zero tokens
+        adapter = dir + "/adapter"
+        XCTAssertEqual(try runTool("lora-init", [model, "-o", adapter, "--targets", "q_proj,v_proj", "--rank", "4"]).status, 0)
+        data = write("data.jsonl", (0..<6).map { #"{"text": "The harbour master counted \#($0) bells before the frost."}"# })
+    }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    func write(_ name: String, _ lines: [String]) -> String {
+        let p = dir + "/" + name
+        try! (lines.joined(separator: "\n") + "\n").write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+
+    func train(_ out: String, _ extra: [String], env: [String: String] = [:]) throws -> RunResult {
+        try runTool("lora-train", [model, adapter, "--data", data, "-o", out, "--seq-len", "32", "--batch-size", "2", "-q"] + extra, env: env)
+    }
+
+    /// `{"text": ""}` alone in a batch crashed lora-eval (SIGSEGV); now it is refused like lora-train refuses it,
+    /// or skipped and counted with --skip-bad-lines.
+    func testZeroTokenRows() throws {
+        let d = write("empty.jsonl", [#"{"text": "a few words"}"#, #"{"text": ""}"#])
+        for bs in ["1", "4"] {
+            assertToolError(try runTool("lora-eval", [model, "--data", d, "--batch-size", bs]), contains: "empty.jsonl:2: the example has no tokens")
+        }
+        let r = try runTool("lora-eval", [model, "--data", d, "--batch-size", "1", "--skip-bad-lines", "-q"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try jsonObject(r.stdout)["skipped_lines"], .int(1))
+        XCTAssertEqual(try jsonObject(r.stdout)["examples"], .int(1))
+        // A single token scores nothing either.
+        let one = write("one.jsonl", [#"{"text": "a"}"#])
+        assertToolError(try runTool("lora-eval", [model, "--data", one]), contains: "single token")
+        // lora-train refuses it in --data and now in --valid too.
+        assertToolError(try train(dir + "/t", ["--max-steps", "1", "--data", d]), contains: "no tokens")
+        assertToolError(try train(dir + "/t", ["--max-steps", "1", "--valid", d]), contains: "empty.jsonl:2: the example has no tokens")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/t"), "a failed run leaves no output folder")
+        // The library refuses an empty batch instead of running off the end of its buffers.
+        let t = try Transformer(model: try ModelDir(path: model))
+        assertThrows(try t.forward(TokenBatch(tokens: [], labels: [], lengths: [0], batch: 1, seq: 0)), contains: "no token to run")
+    }
+
+    /// Negative or huge integers in trainer_state.json reached pointer arithmetic on --resume (SIGSEGV).
+    func testDamagedCheckpointStateIsRefused() throws {
+        let out = dir + "/run"
+        let r = try train(out, ["--max-steps", "4", "--save-every", "2"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ck = out + "/checkpoints/step-0000002/trainer_state.json"
+        let good = try String(contentsOfFile: ck, encoding: .utf8)
+        // (field, damaged value, what the error names)
+        let cases: [(String, String, String)] = [
+            ("batchInEpoch", "-1", "batchInEpoch -1"),
+            ("batchInEpoch", "4611686018427387904", "batchInEpoch 4611686018427387904"),
+            ("step", "-2", "step -2"),
+            ("step", "9223372036854775807", "step 9223372036854775807"),
+            ("epoch", "-7", "epoch -7"),
+            ("epoch", "3", "epoch 3"),
+            ("tokensSeen", "-5", "tokensSeen -5"),
+            ("tokensSeen", "9223372036854775807", "tokensSeen 9223372036854775807"),
+            ("elapsedSeconds", "-1e308", "elapsedSeconds"),
+            ("elapsedSeconds", "1e300", "elapsedSeconds"),
+            ("lastLoss", "1e999", "trainer_state.json"),
+            ("format", "\"x\"", "unknown format"),
+            ("compute_dtype", "\"f8\"", "compute_dtype 'f8'"),
+        ]
+        for (field, value, expect) in cases {
+            let re = try NSRegularExpression(pattern: "\"\(field)\" : [^,\\n]+")
+            let damaged = re.stringByReplacingMatches(in: good, range: NSRange(good.startIndex..., in: good),
+                                                      withTemplate: "\"\(field)\" : \(value)")
+            XCTAssertNotEqual(damaged, good, "the state has no \(field): \(good)")
+            try damaged.write(toFile: ck, atomically: true, encoding: .utf8)
+            // The step-4 checkpoint is the latest; resume from the damaged one explicitly.
+            assertToolError(try train(out, ["--max-steps", "4", "--save-every", "2", "--resume-from", out + "/checkpoints/step-0000002"]),
+                            contains: expect)
+        }
+        try good.write(toFile: ck, atomically: true, encoding: .utf8)
+        let ok = try train(out, ["--max-steps", "4", "--save-every", "2", "--resume-from", out + "/checkpoints/step-0000002"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+    }
+
+    /// lora_alpha Infinity/NaN gave a merged model full of NaN (exit 0) and `{"loss": NaN}` from lora-eval;
+    /// lora_dropout NaN, negative or ≥ 1 was accepted by eval, merge and generate.
+    func testNonFiniteAdapterSettingsAreRefused() throws {
+        let cfgPath = adapter + "/adapter_config.json"
+        let good = try String(contentsOfFile: cfgPath, encoding: .utf8)
+        var o = try jsonObject(good).objectValue!
+        let cases: [(String, JSONValue, String)] = [
+            ("lora_alpha", .double(.infinity), "lora_alpha must be a finite number"),
+            ("lora_alpha", .double(.nan), "lora_alpha must be a finite number"),
+            ("lora_alpha", .string("16"), "lora_alpha must be a finite number"),
+            ("lora_dropout", .double(.nan), "lora_dropout must be a finite number"),
+            ("lora_dropout", .double(-0.1), "must be in [0, 1)"),
+            ("lora_dropout", .double(1), "must be in [0, 1)"),
+            ("r", .int(1 << 40), "r must be an integer in 1...65536"),
+            ("use_rslora", .string("yes"), "use_rslora must be true or false"),
+            ("use_qalora", .bool(true), "use_qalora: true"),
+        ]
+        for (key, value, expect) in cases {
+            let saved = o[key]
+            o[key] = value
+            try JSONValue.object(o).serialized().write(toFile: cfgPath, atomically: true, encoding: .utf8)
+            assertToolError(try runTool("lora-eval", [model, "--adapter", adapter, "--data", data]), contains: expect)
+            assertToolError(try runTool("lora-merge", [model, "--adapter", adapter, "-o", dir + "/merged"]), contains: expect)
+            assertToolError(try runTool("lora-generate", [model, "--adapter", adapter, "--no-chat", "--prompt", "hi", "--max-tokens", "1"]),
+                            contains: expect)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/merged"))
+            o[key] = saved
+        }
+    }
+
+    /// A config key no flag reads trained at the default silently; now it is a usage error naming the
+    /// closest key, and --seed on the command line wins over the config's seed.
+    func testConfigKeysAndSeedPrecedence() throws {
+        let typo = write("typo.yaml", ["max-steps: 1", "learning_rate: 0.01"])
+        assertToolError(try train(dir + "/o", ["--config", typo]), contains: "unknown key 'learning-rate'; did you mean 'lr'?", code: 64)
+        let near = write("near.yaml", ["max-steps: 1", "batch-sise: 2"])
+        assertToolError(try train(dir + "/o", ["--config", near]), contains: "did you mean 'batch-size'?", code: 64)
+        let rank = write("rank.yaml", ["rank: 8"])
+        assertToolError(try train(dir + "/o", ["--config", rank]), contains: "lora-init --rank", code: 64)
+        let badType = write("type.yaml", ["max-steps: many"])
+        assertToolError(try train(dir + "/o", ["--config", badType]), contains: "'max-steps' must be an integer", code: 64)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/o"))
+        // Seeds: the flag beats the config, the config beats the default.
+        let seeded = write("seed.yaml", ["max-steps: 2", "seed: 5", "dropout: 0.2"])
+        for (name, extra) in [("flag", ["--seed", "9"]), ("flag2", ["--seed=9"]), ("nine", [] as [String])] {
+            let cfg = name == "nine" ? write("seed9.yaml", ["max-steps: 2", "seed: 9", "dropout: 0.2"]) : seeded
+            let r = try train(dir + "/" + name, ["--config", cfg] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let saved = try jsonObject(try String(contentsOfFile: dir + "/\(name)/training_config.json", encoding: .utf8))
+            XCTAssertEqual(saved["seed"], .int(9), name)
+        }
+        let a = try Data(contentsOf: URL(fileURLWithPath: dir + "/flag/adapter_model.safetensors"))
+        let b = try Data(contentsOf: URL(fileURLWithPath: dir + "/nine/adapter_model.safetensors"))
+        XCTAssertEqual(a, b, "the same seed, from the flag or the config, gives the same bytes")
+        // The saved training_config.json is itself a valid --config.
+        let again = try train(dir + "/again", ["--config", dir + "/flag/training_config.json"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+    }
+
+    /// Two runs on one output folder: the second exits 75 (EX_TEMPFAIL) and touches nothing.
+    func testHeldLockExits75() throws {
+        let out = dir + "/locked"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let fd = open(out, O_RDONLY | O_DIRECTORY)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0)
+        assertToolError(try train(out, ["--max-steps", "1"]), contains: "another lora-train is writing this folder", code: 75)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out), [])
+        flock(fd, LOCK_UN)
+        close(fd)
+        let r = try train(out, ["--max-steps", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+    }
+
+    /// A failed lora-train (nothing to resume, a NaN at step 1) left an empty or partial output folder.
+    func testFailedRunLeavesNoOutputFolder() throws {
+        assertToolError(try train(dir + "/r1", ["--max-steps", "2", "--resume"]), contains: "no checkpoint to resume from")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/r1"))
+        assertToolError(try train(dir + "/r2", ["--max-steps", "2"], env: ["LORA_TEST_NAN_AT_STEP": "1"]), contains: "not finite")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/r2"))
+        // With a usable checkpoint the folder stays, so --resume can continue.
+        assertToolError(try train(dir + "/r3", ["--max-steps", "4", "--save-every", "2"], env: ["LORA_TEST_NAN_AT_STEP": "3"]), contains: "not finite")
+        XCTAssertEqual(Checkpoint.list(dir + "/r3").map(\.step), [2])
+        // A folder the user made is never removed.
+        try FileManager.default.createDirectory(atPath: dir + "/mine", withIntermediateDirectories: true)
+        assertToolError(try train(dir + "/mine", ["--max-steps", "2"], env: ["LORA_TEST_NAN_AT_STEP": "1"]), contains: "not finite")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/mine"))
+    }
+}
