@@ -17,6 +17,10 @@ public struct CommonOptions: ParsableArguments {
 
     public init() {}
 
+    public func validate() throws {
+        guard (0...Limits.maxThreads).contains(threads) else { throw ValidationError("--threads must be in 0...\(Limits.maxThreads)") }
+    }
+
     public func apply() {
         Log.quiet = quiet
         setBLASThreads(threads)

@@ -11,17 +11,17 @@ public enum TrainCLI {
     public static func validate(_ o: TrainOptions) throws {
         func need(_ ok: Bool, _ msg: String) throws { if !ok { throw UsageError(msg) } }
         try need(o.seqLen >= 2, "--seq-len must be at least 2")
-        try need(o.batchSize >= 1, "--batch-size must be at least 1")
-        try need(o.gradAccum >= 1, "--grad-accum must be at least 1")
-        try need(o.epochs >= 1, "--epochs must be at least 1")
-        try need(o.maxSteps.map { $0 >= 1 } ?? true, "--max-steps must be at least 1")
+        try need((1...Limits.maxBatchSize).contains(o.batchSize), "--batch-size must be in 1...\(Limits.maxBatchSize)")
+        try need((1...Limits.maxGradAccum).contains(o.gradAccum), "--grad-accum must be in 1...\(Limits.maxGradAccum)")
+        try need((1...Limits.maxEpochs).contains(o.epochs), "--epochs must be in 1...\(Limits.maxEpochs)")
+        try need(o.maxSteps.map { (1...Limits.maxSteps).contains($0) } ?? true, "--max-steps must be in 1...\(Limits.maxSteps)")
         try need(o.adam.lr > 0 && o.adam.lr < 1 && o.adam.lr.isFinite, "--lr \(o.adam.lr) makes no sense; use a small positive value such as 2e-4")
         try need(o.warmupRatio >= 0 && o.warmupRatio < 1, "--warmup-ratio must be in [0, 1)")
-        try need(o.warmupSteps.map { $0 >= 0 } ?? true, "--warmup-steps must be non-negative")
+        try need(o.warmupSteps.map { (0...Limits.maxSteps).contains($0) } ?? true, "--warmup-steps must be in 0...\(Limits.maxSteps)")
         try need(o.adam.weightDecay >= 0 && o.adam.weightDecay < 1, "--weight-decay must be in [0, 1)")
         try need((0..<1).contains(o.adam.beta1) && (0..<1).contains(o.adam.beta2), "--adam-beta1 and --adam-beta2 must be in [0, 1)")
-        try need(o.adam.eps > 0, "--adam-eps must be positive")
-        try need(o.maxGradNorm >= 0, "--max-grad-norm must be non-negative")
+        try need(o.adam.eps > 0 && o.adam.eps.isFinite, "--adam-eps must be a positive finite number")
+        try need(o.maxGradNorm >= 0 && o.maxGradNorm.isFinite, "--max-grad-norm must be a non-negative finite number")
         try need(o.logEvery >= 1 && o.evalEvery >= 0 && o.saveEvery >= 0 && o.keepLast >= 1,
                  "--log-every ≥ 1, --eval-every ≥ 0, --save-every ≥ 0 and --keep-last ≥ 1")
     }

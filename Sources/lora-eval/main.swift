@@ -48,13 +48,14 @@ struct Eval: ParsableCommand {
         if let s = seqLen, s < 2 { throw ValidationError("--seq-len must be at least 2") }
         if let s = stride, s < 1 { throw ValidationError("--stride must be at least 1") }
         if let s = stride, let l = seqLen, s > l { throw ValidationError("--stride \(s) must not exceed --seq-len \(l)") }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        guard (1...Limits.maxBatchSize).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...\(Limits.maxBatchSize)") }
     }
 
     func run() throws {
         common.apply()
         let started = Date()
         let m = try ModelDir(path: model)
+        try m.validate()
         let ctx = m.config.maxPositionEmbeddings
         let L = seqLen ?? min(ctx, 2048)
         guard L <= ctx else {
@@ -86,10 +87,16 @@ struct Eval: ParsableCommand {
         guard !windows.isEmpty else { throw DataError.noUsableExamples(path: file.path, reason: "every line was skipped") }
         result.windows = windows.count
 
+        let loaded = try adapter.map { try Adapter.load($0) }
+        let maxR = loaded.map { a in a.moduleNames.map { a.modules[$0]!.r }.max() ?? 1 } ?? 1
+        let longest = windows.map(\.ids.count).max() ?? 1
+        let rows = Limits.product(min(batchSize, windows.count), longest) ?? Int.max
+        try Limits.checkMemory(Transformer.inferenceWorkspaceBytes(config: m.config, rows: rows, seq: longest, maxR: maxR),
+                               for: "evaluating \(min(batchSize, windows.count)) windows of \(longest) tokens at once", fix: "lower --batch-size or --seq-len")
         let transformer = try Transformer(model: m)
         transformer.compute = try computeOptions.resolve()
-        if let a = adapter {
-            try transformer.attach(try Adapter.load(a), linears: try m.linearModules())
+        if let a = loaded {
+            try transformer.attach(a, linears: try m.linearModules())
         }
         var bar: ProgressBar? = nil
         let t0 = Date()

@@ -77,6 +77,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         common.apply()
         let m = try ModelDir(path: model)
+        try m.validate()
         let tokenizer = try Tokenizer.load(directory: model)
         let useChat = chat ?? (tokenizer.chatTemplate != nil)
         var template: ChatTemplate? = nil
@@ -91,7 +92,7 @@ struct Generate: ParsableCommand {
         if let a = adapter {
             try transformer.attach(try Adapter.load(a), linears: try m.linearModules())
         }
-        let stops = Generate.stopTokens(model: model, config: m.config, tokenizer: tokenizer)
+        let stops = try Generate.stopTokens(model: model, config: m.config, tokenizer: tokenizer)
         let ctx = min(m.config.maxPositionEmbeddings, 1 << 20)
         var sampler = Sampler(options: SamplingOptions(temperature: temperature, topK: topK, topP: topP), seed: common.seed)
 
@@ -233,14 +234,26 @@ struct Generate: ParsableCommand {
     }
 
     /// Token ids that end generation: the tokenizer's EOS (for chat models, the end-of-turn token), config.json's
-    /// eos_token_id and generation_config.json's (an int or a list).
-    static func stopTokens(model: String, config: ModelConfig, tokenizer: Tokenizer) -> Set<Int> {
+    /// eos_token_id and generation_config.json's (an int or a list). A generation_config.json that is there but
+    /// malformed is an error, not silently ignored (generation would then run past the model's stop token).
+    static func stopTokens(model: String, config: ModelConfig, tokenizer: Tokenizer) throws -> Set<Int> {
         var s = Set(config.eosTokenIds)
         if let e = tokenizer.eosTokenId { s.insert(e) }
-        if let data = FileManager.default.contents(atPath: model + "/generation_config.json"),
-           let v = try? data.withUnsafeBytes({ try JSONParser().parse($0) }), let o = v.objectValue, let e = o["eos_token_id"] {
-            if let i = e.intValue { s.insert(Int(i)) }
-            for x in e.arrayValue ?? [] { if let i = x.intValue { s.insert(Int(i)) } }
+        let path = model + "/generation_config.json"
+        guard let data = FileManager.default.contents(atPath: path) else { return s }
+        let v: JSONValue
+        do { v = try data.withUnsafeBytes { try JSONParser().parse($0) } } catch {
+            throw ConfigError.invalidJSON(path: path, reason: "\(error)")
+        }
+        guard let o = v.objectValue else { throw ConfigError.invalidJSON(path: path, reason: "top level is a \(v.typeName), not an object") }
+        guard let e = o["eos_token_id"], !e.isNull else { return s }
+        let ids = e.arrayValue ?? [e]
+        for x in ids {
+            guard let i = x.intValue, i >= 0, i < config.vocabSize else {
+                throw ConfigError.badValue(path: path, key: "eos_token_id",
+                                           reason: "expected token ids in 0..<\(config.vocabSize) (an int or a list), got \(e.serialized())")
+            }
+            s.insert(Int(i))
         }
         return s
     }

@@ -48,7 +48,7 @@ struct Init: ParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
-        guard rank >= 1 else { throw ValidationError("--rank must be at least 1") }
+        guard (1...LoRAConfig.maxRank).contains(rank) else { throw ValidationError("--rank must be in 1...\(LoRAConfig.maxRank)") }
         guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1)") }
         if let a = alpha, !(a > 0) || !a.isFinite { throw ValidationError("--alpha must be a positive number") }
         let names = targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -61,10 +61,11 @@ struct Init: ParsableCommand {
         common.apply()
         let names = targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         let t: TargetModules = names == ["all-linear"] ? .allLinear : .names(names)
-        let cfg = LoRAConfig(r: rank, alpha: alpha ?? Double(2 * rank), dropout: dropout, targets: t,
+        let cfg = LoRAConfig(r: rank, alpha: alpha ?? 2 * Double(rank), dropout: dropout, targets: t,
                              useRslora: rslora, initLoraWeights: initMode == .kaiming ? .bool(true) : .string("gaussian"),
                              baseModelNameOrPath: baseName ?? model)
         let m = try ModelDir(path: model)
+        try m.validate()
         let adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: common.seed)
         if output == "-" {
             let sink = FDSink.standardOutput()

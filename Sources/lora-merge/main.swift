@@ -73,6 +73,9 @@ struct Merge: ParsableCommand {
         }
         let m = try ModelDir(path: model)
         let full = try baseFull.map { try ModelDir(path: $0) }
+        // Both models are checked whole before anything is written.
+        try m.validate()
+        try full?.validate()
         var o = MergeOptions()
         o.dtype = dtype.flatMap(Merge.parseDType)
         o.maxShardSize = maxShardSize.bytes

@@ -104,10 +104,17 @@ struct Train: ParsableCommand {
         try TrainCLI.validate(o)
 
         let m = try ModelDir(path: model)
+        try m.validate()
         guard o.seqLen <= m.config.maxPositionEmbeddings else {
             throw UsageError("--seq-len \(o.seqLen) exceeds the model's context of \(m.config.maxPositionEmbeddings) tokens; lower --seq-len")
         }
         let startAdapter = try Adapter.load(adapter)
+        let maxR = startAdapter.moduleNames.map { startAdapter.modules[$0]!.r }.max() ?? 1
+        try Limits.checkMemory(
+            Transformer.trainWorkspaceBytes(config: m.config, rows: Limits.product(o.batchSize, o.seqLen) ?? Int.max, seq: o.seqLen,
+                                            maxR: maxR, checkpointed: o.gradCheckpoint),
+            for: "training at --batch-size \(o.batchSize) × --seq-len \(o.seqLen)",
+            fix: "lower --batch-size (raise --grad-accum to keep the global batch)\(o.gradCheckpoint ? "" : ", or pass --grad-checkpoint")")
         let linears = try m.linearModules()
         let transformer = try Transformer(model: m)
         transformer.compute = compute

@@ -16,7 +16,7 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(try runTool("lora-init", [model, "-o", adapter, "--targets", "q_proj,v_proj", "--rank", "4"]).status, 0)
         data = write("data.jsonl", (0..<6).map { #"{"text": "The harbour master counted \#($0) bells before the frost."}"# })
     }
-    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+    override func tearDown() { if ProcessInfo.processInfo.environment["KEEP"] == nil { try? FileManager.default.removeItem(atPath: dir) } else { print("KEPT", dir) } }
 
     func write(_ name: String, _ lines: [String]) -> String {
         let p = dir + "/" + name
@@ -176,5 +176,102 @@ final class HardeningTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir + "/mine", withIntermediateDirectories: true)
         assertToolError(try train(dir + "/mine", ["--max-steps", "2"], env: ["LORA_TEST_NAN_AT_STEP": "1"]), contains: "not finite")
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/mine"))
+    }
+
+    /// A copy of the tiny model with `edit` applied to its tensors and `config` to its config.json.
+    func brokenModel(_ name: String, tensors edit: ([TensorRecord], SafetensorsFile) -> [TensorRecord] = { r, _ in r },
+                     config: (inout JSONObject) -> Void = { _ in }) throws -> String {
+        let out = dir + "/" + name
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        for f in ["tokenizer.json", "tokenizer_config.json"] { try FileManager.default.copyItem(atPath: model + "/" + f, toPath: out + "/" + f) }
+        var c = try jsonObject(try String(contentsOfFile: model + "/config.json", encoding: .utf8)).objectValue!
+        config(&c)
+        try JSONValue.object(c).serialized().write(toFile: out + "/config.json", atomically: true, encoding: .utf8)
+        let st = try SafetensorsFile(path: model + "/model.safetensors")
+        try SafetensorsWriter.write(edit(try st.names.map { TensorRecord(copying: try st.tensor($0)) }, st), toFile: out + "/model.safetensors")
+        return out
+    }
+
+    /// lora-quantize and lora-merge wrote broken models (a projection missing, a misshapen embedding) with exit 0.
+    func testBrokenModelsAreRefusedBeforeWriting() throws {
+        let missing = try brokenModel("missing", tensors: { r, _ in r.filter { $0.name != "model.layers.1.mlp.down_proj.weight" } })
+        let wrongEmbed = try brokenModel("embed", tensors: { r, _ in
+            r.map { $0.name == "model.embed_tokens.weight" ? TensorRecord(name: $0.name, floats: [Float](repeating: 0.1, count: 1000 * 32), shape: [1000, 32], dtype: .BF16) : $0 }
+        })
+        let noNorm = try brokenModel("nonorm", tensors: { r, _ in r.filter { $0.name != "model.layers.0.post_attention_layernorm.weight" } })
+        for (m, expect) in [(missing, "model.layers.1.mlp.down_proj.weight' is missing"), (wrongEmbed, "model.embed_tokens.weight' has shape [1000, 32]"),
+                            (noNorm, "post_attention_layernorm.weight' is missing")] {
+            assertToolError(try runTool("lora-quantize", [m, "-o", dir + "/q"]), contains: expect)
+            assertToolError(try runTool("lora-merge", [m, "--adapter", adapter, "-o", dir + "/mm"]), contains: expect)
+            assertToolError(try runTool("lora-eval", [m, "--data", data]), contains: expect)
+            assertToolError(try runTool("lora-init", [m, "-o", dir + "/ai"]), contains: expect)
+            for p in ["/q", "/mm", "/ai"] { XCTAssertFalse(FileManager.default.fileExists(atPath: dir + p), p) }
+        }
+    }
+
+    /// Config values that were parsed and silently ignored or accepted out of range.
+    func testConfigValuesAreChecked() throws {
+        let cases: [(String, (inout JSONObject) -> Void, String)] = [
+            ("gelu", { $0["hidden_act"] = .string("gelu") }, "\"gelu\" is not supported"),
+            ("eps", { $0["rms_norm_eps"] = .double(.infinity) }, "rms_norm_eps"),
+            ("theta", { $0["rope_theta"] = .double(.infinity) }, "rope_theta"),
+            ("theta0", { $0["rope_theta"] = .string("big") }, "rope_theta"),
+            ("scaling", { $0["rope_scaling"] = .string("garbage") }, "rope_scaling"),
+            ("yarn", { $0["rope_scaling"] = .object(JSONObject([("rope_type", .string("yarn")), ("factor", .double(4))])) }, "'yarn' is not supported"),
+            ("factor", { $0["rope_scaling"] = .object(JSONObject([("rope_type", .string("linear")), ("factor", .double(.nan))])) }, "rope_scaling.factor"),
+            ("llama3", { $0["rope_scaling"] = .object(JSONObject([("rope_type", .string("llama3")), ("factor", .double(8)),
+                                                                  ("low_freq_factor", .double(4)), ("high_freq_factor", .double(1))])) }, "high_freq_factor"),
+            ("vocab", { $0["vocab_size"] = .int(1 << 40) }, "vocab_size"),
+        ]
+        for (name, edit, expect) in cases {
+            let m = try brokenModel(name, config: edit)
+            assertToolError(try runTool("lora-eval", [m, "--data", data]), contains: expect)
+            assertToolError(try runTool("lora-quantize", [m, "-o", dir + "/q"]), contains: expect)
+        }
+        // A malformed generation_config.json was ignored, so generation ran past the model's stop token.
+        for (text, expect) in [("{", "generation_config.json: invalid JSON"), (#"{"eos_token_id": "x"}"#, "eos_token_id"),
+                               (#"{"eos_token_id": [5, 99999999]}"#, "eos_token_id")] {
+            let m = try brokenModel("gen\(text.count)")
+            try text.write(toFile: m + "/generation_config.json", atomically: true, encoding: .utf8)
+            assertToolError(try runTool("lora-generate", [m, "--no-chat", "--prompt", "hi", "--max-tokens", "1"]), contains: expect)
+        }
+    }
+
+    /// Numeric flags that overflowed: --rank 2^62 (SIGILL in the default alpha), --batch-size 2^63-1 (SIGABRT
+    /// allocating), and sizes whose memory cannot exist.
+    func testNumericFlagsAreBounded() throws {
+        assertToolError(try runTool("lora-init", [model, "-o", dir + "/a", "--rank", "4611686018427387904"]), contains: "--rank must be in 1...65536", code: 64)
+        assertToolError(try runTool("lora-init", [model, "-o", dir + "/a", "--rank", "33"]), contains: "rank")  // beyond the modules' 32
+        assertToolError(try runTool("lora-eval", [model, "--data", data, "--batch-size", "9223372036854775807"]), contains: "--batch-size must be in", code: 64)
+        assertToolError(try train(dir + "/t", ["--batch-size", "9223372036854775807"]), contains: "--batch-size must be in", code: 64)
+        assertToolError(try train(dir + "/t", ["--grad-accum", "9223372036854775807"]), contains: "--grad-accum must be in", code: 64)
+        assertToolError(try train(dir + "/t", ["--epochs", "9223372036854775807"]), contains: "--epochs must be in", code: 64)
+        assertToolError(try train(dir + "/t", ["--adam-eps", "inf"]), contains: "--adam-eps", code: 64)
+        assertToolError(try train(dir + "/t", ["--threads", "100000"]), contains: "--threads", code: 64)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/t"))
+        // Within the flag bounds but beyond this machine: refused before allocating, naming the flag.
+        let long = dir + "/long"
+        try TinyModel.write(to: long, maxPositions: 1 << 20)
+        assertToolError(try runTool("lora-train", [long, adapter, "--data", data, "-o", dir + "/t", "--seq-len", "1048576", "--batch-size", "65536"]),
+                        contains: "lower --batch-size")
+        XCTAssertEqual(Limits.product(1 << 40, 1 << 30), nil)
+        XCTAssertEqual(Limits.product(3, 5, 7), 105)
+    }
+
+    /// Non-finite weights used to print {"loss": NaN} (not even JSON); now the error names the data line.
+    func testNonFiniteLossIsAnError() throws {
+        let bad = dir + "/nanadapter"
+        try FileManager.default.copyItem(atPath: adapter, toPath: bad)
+        let st = try SafetensorsFile(path: adapter + "/adapter_model.safetensors")
+        let recs = try st.names.map { n -> TensorRecord in
+            let t = try st.tensor(n)
+            return n.contains("lora_B") ? TensorRecord(name: n, floats: [Float](repeating: .infinity, count: t.numel), shape: t.shape, dtype: t.dtype)
+                : TensorRecord(copying: t)
+        }
+        try FileManager.default.removeItem(atPath: bad + "/adapter_model.safetensors")
+        try SafetensorsWriter.write(recs, toFile: bad + "/adapter_model.safetensors")
+        let r = try runTool("lora-eval", [model, "--adapter", bad, "--data", data])
+        assertToolError(r, contains: "the loss is")
+        XCTAssertFalse(r.stdout.contains("NaN"), r.stdout)
     }
 }

@@ -55,24 +55,43 @@ func runTool(_ name: String, _ args: [String], stdin: Data? = nil, env: [String:
     let g = DispatchGroup()
     g.enter(); DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); g.leave() }
     g.enter(); DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); g.leave() }
-    waitForExit(p, timeout: timeout, what: "\(name) \(args)")
+    let status = waitForExit(p, timeout: timeout, what: "\(name) \(args)")
     g.wait()
     let outData = outBox.data, errData = errBox.data
-    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+    return RunResult(status: status, stdout: String(decoding: outData, as: UTF8.self),
                      stderr: String(decoding: errData, as: UTF8.self), stdoutData: outData)
 }
 
 /// Waits for a started process by polling (not `waitUntilExit`'s run loop, which can miss the exit under
 /// a shifted clock such as faketime's); a process still running after `timeout` seconds is killed and fails
-/// the test, so no test can hang.
-func waitForExit(_ p: Process, timeout: TimeInterval = 300, what: String, file: StaticString = #filePath, line: UInt = #line) {
+/// the test, so no test can hang. Returns the exit status (128 + signal for a signal, as a shell reports it).
+/// A child that exited but that Foundation never reaped (seen after a crash while the Swift backtracer ran)
+/// is reaped here from its zombie state.
+@discardableResult
+func waitForExit(_ p: Process, timeout: TimeInterval = 300, what: String, file: StaticString = #filePath, line: UInt = #line) -> Int32 {
     var waited: TimeInterval = 0
-    while p.isRunning && waited < timeout { usleep(10_000); waited += 0.01 }
-    if p.isRunning {
-        kill(p.processIdentifier, SIGKILL)
-        XCTFail("\(what) timed out after \(Int(timeout)) s", file: file, line: line)
-        while p.isRunning { usleep(10_000) }
+    let pid = p.processIdentifier
+    func zombieStatus() -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")"), stat[stat.index(close, offsetBy: 2)] == "Z" else { return nil }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
+        let sig = status & 0x7f
+        return sig == 0 ? (status >> 8) & 0xff : 128 + sig
     }
+    while p.isRunning && waited < timeout {
+        if waited > 1, Int(waited * 100) % 100 == 0, let s = zombieStatus() { return s }
+        usleep(10_000); waited += 0.01
+    }
+    if p.isRunning {
+        if let s = zombieStatus() { return s }
+        kill(pid, SIGKILL)
+        XCTFail("\(what) timed out after \(Int(timeout)) s", file: file, line: line)
+        var spins = 0
+        while p.isRunning && spins < 500 { usleep(10_000); spins += 1 }
+        return zombieStatus() ?? 137
+    }
+    return p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
 }
 
 /// Asserts a failed run printed exactly one `error: …` line mentioning `contains`.

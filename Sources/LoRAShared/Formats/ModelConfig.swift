@@ -120,31 +120,70 @@ public struct ModelConfig: Sendable {
         }
         guard headDim % 2 == 0 else { throw ConfigError.badValue(path: path, key: "head_dim", reason: "must be even for rotary embeddings") }
         maxPositionEmbeddings = try int("max_position_embeddings", default: 2048)
-        guard let eps = (o["rms_norm_eps"] ?? .double(1e-6)).doubleValue, eps >= 0 else {
-            throw ConfigError.badValue(path: path, key: "rms_norm_eps", reason: "expected a non-negative number")
+        guard let eps = (o["rms_norm_eps"] ?? .double(1e-6)).doubleValue, eps >= 0, eps < 1 else {
+            throw ConfigError.badValue(path: path, key: "rms_norm_eps", reason: "expected a finite number in [0, 1), got \(o["rms_norm_eps"]!.serialized())")
         }
         rmsNormEps = eps
+        // The MLP is SwiGLU: silu (swish is the same function) is the only activation these families use.
+        if let act = o["hidden_act"] ?? o["hidden_activation"], !act.isNull {
+            guard let a = act.stringValue, a == "silu" || a == "swish" else {
+                throw ConfigError.badValue(path: path, key: "hidden_act", reason: "\(act.serialized()) is not supported (only silu)")
+            }
+        }
+        // Size products the engine forms (e.g. vocab × hidden) must fit easily in an Int.
+        for (k, v) in [("vocab_size", vocabSize), ("intermediate_size", intermediateSize), ("num_hidden_layers", numLayers),
+                       ("num_attention_heads", numHeads), ("head_dim", headDim)] where v > 1 << 24 {
+            throw ConfigError.badValue(path: path, key: k, reason: "\(v) is beyond any supported model (at most \(1 << 24))")
+        }
 
         // rope: 5.x nests everything in rope_parameters; 4.x has rope_theta + rope_scaling.
         let ropeObj: JSONObject? = o["rope_parameters"]?.objectValue ?? o["rope_scaling"]?.objectValue
-        var theta = o["rope_theta"]?.doubleValue
-        if let rp = o["rope_parameters"]?.objectValue, let t = rp["rope_theta"]?.doubleValue { theta = t }
-        ropeTheta = theta ?? 10000.0
-        guard ropeTheta > 0 else { throw ConfigError.badValue(path: path, key: "rope_theta", reason: "must be positive") }
+        for k in ["rope_scaling", "rope_parameters"] {
+            if let v = o[k], !v.isNull, v.objectValue == nil {
+                throw ConfigError.badValue(path: path, key: k, reason: "expected an object or null, got \(v.serialized())")
+            }
+        }
+        var thetaValue = o["rope_theta"]
+        if let rp = o["rope_parameters"]?.objectValue, let t = rp["rope_theta"] { thetaValue = t }
+        if let tv = thetaValue, !tv.isNull {
+            guard let t = tv.doubleValue, t > 0, t.isFinite else {
+                throw ConfigError.badValue(path: path, key: "rope_theta", reason: "expected a positive finite number, got \(tv.serialized())")
+            }
+            ropeTheta = t
+        } else {
+            ropeTheta = 10000.0
+        }
         if let r = ropeObj {
-            let t = r["rope_type"]?.stringValue ?? r["type"]?.stringValue ?? "default"
+            let tv = r["rope_type"] ?? r["type"] ?? .string("default")
+            guard let t = tv.stringValue else {
+                throw ConfigError.badValue(path: path, key: "rope_type", reason: "expected a string, got \(tv.serialized())")
+            }
+            /// A positive finite number of the scaling object (absent: the default).
+            func number(_ k: String, _ def: Double?) throws -> Double {
+                guard let v = r[k], !v.isNull else {
+                    if let def { return def }
+                    throw ConfigError.badValue(path: path, key: "rope_scaling.\(k)", reason: "rope_type \(t) needs a positive factor")
+                }
+                guard let d = v.doubleValue, d > 0, d.isFinite else {
+                    throw ConfigError.badValue(path: path, key: "rope_scaling.\(k)", reason: "expected a positive finite number, got \(v.serialized())")
+                }
+                return d
+            }
             switch t {
             case "default":
                 ropeScaling = nil
             case "linear", "llama3":
-                guard let f = r["factor"]?.doubleValue, f > 0 else {
-                    throw ConfigError.badValue(path: path, key: "rope_scaling.factor", reason: "rope_type \(t) needs a positive factor")
+                let f = try number("factor", nil)
+                let orig = try number("original_max_position_embeddings", 8192)
+                guard orig == orig.rounded(), orig < Double(Int32.max) else {
+                    throw ConfigError.badValue(path: path, key: "rope_scaling.original_max_position_embeddings", reason: "expected a positive integer")
                 }
-                ropeScaling = RopeScaling(
-                    type: t, factor: f,
-                    lowFreqFactor: r["low_freq_factor"]?.doubleValue ?? 1,
-                    highFreqFactor: r["high_freq_factor"]?.doubleValue ?? 4,
-                    originalMaxPositionEmbeddings: Int(r["original_max_position_embeddings"]?.intValue ?? 8192))
+                let low = try number("low_freq_factor", 1), high = try number("high_freq_factor", 4)
+                guard t != "llama3" || high > low else {
+                    throw ConfigError.badValue(path: path, key: "rope_scaling.high_freq_factor", reason: "must exceed low_freq_factor (\(low))")
+                }
+                ropeScaling = RopeScaling(type: t, factor: f, lowFreqFactor: low, highFreqFactor: high,
+                                          originalMaxPositionEmbeddings: Int(orig))
             default:
                 throw ConfigError.badValue(path: path, key: "rope_type", reason: "'\(t)' is not supported (default, linear, llama3)")
             }

@@ -17,6 +17,8 @@ public enum ModelError: Error, CustomStringConvertible {
     case shapeMismatch(dir: String, tensor: String, found: [Int], expected: [Int])
     /// A token id the embedding has no row for (row and position within the batch).
     case tokenOutOfRange(id: Int, row: Int, position: Int, vocab: Int)
+    /// A tensor whose dtype is not a float type where the model needs one.
+    case badDType(dir: String, tensor: String, dtype: String)
     /// A batch with no positions (a zero-token sequence reached the model).
     case emptyBatch(batch: Int, seq: Int)
 
@@ -26,6 +28,8 @@ public enum ModelError: Error, CustomStringConvertible {
         case .shapeMismatch(let d, let t, let f, let e): return "\(d): weight '\(t)' has shape \(f), config.json implies \(e)"
         case .tokenOutOfRange(let id, let r, let p, let v):
             return "token id \(id) (sequence \(r), position \(p)) is outside the model's vocabulary of \(v) ids: the tokenizer does not belong to this model; use the model dir's own tokenizer.json"
+        case .badDType(let d, let t, let dt):
+            return "\(d): weight '\(t)' has dtype \(dt); the model needs a float type (F32, F16 or BF16) there"
         case .emptyBatch(let b, let t):
             return "a batch of \(b) sequences of \(t) tokens has no token to run; every sequence needs at least one token"
         }
@@ -74,6 +78,37 @@ public final class ModelDir: @unchecked Sendable {
             out.append(LinearModule(name: m.name, outFeatures: m.out, inFeatures: m.in, quantized: quantized))
         }
         return out
+    }
+
+    /// Every tensor the model needs, checked before a tool writes anything: the embedding, each layer's norms,
+    /// Linears (full precision or 4-bit) and the biases config.json implies, the final norm and an untied head,
+    /// with their shapes and float dtypes. A missing or misshapen tensor names itself and the file it came from.
+    public func validate() throws {
+        let c = config, d = c.hiddenSize
+        func need(_ name: String, _ shape: [Int]) throws {
+            guard let i = weights.info(name) else { throw ModelError.missingWeight(dir: path, tensor: name) }
+            guard i.shape == shape else { throw ModelError.shapeMismatch(dir: path, tensor: name, found: i.shape, expected: shape) }
+            guard i.dtype.isFloatingPoint else { throw ModelError.badDType(dir: path, tensor: name, dtype: i.dtype.rawValue) }
+        }
+        try need("model.embed_tokens.weight", [c.vocabSize, d])
+        try need("model.norm.weight", [d])
+        if !c.tieWordEmbeddings { try need("lm_head.weight", [c.vocabSize, d]) }
+        for m in try linearModules() {
+            if !m.quantized {
+                let w = m.name + ".weight"
+                guard let i = weights.info(w), i.dtype.isFloatingPoint else {
+                    throw ModelError.badDType(dir: path, tensor: w, dtype: weights.info(w)?.dtype.rawValue ?? "?")
+                }
+            }
+            let short = m.shortName
+            let biased = ["q_proj", "k_proj", "v_proj"].contains(short) ? c.attentionBias
+                : short == "o_proj" ? c.oProjBias : c.mlpBias
+            if biased { try need(m.name + ".bias", [m.outFeatures]) }
+        }
+        for l in 0..<c.numLayers {
+            try need("model.layers.\(l).input_layernorm.weight", [d])
+            try need("model.layers.\(l).post_attention_layernorm.weight", [d])
+        }
     }
 
     /// Parameter count as PEFT's get_nb_trainable_parameters reports it for the base model: every stored

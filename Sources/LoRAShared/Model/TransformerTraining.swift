@@ -165,6 +165,24 @@ extension Transformer {
         }
     }
 
+    /// Bytes of the training workspace for `rows` rows (batch × sequence), or nil when that overflows: the
+    /// per-layer saved activations (only layer inputs with `checkpointed`), the shared per-row buffers, attention
+    /// scratch per core and the head chunk. Checked against memory before lora-train allocates it.
+    public static func trainWorkspaceBytes(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, checkpointed: Bool) -> Int? {
+        let d = c.hiddenSize, qd = c.numHeads * c.headDim, ldqkv = qd + 2 * c.numKVHeads * c.headDim
+        let i = c.intermediateSize
+        let saved = 2 * d + ldqkv + qd + 2 + 2 * i
+        let perLayer = checkpointed ? d : saved
+        guard let layers = Limits.product(perLayer, c.numLayers),
+              let perRow = Limits.product(1, layers + (checkpointed ? saved : 0) + 6 * d + 4 * i + 2 * ldqkv + qd + 3 * max(1, maxR)),
+              let acts = Limits.product(rows, perRow, 4),
+              let attn = Limits.product(Transformer.attentionScratch(seq: seq), 2, 4),
+              let head = Limits.product(min(rows, Transformer.headChunkRows), c.vocabSize + d, 4) else { return nil }
+        let (a, o1) = acts.addingReportingOverflow(attn)
+        let (t, o2) = a.addingReportingOverflow(head)
+        return o1 || o2 ? nil : t
+    }
+
     public struct StepResult: Sendable {
         public var nllSum: Double
         public var tokens: Int

@@ -16,7 +16,10 @@ public enum FastMath {
         p = p * r + 1.666_666_545_9e-1
         p = p * r + 5.000_000_120_1e-1
         let y = p * (r * r) + r + 1
-        let scale = Float(bitPattern: UInt32(bitPattern: (Int32(fx) &+ 127) &<< 23))
+        // Int32(fx) without the trap on NaN (a NaN input then gives NaN, as libm, instead of a crash): fx is an
+        // integer in [-126, 128] for every other input, which the round-by-magic-number recovers exactly.
+        let n = Int32(bitPattern: (fx + 12_582_912).bitPattern & 0x7F_FFFF) &- 0x40_0000
+        let scale = Float(bitPattern: UInt32(bitPattern: (n &+ 127) &<< 23))
         // Below the clamp the true value underflows: 0, as libm.
         return xIn < -87.3 ? 0 : y * scale
     }

@@ -95,6 +95,7 @@ public enum ModelQuantizer {
         if FileManager.default.fileExists(atPath: output) && !options.replace {
             throw FileError.cannotWrite(path: output, reason: "already exists; choose another path or pass --force")
         }
+        try model.validate()  // a broken model is refused here, not written out for lora-eval to discover
         let store = model.weights
         let linearNames = Set(model.config.linearModules().map { $0.name + ".weight" })
         let cache = Cache()

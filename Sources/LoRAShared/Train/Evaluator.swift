@@ -28,6 +28,21 @@ public struct EvalResult: Sendable {
 public struct Window: Sendable {
     public var ids: [Int32]
     public var labels: [Int32]
+    /// The data line it comes from (0: unknown), for errors.
+    public var line = 0
+}
+
+public enum EvalError: Error, CustomStringConvertible, ToolError {
+    /// The loss of a batch is NaN or infinite: never printed as a result (it is not even valid JSON).
+    case nonFinite(lines: [Int], loss: Double)
+
+    public var description: String {
+        switch self {
+        case .nonFinite(let lines, let loss):
+            let at = lines.filter { $0 > 0 }.map(String.init).joined(separator: ", ")
+            return "the loss is \(loss) on the windows of data line\(lines.count == 1 ? "" : "s") \(at.isEmpty ? "?" : at): the model or adapter holds non-finite or overflowing weights; evaluate the base alone to tell which"
+        }
+    }
 }
 
 public enum Evaluator {
@@ -40,11 +55,11 @@ public enum Evaluator {
         }
         let n = e.ids.count
         if n <= o.seqLen {
-            return ([Window(ids: e.ids, labels: labels(e.ids[...], e.targets[...], from: 0))], false)
+            return ([Window(ids: e.ids, labels: labels(e.ids[...], e.targets[...], from: 0), line: e.line)], false)
         }
         if e.format != .text {
             let ids = e.ids[..<o.seqLen], tg = e.targets[..<o.seqLen]
-            return ([Window(ids: Array(ids), labels: labels(ids, tg, from: 0))], true)
+            return ([Window(ids: Array(ids), labels: labels(ids, tg, from: 0), line: e.line)], true)
         }
         var out: [Window] = []
         var prevEnd = 0, begin = 0
@@ -52,7 +67,7 @@ public enum Evaluator {
             let end = min(begin + o.seqLen, n)
             let trg = end - prevEnd
             let ids = e.ids[begin..<end], tg = e.targets[begin..<end]
-            out.append(Window(ids: Array(ids), labels: labels(ids, tg, from: ids.count - trg)))
+            out.append(Window(ids: Array(ids), labels: labels(ids, tg, from: ids.count - trg), line: e.line))
             prevEnd = end
             if end == n { break }
             begin += o.stride
@@ -67,8 +82,9 @@ public enum Evaluator {
         let totalTokens = ws.reduce(0) { $0 + $1.ids.count }
         var done = 0, nll = 0.0, count = 0
         var i = 0
+        let bs = min(o.batchSize, max(1, order.count))
         while i < order.count {
-            let group = order[i..<min(order.count, i + o.batchSize)].map { ws[$0] }
+            let group = order[i..<min(order.count, i + bs)].map { ws[$0] }
             let T = group.map(\.ids.count).max()!
             var tokens = [Int32](repeating: 0, count: group.count * T)
             var labels = [Int32](repeating: -100, count: group.count * T)
@@ -76,11 +92,14 @@ public enum Evaluator {
                 for k in 0..<w.ids.count { tokens[b * T + k] = w.ids[k]; labels[b * T + k] = w.labels[k] }
             }
             let out = try model.forward(TokenBatch(tokens: tokens, labels: labels, lengths: group.map(\.ids.count), batch: group.count, seq: T))
+            if !out.nllSum.isFinite {
+                throw EvalError.nonFinite(lines: Array(Set(group.map(\.line))).sorted(), loss: out.nllSum / Double(max(1, out.tokens)))
+            }
             nll += out.nllSum
             count += out.tokens
             done += group.reduce(0) { $0 + $1.ids.count }
             progress?(done, totalTokens)
-            i += o.batchSize
+            i += bs
         }
         return (nll, count)
     }
