@@ -91,4 +91,28 @@ final class TemplateLimitsTests: XCTestCase {
         assertLimit(#"{% set s = "x" * 1000000 %}{% for i in range(100000) %}{% if "y" in s %}{% endif %}{% endfor %}"#, "maxWork", maxWork: small)
         XCTAssertEqual(try render("{% for i in range(250) %}{% for j in range(250) %}{% endfor %}{% endfor %}ok", maxWork: small), "ok")
     }
+
+    /// A long conversation through a real model's template and tokenizer: linear, and far inside every limit.
+    func testLongConversationIsLinear() throws {
+        let dir = "/work/main/models/smollm2-135m-instruct"
+        guard FileManager.default.fileExists(atPath: dir + "/tokenizer.json") else { throw XCTSkip("no \(dir)") }
+        let tok = try Tokenizer.load(directory: dir)
+        let tpl = try ChatTemplate(XCTUnwrap(tok.chatTemplate), name: "smollm2")
+        func seconds(_ turns: Int) throws -> Double {
+            let msgs: [JSONValue] = (0..<turns).map { i in
+                .object(JSONObject([("role", .string(i % 2 == 0 ? "user" : "assistant")),
+                                    ("content", .string("Turn \(i): the quick brown fox jumps over the lazy dog."))]))
+            }
+            let t0 = Date()
+            let text = try tpl.render(messages: msgs, addGenerationPrompt: true, variables: tok.templateVariables)
+            let ids = try tok.encodeChecked(text, addSpecialTokens: false)
+            XCTAssertGreaterThan(ids.count, turns * 15)
+            return Date().timeIntervalSince(t0)
+        }
+        _ = try seconds(100)  // warm up
+        let t1k = try seconds(1000), t4k = try seconds(4000)
+        print("1000 turns: \(t1k) s, 4000 turns: \(t4k) s")
+        XCTAssertLessThan(t4k, 10)
+        XCTAssertLessThan(t4k, 6 * t1k + 0.5, "4000 turns \(t4k) s vs 1000 turns \(t1k) s: superlinear")
+    }
 }
