@@ -326,6 +326,23 @@ final class TokenizerBehaviourTests: XCTestCase {
                      contains: #""chat_template": expected a string or a list"#)
     }
 
+    /// A Split regex that backtracks exponentially (`(a+)+$` on "aaa…ab") stops at its time limit: encodeChecked
+    /// fails naming the file and the pattern, encode leaves the piece unsplit; neither hangs.
+    func testBacktrackingRegexStops() throws {
+        let split = #"{"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": false}"#
+        let dir = writeTokenizer(tiny(preTokenizer: split))
+        let t = try Tokenizer.load(directory: dir)
+        XCTAssertEqual(try t.encodeChecked("aab"), [0, 2])  // no match: one piece
+        let evil = String(repeating: "a", count: 60) + "b"
+        var t0 = Date()
+        assertThrows(try t.encodeChecked(evil), contains: dir + #"/tokenizer.json: "pre_tokenizer.pattern": regex (a+)+$ exceeded its limit"#)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2 * SplitPattern.icuSeconds + 0.5)
+        t0 = Date()
+        XCTAssertEqual(t.encode(evil), [Int](repeating: 0, count: 59) + [2])  // left whole: BPE as one word
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2 * SplitPattern.icuSeconds + 0.5)
+        XCTAssertEqual(try t.encodeChecked("ab"), [2])  // the failure does not stick to the tokenizer
+    }
+
     /// A tokenizer.json cut anywhere is an error naming the file, never a crash.
     func testTruncatedFilesFailCleanly() throws {
         let full = try Data(contentsOf: URL(fileURLWithPath: TokenizerFixtures.dir + "/qwen2/tokenizer.json"))

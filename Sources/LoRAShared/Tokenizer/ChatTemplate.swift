@@ -11,6 +11,8 @@ public enum ChatTemplateError: Error, CustomStringConvertible, Equatable {
     case render(template: String, line: Int, column: Int, message: String)
     /// The template called `raise_exception(message)` (transformers' TemplateError).
     case raised(template: String, line: Int, column: Int, message: String)
+    /// The template exceeded a bound of TemplateLimits (nesting, recursion, string or list size, work).
+    case limit(template: String, line: Int, column: Int, message: String)
 
     public var description: String {
         switch self {
@@ -18,6 +20,7 @@ public enum ChatTemplateError: Error, CustomStringConvertible, Equatable {
         case .unsupported(let t, let l, let c, let m): return "\(t):\(l):\(c): unsupported \(m)"
         case .render(let t, let l, let c, let m): return "\(t):\(l):\(c): render error: \(m)"
         case .raised(let t, let l, let c, let m): return "\(t):\(l):\(c): raise_exception: \(m)"
+        case .limit(let t, let l, let c, let m): return "\(t):\(l):\(c): template limit exceeded: \(m)"
         }
     }
 
@@ -36,6 +39,8 @@ public struct ChatTemplate: Sendable {
     /// The time zone `strftime_now` formats the clock in; nil is the process's local time zone, as Python's
     /// naive `datetime.now()` (tests pin it to UTC so a rendered date never depends on where they run).
     var timeZone: TimeZone? = nil
+    /// The render's work budget (tests lower it to reach it quickly).
+    var maxWork = TemplateLimits.maxWork
 
     /// Parses `source` once; `name` prefixes every error message (e.g. the model folder).
     public init(_ source: String, name: String = "chat_template") throws {
@@ -46,6 +51,9 @@ public struct ChatTemplate: Sendable {
             body = try parser.parseTemplate()
             try JinjaParser.validate(body, soft: false)
         } catch let f as JinjaSyntaxFailure {
+            if f.limit {
+                throw ChatTemplateError.limit(template: name, line: f.pos.line, column: f.pos.column, message: f.message)
+            }
             if f.unsupported {
                 throw ChatTemplateError.unsupported(template: name, line: f.pos.line, column: f.pos.column, construct: f.message)
             }
@@ -65,7 +73,7 @@ public struct ChatTemplate: Sendable {
         for (k, v) in variables { root.vars[k] = JinjaValue(v) }
         root.vars["messages"] = .array(messages.map { JinjaValue(ChatTemplate.aliasReasoning($0)) })
         root.vars["add_generation_prompt"] = .bool(addGenerationPrompt)
-        return try JinjaInterpreter(templateName: name).render(body, root: root)
+        return try JinjaInterpreter(templateName: name, maxWork: maxWork).render(body, root: root)
     }
 
     /// transformers' `_alias_reasoning_fields`: `{"thinking": r, **message, "reasoning_content": r}` where r is

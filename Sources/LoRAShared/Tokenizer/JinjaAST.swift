@@ -49,6 +49,32 @@ struct JinjaExpr: Sendable {
     }
     let kind: Kind
     let pos: JinjaPos
+    /// Levels of expressions from this one down to its deepest leaf: how deep evaluating it recurses.
+    let depth: Int
+
+    init(kind: Kind, pos: JinjaPos) {
+        self.kind = kind
+        self.pos = pos
+        depth = 1 + kind.children.reduce(0) { max($0, $1.depth) }
+    }
+}
+
+extension JinjaExpr.Kind {
+    /// The sub-expressions of a node.
+    var children: [JinjaExpr] {
+        switch self {
+        case .const, .name: return []
+        case .list(let xs), .tuple(let xs): return xs
+        case .dict(let items): return items.flatMap { [$0.key, $0.value] }
+        case .getattr(let x, _), .not(let x), .neg(let x), .pos(let x): return [x]
+        case .getitem(let x, let y), .binary(_, let x, let y), .and(let x, let y), .or(let x, let y): return [x, y]
+        case .slice(let x, let a, let b, let c): return [x] + [a, b, c].compactMap { $0 }
+        case .call(let x, let args), .filter(let x, _, let args), .test(let x, _, let args):
+            return [x] + args.positional + args.keyword.map(\.value)
+        case .compare(let x, let ops): return [x] + ops.map(\.rhs)
+        case .conditional(let t, let a, let b): return [t, a] + (b.map { [$0] } ?? [])
+        }
+    }
 }
 
 /// The left side of `set`, `for` and `with`.

@@ -56,7 +56,7 @@ enum JinjaFilters {
                 guard let i = c.intLike else { throw JinjaFailure.type("replace count must be an integer") }
                 return Int(i)
             } ?? -1
-            return .string(PyString.replace(v.pyStr, old.pyStr, new.pyStr, count: count))
+            return .string(try PyString.replace(v.pyStr, old.pyStr, new.pyStr, count: count))
         case "wordcount":
             _ = try bind(name, args, kwargs, [])
             var n = 0, inWord = false
@@ -95,7 +95,9 @@ enum JinjaFilters {
             let a = try bind(name, args, kwargs, ["d", "attribute"])
             var items = try JinjaOps.iterate(v)
             if let attr = a[1], !attr.isNone { items = try items.map { try attribute($0, attr) } }
-            return .string(items.map(\.pyStr).joined(separator: a[0]?.pyStr ?? ""))
+            let parts = items.map(\.pyStr), sep = a[0]?.pyStr ?? ""
+            try TemplateLimits.checkString(joinedSize(parts, sep), "the result of join")
+            return .string(parts.joined(separator: sep))
         case "reverse":
             _ = try bind(name, args, kwargs, [])
             // str: value[::-1]; sequences: reversed(value), a one-shot iterator; anything else: a reversed list.
@@ -215,6 +217,11 @@ enum JinjaFilters {
     // MARK: Helpers
 
     /// Filters that run `soft_str(s).method()` keep a Markup a Markup.
+    /// UTF-8 length of `parts.joined(separator: sep)`.
+    static func joinedSize(_ parts: [String], _ sep: String) -> Int {
+        parts.reduce(max(0, parts.count - 1) * sep.utf8.count) { $0 + $1.utf8.count }
+    }
+
     private static func keepMarkup(_ original: JinjaValue, _ s: String) -> JinjaValue {
         original.isMarkup ? .markup(s) : .string(s)
     }
@@ -270,9 +277,11 @@ enum JinjaFilters {
         let pad: String
         if case .string(let w) = width { pad = w } else {
             guard let n = width.intLike else { throw JinjaFailure.type("indent width must be an int or a string") }
+            try TemplateLimits.checkString(Int(clamping: n), "the indent")
             pad = String(repeating: " ", count: max(0, Int(n)))
         }
         let lines = PyString.splitlines(s + "\n")
+        try TemplateLimits.checkString(TemplateLimits.product(pad.utf8.count, Int64(lines.count + 1)) &+ s.utf8.count, "the result of indent")
         var rv: String
         if blank {
             rv = lines.joined(separator: "\n" + pad)
@@ -352,7 +361,10 @@ enum JinjaFilters {
     static func toJSON(_ v: JinjaValue, ensureASCII: Bool, indent: JinjaValue?, separators: JinjaValue?, sortKeys: Bool) throws -> String {
         var pad: String? = nil
         if let i = indent, !i.isNone {
-            if case .string(let s) = i { pad = s } else if let n = i.intLike { pad = String(repeating: " ", count: max(0, Int(n))) } else {
+            if case .string(let s) = i { pad = s } else if let n = i.intLike {
+                try TemplateLimits.checkString(Int(clamping: n), "the tojson indent")
+                pad = String(repeating: " ", count: max(0, Int(n)))
+            } else {
                 throw JinjaFailure.type("tojson indent must be an int or a string")
             }
         }
@@ -374,19 +386,23 @@ enum JinjaFilters {
     /// before they become strings.
     private static func writeJSON(_ v: JinjaValue, _ out: inout String, ascii: Bool, pad: String?, itemSep: String, keySep: String,
                                   sortKeys: Bool, level: Int) throws {
-        func newline(_ l: Int) {
-            if let p = pad { out += "\n" + String(repeating: p, count: l) }
+        func newline(_ l: Int) throws {
+            if let p = pad {
+                try TemplateLimits.checkString(out.utf8.count &+ TemplateLimits.product(p.utf8.count, Int64(l)), "the result of tojson")
+                out += "\n" + String(repeating: p, count: l)
+            }
         }
+        try TemplateLimits.checkString(out.utf8.count, "the result of tojson")
         switch v {
         case .array(let a), .tuple(let a):
             if a.isEmpty { out += "[]"; return }
             out += "["
             for (i, x) in a.enumerated() {
                 if i > 0 { out += itemSep }
-                newline(level + 1)
+                try newline(level + 1)
                 try writeJSON(x, &out, ascii: ascii, pad: pad, itemSep: itemSep, keySep: keySep, sortKeys: sortKeys, level: level + 1)
             }
-            newline(level)
+            try newline(level)
             out += "]"
         case .object(let o):
             if o.count == 0 { out += "{}"; return }
@@ -405,12 +421,12 @@ enum JinjaFilters {
             }
             for (i, e) in entries.enumerated() {
                 if i > 0 { out += itemSep }
-                newline(level + 1)
+                try newline(level + 1)
                 JSONValue.writeString(try JinjaDict.jsonKey(e.key), to: &out, asciiOnly: ascii)
                 out += keySep
                 try writeJSON(e.value, &out, ascii: ascii, pad: pad, itemSep: itemSep, keySep: keySep, sortKeys: sortKeys, level: level + 1)
             }
-            newline(level)
+            try newline(level)
             out += "}"
         default:
             out += try v.toJSON().serialized(.compact, asciiOnly: ascii)

@@ -24,8 +24,15 @@ final class JinjaInterpreter {
     let templateName: String
     /// Scopes that hold macros (macro → scope → macro cycles), cleared when rendering ends.
     private var macroScopes: [JinjaScope] = []
+    /// Macro calls in progress, and work units spent so far (TemplateLimits.maxCallDepth, maxWork).
+    private var callDepth = 0
+    private var work = 0
+    private let maxWork: Int
 
-    init(templateName: String) { self.templateName = templateName }
+    init(templateName: String, maxWork: Int = TemplateLimits.maxWork) {
+        self.templateName = templateName
+        self.maxWork = maxWork
+    }
 
     func render(_ body: [JinjaStmt], root: JinjaScope) throws -> String {
         defer { for s in macroScopes { s.vars = [:] } }
@@ -40,11 +47,50 @@ final class JinjaInterpreter {
         case .type(let m): return .render(template: templateName, line: pos.line, column: pos.column, message: m)
         case .unsupported(let m): return .unsupported(template: templateName, line: pos.line, column: pos.column, construct: m)
         case .raised(let m): return .raised(template: templateName, line: pos.line, column: pos.column, message: m)
+        case .limit(let m): return .limit(template: templateName, line: pos.line, column: pos.column, message: m)
         }
     }
 
     private func at<T>(_ pos: JinjaPos, _ body: () throws -> T) throws -> T {
         do { return try body() } catch let f as JinjaFailure { throw located(f, pos) }
+    }
+
+    // MARK: Limits
+
+    /// Spends `units` of the render's work budget.
+    private func spend(_ units: Int) throws {
+        work += units
+        if work > maxWork {
+            throw TemplateLimits.exceeded("the render did more than \(maxWork) units of work (loop iterations, macro calls, bytes handled)",
+                                          "maxWork", maxWork)
+        }
+    }
+
+    /// Work units of handling `v`: its bytes (8 per list item) over TemplateLimits.bytesPerUnit.
+    private static func units(_ v: JinjaValue) -> Int {
+        switch v {
+        case .string(let s), .markup(let s): return s.utf8.count / TemplateLimits.bytesPerUnit
+        case .array(let a), .tuple(let a): return a.count * 8 / TemplateLimits.bytesPerUnit
+        case .object(let o): return o.count * 16 / TemplateLimits.bytesPerUnit
+        default: return 0
+        }
+    }
+
+    /// Charges the work of an operation on `inputs` and checks the size of its `result`.
+    private func charged(_ result: JinjaValue, _ inputs: [JinjaValue], _ pos: JinjaPos) throws -> JinjaValue {
+        var u = JinjaInterpreter.units(result)
+        for v in inputs { u += JinjaInterpreter.units(v) }
+        try at(pos) {
+            if u > 0 { try spend(u) }
+            if case .string(let s) = result { try TemplateLimits.checkString(s.utf8.count, "a string") }
+        }
+        return result
+    }
+
+    /// Appends to a render buffer within TemplateLimits.maxStringBytes.
+    private func append(_ s: String, _ out: inout String, _ pos: JinjaPos) throws {
+        try at(pos) { try TemplateLimits.checkString(out.utf8.count + s.utf8.count, "the rendered text") }
+        out += s
     }
 
     // MARK: Statements
@@ -53,9 +99,9 @@ final class JinjaInterpreter {
         for st in stmts {
             switch st.kind {
             case .text(let t):
-                out += t
+                try append(t, &out, st.pos)
             case .output(let e):
-                out += try eval(e, s).pyStr
+                try append(try eval(e, s).pyStr, &out, st.pos)
             case .ifChain(let branches, let otherwise):
                 var chosen = otherwise
                 for b in branches where try eval(b.test, s).truthy {
@@ -76,7 +122,7 @@ final class JinjaInterpreter {
                 var v = JinjaValue.string(buf)
                 for f in filters {
                     let (args, kwargs) = try evalArgs(f.args, s)
-                    v = try at(f.pos) { try JinjaFilters.apply(f.name, v, args, kwargs, self) }
+                    v = try charged(try at(f.pos) { try JinjaFilters.apply(f.name, v, args, kwargs, self) }, [v] + args, f.pos)
                 }
                 try at(st.pos) { try assign(target, v, s) }
             case .filterBlock(let filters, let body):
@@ -85,9 +131,9 @@ final class JinjaInterpreter {
                 var v = JinjaValue.string(buf)
                 for f in filters {
                     let (args, kwargs) = try evalArgs(f.args, s)
-                    v = try at(f.pos) { try JinjaFilters.apply(f.name, v, args, kwargs, self) }
+                    v = try charged(try at(f.pos) { try JinjaFilters.apply(f.name, v, args, kwargs, self) }, [v] + args, f.pos)
                 }
-                out += v.pyStr
+                try append(v.pyStr, &out, st.pos)
             case .macro(let name, let params, let body):
                 s.vars[name] = makeMacro(name, params, body, s)
                 macroScopes.append(s)
@@ -127,6 +173,7 @@ final class JinjaInterpreter {
         }
         let n = items.count
         for (i, item) in items.enumerated() {
+            try at(pos) { try spend(1) }
             let scope = JinjaScope(parent: s)
             try at(pos) { try assign(target, item, scope) }
             if usesLoop { scope.vars["loop"] = JinjaInterpreter.loopObject(index0: i, items: items, count: n) }
@@ -181,6 +228,13 @@ final class JinjaInterpreter {
     private func makeMacro(_ name: String, _ params: [(name: String, defaultValue: JinjaExpr?)], _ body: [JinjaStmt],
                            _ defining: JinjaScope) -> JinjaValue {
         .function(JinjaFunction(name) { [unowned self] args, kwargs in
+            self.callDepth += 1
+            defer { self.callDepth -= 1 }
+            if self.callDepth > TemplateLimits.maxCallDepth {
+                throw TemplateLimits.exceeded("macro '\(name)' called with more than \(TemplateLimits.maxCallDepth) macro calls in progress (a macro that calls itself without end?)",
+                                              "maxCallDepth", TemplateLimits.maxCallDepth)
+            }
+            try self.spend(1)
             if args.count > params.count {
                 throw JinjaFailure.type("macro '\(name)' takes not more than \(params.count) argument(s)")
             }
@@ -230,25 +284,26 @@ final class JinjaInterpreter {
             return .object(d)
         case .getattr(let obj, let name):
             let o = try eval(obj, s)
-            return try at(e.pos) { try JinjaOps.getattr(o, name) }
+            return try charged(try at(e.pos) { try JinjaOps.getattr(o, name) }, [o], e.pos)
         case .getitem(let obj, let key):
             let o = try eval(obj, s), k = try eval(key, s)
-            return try at(e.pos) { try JinjaOps.getitem(o, k) }
+            return try charged(try at(e.pos) { try JinjaOps.getitem(o, k) }, [o], e.pos)
         case .slice(let obj, let start, let stop, let step):
             let o = try eval(obj, s)
             let a = try start.map { try eval($0, s) }, b = try stop.map { try eval($0, s) }, c = try step.map { try eval($0, s) }
-            return try at(e.pos) { try JinjaOps.slice(o, a, b, c) }
+            return try charged(try at(e.pos) { try JinjaOps.slice(o, a, b, c) }, [o], e.pos)
         case .call(let callee, let args):
             let f = try eval(callee, s)
             let (pos, kw) = try evalArgs(args, s)
-            return try at(e.pos) { try JinjaOps.call(f, pos, kw) }
+            return try charged(try at(e.pos) { try JinjaOps.call(f, pos, kw) }, pos + kw.map(\.value), e.pos)
         case .filter(let subject, let name, let args):
             let v = try eval(subject, s)
             let (pos, kw) = try evalArgs(args, s)
-            return try at(e.pos) { try JinjaFilters.apply(name, v, pos, kw, self) }
+            return try charged(try at(e.pos) { try JinjaFilters.apply(name, v, pos, kw, self) }, [v] + pos + kw.map(\.value), e.pos)
         case .test(let subject, let name, let args):
             let v = try eval(subject, s)
             let (pos, kw) = try evalArgs(args, s)
+            _ = try charged(.none, [v] + pos, e.pos)
             return .bool(try at(e.pos) { try JinjaTests.apply(name, v, pos, kw) })
         case .not(let x):
             return .bool(!(try eval(x, s).truthy))
@@ -260,7 +315,7 @@ final class JinjaInterpreter {
             return try at(e.pos) { try JinjaOps.unaryPlus(v) }
         case .binary(let op, let l, let r):
             let a = try eval(l, s), b = try eval(r, s)
-            return try at(e.pos) { try JinjaOps.binary(op, a, b) }
+            return try charged(try at(e.pos) { try JinjaOps.binary(op, a, b) }, [a, b], e.pos)
         case .and(let l, let r):
             let a = try eval(l, s)
             return a.truthy ? try eval(r, s) : a
@@ -271,6 +326,7 @@ final class JinjaInterpreter {
             var left = try eval(first, s)
             for o in ops {
                 let right = try eval(o.rhs, s)
+                _ = try charged(.none, [left, right], o.rhs.pos)
                 guard try at(o.rhs.pos, { try JinjaOps.compare(o.op, left, right) }) else { return .bool(false) }
                 left = right
             }

@@ -44,6 +44,8 @@ struct JinjaSyntaxFailure: Error {
     let pos: JinjaPos
     let message: String
     var unsupported = false
+    /// A bound of TemplateLimits (nesting) was exceeded.
+    var limit = false
 }
 
 struct JinjaLexer {

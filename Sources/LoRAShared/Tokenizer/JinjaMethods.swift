@@ -133,7 +133,7 @@ enum JinjaMethods {
             guard let old = try str(a[0], "replace() argument 1"), let new = try str(a[1], "replace() argument 2") else {
                 throw JinjaFailure.type("replace() takes at least 2 arguments")
             }
-            return .string(PyString.replace(s, old, new, count: try int(a[2], -1)))
+            return .string(try PyString.replace(s, old, new, count: try int(a[2], -1)))
         case "find", "rfind", "index", "rindex", "count":
             let a = try bind(f, args, kwargs, ["sub"])
             guard let sub = try str(a[0], "\(name)() argument") else { throw JinjaFailure.type("\(name)() takes at least 1 argument") }
@@ -156,6 +156,7 @@ enum JinjaMethods {
                 guard let x = v.stringLike else { throw JinjaFailure.type("sequence item \(i): expected str instance, \(v.pythonTypeName) found") }
                 parts.append(x)
             }
+            try TemplateLimits.checkString(JinjaFilters.joinedSize(parts, s), "the result of join")
             return .string(parts.joined(separator: s))
         case "removeprefix", "removesuffix":
             let a = try bind(f, args, kwargs, ["affix"])
@@ -245,6 +246,7 @@ enum JinjaMethods {
             case "r": out += value.pyRepr
             default: throw JinjaFailure.unsupported("str.format conversion '!\(conversion!)'")
             }
+            try TemplateLimits.checkString(out.utf8.count, "the result of str.format")
         }
         return out
     }

@@ -15,7 +15,9 @@ enum JinjaOps {
         switch v {
         case .array(let a), .tuple(let a): return a
         case .object(let o): return o.keys
-        case .string(let s), .markup(let s): return s.unicodeScalars.map { .string(String($0)) }
+        case .string(let s), .markup(let s):
+            try TemplateLimits.checkList(s.unicodeScalars.count, "the characters of a string")
+            return s.unicodeScalars.map { .string(String($0)) }
         case .iterator(let it): return it.drain()
         case .undefined: return []
         default: throw JinjaFailure.type("'\(v.pythonTypeName)' object is not iterable")
@@ -153,8 +155,13 @@ enum JinjaOps {
     }
 
     static func binary(_ op: String, _ a: JinjaValue, _ b: JinjaValue) throws -> JinjaValue {
-        if op == "~" { return .string(a.pyStr + b.pyStr) }
+        if op == "~" {
+            let x = a.pyStr, y = b.pyStr
+            try TemplateLimits.checkString(x.utf8.count + y.utf8.count, "the result of '~'")
+            return .string(x + y)
+        }
         if let err = undefinedError(a) ?? undefinedError(b) { throw err }
+        try checkSize(op, a, b)
         switch (op, a, b) {
         case ("%", .string, _), ("%", .markup, _): throw JinjaFailure.unsupported("printf-style string formatting ('…' % value)")
         case ("+", .string(let x), .string(let y)): return .string(x + y)
@@ -195,6 +202,22 @@ enum JinjaOps {
             if p == 0 && q < 0 { throw JinjaFailure.type("0.0 cannot be raised to a negative power") }
             return .double(Foundation.pow(p, q))
         default: throw JinjaFailure.unsupported("operator '\(op)'")
+        }
+    }
+
+    /// Fails before `a op b` would build a string or list over TemplateLimits (repetition, concatenation).
+    private static func checkSize(_ op: String, _ a: JinjaValue, _ b: JinjaValue) throws {
+        switch (op, a, b) {
+        case ("+", .string(let x), .string(let y)), ("+", .markup(let x), .markup(let y)),
+             ("+", .markup(let x), .string(let y)), ("+", .string(let x), .markup(let y)):
+            try TemplateLimits.checkString(x.utf8.count + y.utf8.count, "the result of '+'")
+        case ("+", .array(let x), .array(let y)), ("+", .tuple(let x), .tuple(let y)):
+            try TemplateLimits.checkList(x.count + y.count, "the result of '+'")
+        case ("*", .string(let s), _), ("*", _, .string(let s)), ("*", .markup(let s), _), ("*", _, .markup(let s)):
+            if let n = (a.stringLike != nil ? b : a).intLike { try TemplateLimits.checkString(TemplateLimits.product(s.utf8.count, n), "a repeated string") }
+        case ("*", .array(let x), _), ("*", _, .array(let x)):
+            if let n = (a.isArray ? b : a).intLike { try TemplateLimits.checkList(TemplateLimits.product(x.count, n), "a repeated list") }
+        default: break
         }
     }
 

@@ -8,6 +8,8 @@ struct JinjaParser {
     private var loopDepth = 0
     /// Open block tags, innermost last, for "never closed" / "unexpected end tag" messages.
     private var open: [(tag: String, pos: JinjaPos, ends: [String])] = []
+    /// Expression rules being parsed inside one another (the parser's own recursion).
+    var depth = 0
 
     init(tokens: [JinjaToken]) { self.tokens = tokens }
 
@@ -31,6 +33,19 @@ struct JinjaParser {
     }
     func unsupported(_ construct: String, _ pos: JinjaPos) -> JinjaSyntaxFailure {
         JinjaSyntaxFailure(pos: pos, message: construct, unsupported: true)
+    }
+
+    /// Fails when `levels` of expressions inside the open blocks exceed TemplateLimits.maxNesting.
+    func checkNesting(_ levels: Int) throws {
+        guard levels + open.count > TemplateLimits.maxNesting else { return }
+        let m = TemplateLimits.message("blocks and expressions nested more than \(TemplateLimits.maxNesting) deep", "maxNesting", TemplateLimits.maxNesting)
+        throw JinjaSyntaxFailure(pos: current.pos, message: m, limit: true)
+    }
+
+    /// One more level of the parser's recursion (undone by the caller's `defer { depth -= 1 }`).
+    mutating func enter() throws {
+        depth += 1
+        try checkNesting(depth)
     }
 
     mutating func expectOp(_ o: String) throws {
@@ -87,6 +102,7 @@ struct JinjaParser {
     private mutating func parseBody(_ tag: String, _ pos: JinjaPos, ends: [String], dropNeedle: Bool = false) throws -> [JinjaStmt] {
         _ = skipOp(":")
         try expectBlockEnd()
+        try checkNesting(depth + 1)
         open.append((tag, pos, ends))
         let body = try subparse(ends: ends)
         open.removeLast()

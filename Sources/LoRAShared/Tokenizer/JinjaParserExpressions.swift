@@ -3,7 +3,12 @@
 import Foundation
 
 extension JinjaParser {
-    private func node(_ k: JinjaExpr.Kind, _ pos: JinjaPos) -> JinjaExpr { JinjaExpr(kind: k, pos: pos) }
+    /// A new node; a chain (`a + b + …`, `x.a.b…`, `x|f|g…`) deepens the tree without recursing here, so its depth is checked.
+    private func node(_ k: JinjaExpr.Kind, _ pos: JinjaPos) throws -> JinjaExpr {
+        let n = JinjaExpr(kind: k, pos: pos)
+        try checkNesting(n.depth)
+        return n
+    }
 
     private func isTupleEnd(_ extraEnds: [String]) -> Bool {
         switch current.kind {
@@ -26,7 +31,7 @@ extension JinjaParser {
             if let a = args.first { return a }
             if !explicitParens { throw fail("expected an expression, got \(current.describe)") }
         }
-        return node(.tuple(args), start)
+        return try node(.tuple(args), start)
     }
 
     mutating func parseExpression(withCondexpr: Bool = true) throws -> JinjaExpr {
@@ -38,8 +43,10 @@ extension JinjaParser {
         while isName("if") {
             let pos = next().pos
             let test = try parseOr()
+            try enter()
+            defer { depth -= 1 }
             let otherwise = skipName("else") ? try parseCondexpr() : nil
-            expr = node(.conditional(test: test, then: expr, otherwise: otherwise), pos)
+            expr = try node(.conditional(test: test, then: expr, otherwise: otherwise), pos)
         }
         return expr
     }
@@ -48,7 +55,7 @@ extension JinjaParser {
         var left = try parseAnd()
         while isName("or") {
             let pos = next().pos
-            left = node(.or(left, try parseAnd()), pos)
+            left = try node(.or(left, try parseAnd()), pos)
         }
         return left
     }
@@ -57,15 +64,17 @@ extension JinjaParser {
         var left = try parseNot()
         while isName("and") {
             let pos = next().pos
-            left = node(.and(left, try parseNot()), pos)
+            left = try node(.and(left, try parseNot()), pos)
         }
         return left
     }
 
     private mutating func parseNot() throws -> JinjaExpr {
         if isName("not") {
+            try enter()
+            defer { depth -= 1 }
             let pos = next().pos
-            return node(.not(try parseNot()), pos)
+            return try node(.not(try parseNot()), pos)
         }
         return try parseCompare()
     }
@@ -87,14 +96,14 @@ extension JinjaParser {
                 break
             }
         }
-        return ops.isEmpty ? expr : node(.compare(expr, ops), start)
+        return ops.isEmpty ? expr : try node(.compare(expr, ops), start)
     }
 
     private mutating func parseBinary(_ ops: [String], _ operand: (inout JinjaParser) throws -> JinjaExpr) throws -> JinjaExpr {
         var left = try operand(&self)
         while case .op(let o) = current.kind, ops.contains(o) {
             let pos = next().pos
-            left = node(.binary(o, left, try operand(&self)), pos)
+            left = try node(.binary(o, left, try operand(&self)), pos)
         }
         return left
     }
@@ -104,14 +113,17 @@ extension JinjaParser {
     private mutating func parseMath2() throws -> JinjaExpr { try parseBinary(["*", "/", "//", "%"]) { try $0.parsePow() } }
     private mutating func parsePow() throws -> JinjaExpr { try parseBinary(["**"]) { try $0.parseUnary() } }
 
+    /// Every nested operand passes here: one level of the parser's recursion.
     private mutating func parseUnary(withFilter: Bool = true) throws -> JinjaExpr {
+        try enter()
+        defer { depth -= 1 }
         var n: JinjaExpr
         if isOp("-") {
             let pos = next().pos
-            n = node(.neg(try parseUnary(withFilter: false)), pos)
+            n = try node(.neg(try parseUnary(withFilter: false)), pos)
         } else if isOp("+") {
             let pos = next().pos
-            n = node(.pos(try parseUnary(withFilter: false)), pos)
+            n = try node(.pos(try parseUnary(withFilter: false)), pos)
         } else {
             n = try parsePrimary()
         }
@@ -126,17 +138,17 @@ extension JinjaParser {
         case .name(let n):
             next()
             switch n {
-            case "true", "True": return node(.const(.bool(true)), t.pos)
-            case "false", "False": return node(.const(.bool(false)), t.pos)
-            case "none", "None": return node(.const(.none), t.pos)
-            default: return node(.name(n), t.pos)
+            case "true", "True": return try node(.const(.bool(true)), t.pos)
+            case "false", "False": return try node(.const(.bool(false)), t.pos)
+            case "none", "None": return try node(.const(.none), t.pos)
+            default: return try node(.name(n), t.pos)
             }
         case .string(var s):
             next()
             while case .string(let more) = current.kind { s += more; next() }
-            return node(.const(.string(s)), t.pos)
-        case .int(let v): next(); return node(.const(.int(v)), t.pos)
-        case .float(let v): next(); return node(.const(.double(v)), t.pos)
+            return try node(.const(.string(s)), t.pos)
+        case .int(let v): next(); return try node(.const(.int(v)), t.pos)
+        case .float(let v): next(); return try node(.const(.double(v)), t.pos)
         case .op("("):
             next()
             let e = try parseTuple(explicitParens: true)
@@ -151,7 +163,7 @@ extension JinjaParser {
                 items.append(try parseExpression())
             }
             try expectOp("]")
-            return node(.list(items), t.pos)
+            return try node(.list(items), t.pos)
         case .op("{"):
             next()
             var items: [(key: JinjaExpr, value: JinjaExpr)] = []
@@ -163,7 +175,7 @@ extension JinjaParser {
                 items.append((k, try parseExpression()))
             }
             try expectOp("}")
-            return node(.dict(items), t.pos)
+            return try node(.dict(items), t.pos)
         default:
             throw fail("unexpected \(t.describe)")
         }
@@ -182,7 +194,7 @@ extension JinjaParser {
             if isOp("|") {
                 next()
                 let (name, args, pos) = try parseFilterCall()
-                n = node(.filter(n, name: name, args), pos)
+                n = try node(.filter(n, name: name, args), pos)
             } else if isName("is") {
                 n = try parseTest(n)
             } else if isOp("(") {
@@ -198,8 +210,8 @@ extension JinjaParser {
         if isOp(".", t) {
             let a = next()
             switch a.kind {
-            case .name(let n): return node(.getattr(target, n), a.pos)
-            case .int(let v): return node(.getitem(target, node(.const(.int(v)), a.pos)), a.pos)
+            case .name(let n): return try node(.getattr(target, n), a.pos)
+            case .int(let v): return try node(.getitem(target, try node(.const(.int(v)), a.pos)), a.pos)
             default: throw fail("expected a name or number after '.', got \(a.describe)", a)
             }
         }
@@ -212,7 +224,7 @@ extension JinjaParser {
             if isOp(",") { throw unsupported("tuple subscripts (x[a, b])", current.pos) }
             if !isOp(":") {
                 try expectOp("]")
-                return node(.getitem(target, e), t.pos)
+                return try node(.getitem(target, e), t.pos)
             }
             parts.append(e)
         }
@@ -224,7 +236,7 @@ extension JinjaParser {
             parts.append(nil)
         }
         try expectOp("]")
-        return node(.slice(target, start: parts[0], stop: parts[1], step: parts[2]), t.pos)
+        return try node(.slice(target, start: parts[0], stop: parts[1], step: parts[2]), t.pos)
     }
 
     private mutating func parseCallArgs() throws -> JinjaArgs {
@@ -250,7 +262,7 @@ extension JinjaParser {
 
     private mutating func parseCall(_ callee: JinjaExpr) throws -> JinjaExpr {
         let pos = current.pos
-        return node(.call(callee, try parseCallArgs()), pos)
+        return try node(.call(callee, try parseCallArgs()), pos)
     }
 
     /// `name[.name…][(args)]` after a `|`; the filter must be one this interpreter implements.
@@ -280,8 +292,8 @@ extension JinjaParser {
             default: break
             }
         }
-        let test = node(.test(subject, name: name, args), t.pos)
-        return negated ? node(.not(test), isTok.pos) : test
+        let test = try node(.test(subject, name: name, args), t.pos)
+        return negated ? try node(.not(test), isTok.pos) : test
     }
 
     // MARK: Filter and test names

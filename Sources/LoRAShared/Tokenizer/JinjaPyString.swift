@@ -57,7 +57,8 @@ enum PyString {
     }
 
     /// `str.replace(old, new, count)`; count < 0 replaces all. An empty `old` inserts between code points.
-    static func replace(_ s: String, _ old: String, _ new: String, count: Int = -1) -> String {
+    /// Fails once the result has more code points than TemplateLimits.maxStringBytes.
+    static func replace(_ s: String, _ old: String, _ new: String, count: Int = -1) throws -> String {
         let a = scalars(s), o = scalars(old), n = scalars(new)
         var out = Scalars()
         var done = 0
@@ -65,6 +66,7 @@ enum PyString {
             for c in a {
                 if count < 0 || done < count { out += n; done += 1 }
                 out.append(c)
+                if out.count > TemplateLimits.maxStringBytes { try TemplateLimits.checkString(out.count, "the result of replace") }
             }
             if count < 0 || done < count { out += n }
             return string(out)
@@ -75,6 +77,7 @@ enum PyString {
             out += n
             i = j + o.count
             done += 1
+            if out.count > TemplateLimits.maxStringBytes { try TemplateLimits.checkString(out.count, "the result of replace") }
         }
         out += a[i...]
         return string(out)

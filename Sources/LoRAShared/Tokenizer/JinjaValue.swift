@@ -115,24 +115,49 @@ enum JinjaValue {
 
     /// Python's `repr(value)` (how containers print their elements).
     var pyRepr: String {
+        var out = ""
+        writeRepr(&out)
+        return out
+    }
+
+    /// Appends `repr(value)`, stopping once `out` is past TemplateLimits.maxStringBytes (whoever uses the text
+    /// then fails on its size): a list that holds another many times over cannot print for hours.
+    func writeRepr(_ out: inout String) {
+        func items(_ a: [JinjaValue], _ open: String, _ close: String) {
+            out += open
+            for (i, x) in a.enumerated() {
+                if out.utf8.count > TemplateLimits.maxStringBytes { return }
+                if i > 0 { out += ", " }
+                x.writeRepr(&out)
+            }
+            out += close
+        }
         switch self {
-        case .undefined: return "Undefined"
-        case .none: return "None"
-        case .bool(let b): return b ? "True" : "False"
-        case .int(let i): return String(i)
-        case .double(let d): return JinjaValue.pyFloatStr(d)
-        case .string(let s): return PyString.repr(s)
-        case .markup(let s): return "Markup(" + PyString.repr(s) + ")"
-        case .array(let a): return "[" + a.map(\.pyRepr).joined(separator: ", ") + "]"
-        case .tuple(let a):
-            if a.count == 1 { return "(" + a[0].pyRepr + ",)" }
-            return "(" + a.map(\.pyRepr).joined(separator: ", ") + ")"
+        case .undefined: out += "Undefined"
+        case .none: out += "None"
+        case .bool(let b): out += b ? "True" : "False"
+        case .int(let i): out += String(i)
+        case .double(let d): out += JinjaValue.pyFloatStr(d)
+        case .string(let s): out += PyString.repr(s)
+        case .markup(let s): out += "Markup(" + PyString.repr(s) + ")"
+        case .array(let a): items(a, "[", "]")
+        case .tuple(let a): items(a, "(", a.count == 1 ? ",)" : ")")
         case .object(let o):
-            return "{" + o.entries.map { $0.key.pyRepr + ": " + $0.value.pyRepr }.joined(separator: ", ") + "}"
+            out += "{"
+            for (i, e) in o.entries.enumerated() {
+                if out.utf8.count > TemplateLimits.maxStringBytes { return }
+                if i > 0 { out += ", " }
+                e.key.writeRepr(&out)
+                out += ": "
+                e.value.writeRepr(&out)
+            }
+            out += "}"
         case .namespace(let n):
-            return "<Namespace " + JinjaValue.object(n.attrs).pyRepr + ">"
-        case .function(let f): return "<function \(f.name)>"
-        case .iterator(let it): return "<\(it.typeName) object \(it.producer)>"
+            out += "<Namespace "
+            JinjaValue.object(n.attrs).writeRepr(&out)
+            out += ">"
+        case .function(let f): out += "<function \(f.name)>"
+        case .iterator(let it): out += "<\(it.typeName) object \(it.producer)>"
         }
     }
 
@@ -348,4 +373,6 @@ enum JinjaFailure: Error {
     case unsupported(String)
     /// `raise_exception(message)` was called.
     case raised(String)
+    /// A bound of TemplateLimits was exceeded.
+    case limit(String)
 }

@@ -79,7 +79,7 @@ indirect enum PreTokenizer {
             return .split(SplitPattern(.classMask(CharClass.space)), .removed, invert: false)
         case "Whitespace":
             let re = try SplitPattern.compileICU(#"\w+|[^\w\s]+"#, path: j.path, key: j.key("type"))
-            return .split(SplitPattern(.icu(re)), .removed, invert: true)
+            return .split(SplitPattern(.icu(re), origin: (j.path, j.key("type"), #"\w+|[^\w\s]+"#)), .removed, invert: true)
         case "Punctuation":
             return .split(SplitPattern(.classMask(CharClass.punct)), try behavior(.isolated), invert: false)
         case "Metaspace":

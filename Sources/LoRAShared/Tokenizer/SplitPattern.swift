@@ -7,6 +7,8 @@ struct ScanScratch {
     var scalars: [UInt32] = []
     var classes: [UInt8] = []
     var offsets: [Int32] = []
+    /// A regex from the file that ran past its limits in this call (its piece was left unsplit).
+    var regexFailure: TokenizerError? = nil
 }
 
 final class SplitPattern: @unchecked Sendable {
@@ -24,8 +26,20 @@ final class SplitPattern: @unchecked Sendable {
     }
 
     let kind: Kind
+    /// Where an ICU regex came from, for the limit error.
+    let origin: (path: String, key: String, pattern: String)?
 
-    init(_ kind: Kind) { self.kind = kind }
+    init(_ kind: Kind, origin: (path: String, key: String, pattern: String)? = nil) {
+        self.kind = kind
+        self.origin = origin
+    }
+
+    /// An ICU regex (any regex of the file but the three known ones) may run this long on a piece of n bytes:
+    /// icuSeconds + n * icuSecondsPerByte (a legitimate pattern runs at megabytes a second). Pieces longer
+    /// than maxICUPieceBytes are refused outright. Exponential backtracking (`(a+)+$`) is stopped either way.
+    static let icuSeconds = 1.0
+    static let icuSecondsPerByte = 1e-6
+    static let maxICUPieceBytes = 16 << 20
 
     /// A `pattern` field of tokenizer.json: a literal string, or a regex in Oniguruma syntax.
     convenience init(text: String, isRegex: Bool, path: String, key: String) throws {
@@ -34,7 +48,7 @@ final class SplitPattern: @unchecked Sendable {
         case SplitPattern.gpt2Regex: self.init(.gpt2)
         case SplitPattern.llama3Regex: self.init(.llama3(maxDigits: 3))
         case SplitPattern.qwen2Regex: self.init(.llama3(maxDigits: 1))
-        default: self.init(.icu(try SplitPattern.compileICU(text, path: path, key: key)))
+        default: self.init(.icu(try SplitPattern.compileICU(text, path: path, key: key)), origin: (path, key, text))
         }
     }
 
@@ -103,11 +117,23 @@ final class SplitPattern: @unchecked Sendable {
             }
         case .gpt2: scan(p, n, gpt2: true, maxDigits: 0, into: &out, scratch: &scratch)
         case .llama3(let d): scan(p, n, gpt2: false, maxDigits: d, into: &out, scratch: &scratch)
-        case .icu(let re): SplitPattern.icuMatches(re, p, n, into: &out)
+        case .icu(let re):
+            let first = out.count
+            if let failure = icuMatches(re, p, n, into: &out) {
+                out.removeSubrange(first...)  // the piece stays whole; encodeChecked reports the failure
+                if scratch.regexFailure == nil { scratch.regexFailure = failure }
+            }
         }
     }
 
-    static func icuMatches(_ re: NSRegularExpression, _ p: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int]) {
+    /// The ICU matches, or the limit failure when the piece is too long or the match runs past its deadline
+    /// (checked in NSRegularExpression's progress callback, which ICU calls during a long backtracking match).
+    private func icuMatches(_ re: NSRegularExpression, _ p: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int]) -> TokenizerError? {
+        let o = origin ?? ("tokenizer.json", "pre_tokenizer", re.pattern)
+        if n > SplitPattern.maxICUPieceBytes {
+            return .regexLimit(path: o.path, key: o.key, pattern: o.pattern,
+                               reason: "a piece of \(n) bytes is longer than the \(SplitPattern.maxICUPieceBytes) this regex may scan")
+        }
         let s = String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self)
         // UTF-16 offset → UTF-8 offset.
         var map = [Int](), u8 = 0
@@ -118,9 +144,16 @@ final class SplitPattern: @unchecked Sendable {
             u8 += v.value < 0x80 ? 1 : v.value < 0x800 ? 2 : v.value < 0x10000 ? 3 : 4
         }
         map.append(u8)
-        for m in re.matches(in: s, options: [], range: NSRange(location: 0, length: map.count - 1)) {
-            out.append(map[m.range.location]); out.append(map[m.range.location + m.range.length])
+        let limit = SplitPattern.icuSeconds + Double(n) * SplitPattern.icuSecondsPerByte
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(limit * 1e9)
+        var timedOut = false, found: [Int] = []  // (the block is escaping on Linux: it cannot append to `out`)
+        re.enumerateMatches(in: s, options: [.reportProgress], range: NSRange(location: 0, length: map.count - 1)) { m, _, stop in
+            if let m { found.append(map[m.range.location]); found.append(map[m.range.location + m.range.length]) }
+            if DispatchTime.now().uptimeNanoseconds > deadline { timedOut = true; stop.pointee = true }
         }
+        guard timedOut else { out += found; return nil }
+        return .regexLimit(path: o.path, key: o.key, pattern: o.pattern,
+                           reason: "matching a piece of \(n) bytes took longer than \(limit) s (catastrophic backtracking?)")
     }
 
     // MARK: the known regexes

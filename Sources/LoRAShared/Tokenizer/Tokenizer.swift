@@ -149,16 +149,31 @@ public final class Tokenizer: @unchecked Sendable {
 
     // MARK: encode
 
+    /// Token ids of `text`. A piece a regex of the file cannot split within its limits (SplitPattern.icuSeconds,
+    /// a malicious or broken tokenizer.json) is left unsplit; `encodeChecked` reports that instead.
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+        run(text, addSpecialTokens).ids
+    }
+
+    /// `encode`, failing with TokenizerError.regexLimit where a regex of the file ran past its limits.
+    public func encodeChecked(_ text: String, addSpecialTokens: Bool = true) throws -> [Int] {
+        let (ids, failure) = run(text, addSpecialTokens)
+        if let failure { throw failure }
+        return ids
+    }
+
+    private func run(_ text: String, _ addSpecialTokens: Bool) -> (ids: [Int], failure: TokenizerError?) {
         let locked = stateLock.try()
         defer { if locked { stateLock.unlock() } }
         let state = locked ? sharedState : EncodeState()
         splitAndNormalize(text, state)
         preTokenizer?.apply(&state.words, &state.scan)
+        let failure = state.scan.regexFailure
+        state.scan.regexFailure = nil
         runModel(state)
         let ids = state.ids.map { Int($0) }
         state.trim()
-        return postProcessor?.process(ids, addSpecialTokens: addSpecialTokens) ?? ids
+        return (postProcessor?.process(ids, addSpecialTokens: addSpecialTokens) ?? ids, failure)
     }
 
     /// The words the model sees, for tests: added tokens, normalizer and pre-tokenizer applied.

@@ -12,6 +12,8 @@ public enum TokenizerError: Error, CustomStringConvertible {
     case unsupported(path: String, key: String, type: String, supported: [String])
     case unknownMergeToken(path: String, index: Int, token: String)
     case badRegex(path: String, key: String, pattern: String, reason: String)
+    /// A regex of the file ran past SplitPattern's limits on a piece of text.
+    case regexLimit(path: String, key: String, pattern: String, reason: String)
 
     public var description: String {
         switch self {
@@ -27,6 +29,8 @@ public enum TokenizerError: Error, CustomStringConvertible {
         case .unknownMergeToken(let p, let i, let t):
             return "\(p): \"model.merges[\(i)]\" names '\(t)', which is not in model.vocab; the file is corrupt or truncated"
         case .badRegex(let p, let k, let pat, let r): return "\(p): \"\(k)\": regex \(pat) does not compile: \(r)"
+        case .regexLimit(let p, let k, let pat, let r):
+            return "\(p): \"\(k)\": regex \(pat) exceeded its limit: \(r); simplify the pattern or use a trusted tokenizer.json"
         }
     }
 }

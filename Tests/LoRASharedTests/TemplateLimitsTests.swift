@@ -1,0 +1,118 @@
+// TemplateLimitsTests: templates that would exhaust the stack, memory or time fail with ChatTemplateError.limit
+// naming the bound (TemplateLimits), and what stays just inside a bound still renders.
+import Foundation
+import XCTest
+@testable import LoRAShared
+
+final class TemplateLimitsTests: XCTestCase {
+    /// Renders `source` with no messages.
+    private func render(_ source: String, maxWork: Int = TemplateLimits.maxWork) throws -> String {
+        var t = try ChatTemplate(source, name: "t")
+        t.maxWork = maxWork
+        return try t.render(messages: [], addGenerationPrompt: false)
+    }
+
+    /// `source` fails to parse or render with a limit error that names `limit`.
+    private func assertLimit(_ source: String, _ limit: String, maxWork: Int = TemplateLimits.maxWork, maxSeconds: Double = 5,
+                             file: StaticString = #filePath, line: UInt = #line) {
+        let t0 = Date()
+        do {
+            let out = try render(source, maxWork: maxWork)
+            XCTFail("rendered \(out.utf8.count) bytes, expected a limit error", file: file, line: line)
+        } catch let e as ChatTemplateError {
+            guard case .limit = e else { return XCTFail("expected a limit error, got \(e)", file: file, line: line) }
+            XCTAssertTrue(e.description.contains("TemplateLimits.\(limit)"), e.description, file: file, line: line)
+            XCTAssertTrue(e.description.contains("fix the template"), e.description, file: file, line: line)
+        } catch {
+            XCTFail("unexpected \(error)", file: file, line: line)
+        }
+        let dt = Date().timeIntervalSince(t0)
+        XCTAssertLessThan(dt, maxSeconds, "took \(dt) s", file: file, line: line)
+    }
+
+    func testRecursiveMacro() throws {
+        assertLimit("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "maxCallDepth")
+        assertLimit("{% macro a() %}{{ b() }}{% endmacro %}{% macro b() %}{{ a() }}{% endmacro %}{{ a() }}", "maxCallDepth")
+        // As deep as allowed: renders, on the 8 MB main thread of a debug build.
+        let n = TemplateLimits.maxCallDepth - 1
+        let out = try render("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}x{% endmacro %}{{ f(\(n)) }}")
+        XCTAssertEqual(out, String(repeating: "x", count: n + 1))
+    }
+
+    func testDeepNesting() throws {
+        let deep = 5000
+        assertLimit("{{ " + String(repeating: "(", count: deep) + "1" + String(repeating: ")", count: deep) + " }}", "maxNesting")
+        assertLimit("{{ " + String(repeating: "[", count: deep) + String(repeating: "]", count: deep) + " }}", "maxNesting")
+        assertLimit("{{ " + String(repeating: "not ", count: deep) + "1 }}", "maxNesting")
+        assertLimit("{{ " + String(repeating: "-", count: deep) + "1 }}", "maxNesting")
+        assertLimit("{{ 1" + String(repeating: " + 1", count: deep) + " }}", "maxNesting")
+        assertLimit("{{ x" + String(repeating: ".a", count: deep) + " }}", "maxNesting")
+        assertLimit("{{ 1" + String(repeating: " if 1 else 1", count: deep) + " }}", "maxNesting")
+        assertLimit("{{ 1" + String(repeating: " | abs", count: deep) + " }}", "maxNesting")
+        assertLimit(String(repeating: "{% if true %}", count: deep) + String(repeating: "{% endif %}", count: deep), "maxNesting")
+        assertLimit(String(repeating: "{% for i in [1] %}", count: deep) + String(repeating: "{% endfor %}", count: deep), "maxNesting")
+        // Chains inside parentheses inside chains: the tree's depth counts, not the parser's.
+        assertLimit("{{ " + String(repeating: "(", count: 100) + "1" + String(repeating: " + 1 + 1 + 1 + 1)", count: 100) + " }}", "maxNesting")
+
+        // Just inside the bound: parses, checks and renders without running out of stack.
+        let ok = TemplateLimits.maxNesting - 10
+        XCTAssertEqual(try render("{{ " + String(repeating: "(", count: ok) + "7" + String(repeating: ")", count: ok) + " }}"), "7")
+        XCTAssertEqual(try render("{{ " + String(repeating: "[", count: ok) + String(repeating: "]", count: ok) + " | length }}"), "1")
+        XCTAssertEqual(try render("{{ 0" + String(repeating: " + 1", count: ok) + " }}"), "\(ok)")
+        XCTAssertEqual(try render(String(repeating: "{% if true %}", count: ok) + "y" + String(repeating: "{% endif %}", count: ok)), "y")
+    }
+
+    func testHugeStringsAndLists() {
+        assertLimit(#"{{ "x" * 10**10 }}"#, "maxStringBytes")
+        assertLimit(#"{{ 10**10 * "x" }}"#, "maxStringBytes")
+        assertLimit(#"{{ [1] * 10**9 }}"#, "maxListItems")
+        assertLimit(#"{{ "a" | indent(10**9) }}"#, "maxStringBytes")
+        assertLimit(#"{{ ("a\n" * 1000000) | indent(100) }}"#, "maxStringBytes")
+        assertLimit(#"{{ [1, [2]] | tojson(indent=10**9) }}"#, "maxStringBytes")
+        assertLimit(#"{% set s = "x" * 1000000 %}{{ ([s] * 100) | join(",") }}"#, "maxStringBytes")
+        assertLimit(#"{% set s = "x" * 1000000 %}{{ ",".join([s] * 100) }}"#, "maxStringBytes")
+        assertLimit(#"{{ ("a" * 1000000) | replace("a", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb") }}"#, "maxStringBytes")
+        assertLimit(#"{{ ("{0}" * 100).format("x" * 1000000) }}"#, "maxStringBytes")
+        // Doubling inside a loop, and a list that holds another many times over (tiny in memory, huge printed).
+        assertLimit(#"{% set ns = namespace(s="x") %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"#, "maxStringBytes")
+        assertLimit(#"{% set ns = namespace(s="x") %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"#, "maxStringBytes")
+        assertLimit(#"{% set a = [1] * 1000 %}{% set b = [a] * 1000 %}{% set c = [b] * 1000 %}{{ c }}"#, "maxStringBytes")
+        // The rendered text itself.
+        assertLimit(#"{% for i in range(100000) %}{{ "x" * 1000 }}{% endfor %}"#, "maxStringBytes")
+    }
+
+    func testWorkBudget() throws {
+        // The real budget, by loop iterations alone (10^10 of them otherwise).
+        assertLimit("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "maxWork", maxSeconds: 30)
+        // A lowered budget, reached by iterations, macro calls, and bytes read with little output.
+        let small = 100_000
+        assertLimit("{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}", "maxWork", maxWork: small)
+        assertLimit("{% macro f() %}{% endmacro %}{% for i in range(1000) %}{% for j in range(100) %}{{ f() }}{% endfor %}{% endfor %}", "maxWork", maxWork: small)
+        assertLimit(#"{% set s = "x" * 1000000 %}{% for i in range(100000) %}{% if "y" in s %}{% endif %}{% endfor %}"#, "maxWork", maxWork: small)
+        XCTAssertEqual(try render("{% for i in range(250) %}{% for j in range(250) %}{% endfor %}{% endfor %}ok", maxWork: small), "ok")
+    }
+
+    /// A long conversation through a real model's template and tokenizer: linear, and far inside every limit.
+    func testLongConversationIsLinear() throws {
+        let dir = "/work/main/models/smollm2-135m-instruct"
+        guard FileManager.default.fileExists(atPath: dir + "/tokenizer.json") else { throw XCTSkip("no \(dir)") }
+        let tok = try Tokenizer.load(directory: dir)
+        let tpl = try ChatTemplate(XCTUnwrap(tok.chatTemplate), name: "smollm2")
+        func seconds(_ turns: Int) throws -> Double {
+            let msgs: [JSONValue] = (0..<turns).map { i in
+                .object(JSONObject([("role", .string(i % 2 == 0 ? "user" : "assistant")),
+                                    ("content", .string("Turn \(i): the quick brown fox jumps over the lazy dog."))]))
+            }
+            let t0 = Date()
+            let text = try tpl.render(messages: msgs, addGenerationPrompt: true, variables: tok.templateVariables)
+            let ids = try tok.encodeChecked(text, addSpecialTokens: false)
+            XCTAssertGreaterThan(ids.count, turns * 15)
+            return Date().timeIntervalSince(t0)
+        }
+        _ = try seconds(100)  // warm up
+        let t1k = try seconds(1000), t4k = try seconds(4000)
+        print("1000 turns: \(t1k) s, 4000 turns: \(t4k) s")
+        XCTAssertLessThan(t4k, 10)
+        XCTAssertLessThan(t4k, 6 * t1k + 0.5, "4000 turns \(t4k) s vs 1000 turns \(t1k) s: superlinear")
+    }
+}
