@@ -30,7 +30,7 @@ public enum TrainCLI {
     /// --skip-bad-lines, counted as dropped).
     public static func examples(_ file: JSONLFile, tokenizer: Tokenizer, maskPrompt: Bool?, seqLen: Int, vocab: Int,
                                 skipBad: Bool) throws -> ([Example], DataStats) {
-        let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path)
+        let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path, maxTokens: seqLen)
         var out: [Example] = []
         var st = DataStats()
         for r in file.records {

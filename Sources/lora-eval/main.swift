@@ -64,7 +64,7 @@ struct Eval: ParsableCommand {
         let tokenizer = try Tokenizer.load(directory: model)
         let file = try JSONLFile.read(data, skipBad: skipBadLines)
         for s in file.skipped { Log.warn("skipped \(s)") }
-        let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path)
+        let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path, maxTokens: L)
         let options = EvalOptions(seqLen: L, stride: stride, batchSize: batchSize)
         var windows: [Window] = []
         var result = EvalResult()

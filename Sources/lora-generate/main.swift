@@ -104,9 +104,9 @@ struct Generate: ParsableCommand {
                     msgs.append(.object(JSONObject([("role", .string("user")), ("content", .string(text))])))
                 }
                 let rendered = try tpl.render(messages: msgs, addGenerationPrompt: true, variables: tokenizer.templateVariables)
-                return tokenizer.encode(rendered, addSpecialTokens: false)
+                return try tokenizer.encodeChecked(rendered, addSpecialTokens: false)
             }
-            return tokenizer.encode(text, addSpecialTokens: true)
+            return try tokenizer.encodeChecked(text, addSpecialTokens: true)
         }
 
         struct Result { var ids: [Int] = []; var text = ""; var finish = "length"; var seconds = 0.0; var promptSeconds = 0.0 }

@@ -131,7 +131,7 @@ struct Train: ParsableCommand {
         var validWindows: [Window] = []
         if let vp = validPath {
             let vf = try JSONLFile.read(vp, skipBad: skipBadLines, name: "--valid")
-            let vb = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: mask, path: vf.path)
+            let vb = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: mask, path: vf.path, maxTokens: o.seqLen)
             for s in vf.skipped { Log.warn("skipped \(s)") }
             for r in vf.records {
                 let e: Example

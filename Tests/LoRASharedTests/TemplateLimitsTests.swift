@@ -94,7 +94,7 @@ final class TemplateLimitsTests: XCTestCase {
 
     /// A long conversation through a real model's template and tokenizer: linear, and far inside every limit.
     func testLongConversationIsLinear() throws {
-        let dir = "/work/main/models/smollm2-135m-instruct"
+        let dir = DemoModelTests.modelDir
         guard FileManager.default.fileExists(atPath: dir + "/tokenizer.json") else { throw XCTSkip("no \(dir)") }
         let tok = try Tokenizer.load(directory: dir)
         let tpl = try ChatTemplate(XCTUnwrap(tok.chatTemplate), name: "smollm2")
@@ -114,5 +114,34 @@ final class TemplateLimitsTests: XCTestCase {
         print("1000 turns: \(t1k) s, 4000 turns: \(t4k) s")
         XCTAssertLessThan(t4k, 10)
         XCTAssertLessThan(t4k, 6 * t1k + 0.5, "4000 turns \(t4k) s vs 1000 turns \(t1k) s: superlinear")
+    }
+
+    /// A messages row of thousands of turns took 22 s (2,000 turns) to build: every assistant turn renders the
+    /// conversation so far. Turns starting beyond --seq-len are no longer placed one by one, so the cost is
+    /// bounded by --seq-len, and the tokens within it are exactly those of the unbounded build.
+    func testLongMessagesRowBuildsInBoundedTime() throws {
+        let dir = DemoModelTests.modelDir
+        guard FileManager.default.fileExists(atPath: dir + "/tokenizer.json") else { throw XCTSkip("no \(dir)") }
+        let tok = try Tokenizer.load(directory: dir)
+        func row(_ turns: Int) -> JSONLRecord {
+            let msgs: [JSONValue] = (0..<turns).map { i in
+                .object(JSONObject([("role", .string(i % 2 == 0 ? "user" : "assistant")),
+                                    ("content", .string("Turn \(i): the quick brown fox jumps over the lazy dog."))]))
+            }
+            return JSONLRecord(line: 1, value: JSONObject([("messages", .array(msgs))]))
+        }
+        let bounded = try ExampleBuilder(tokenizer: tok, maskPrompt: nil, path: "d.jsonl", maxTokens: 256)
+        let unbounded = try ExampleBuilder(tokenizer: tok, maskPrompt: nil, path: "d.jsonl")
+        let small = row(60)
+        let a = try bounded.build(small), b = try unbounded.build(small)
+        XCTAssertGreaterThan(b.ids.count, 256)
+        XCTAssertGreaterThan(a.ids.count, 256)
+        XCTAssertEqual(Array(a.ids.prefix(256)), Array(b.ids.prefix(256)))
+        XCTAssertEqual(Array(a.targets.prefix(256)), Array(b.targets.prefix(256)))
+        let t0 = Date()
+        let big = try bounded.build(row(4000))
+        let dt = Date().timeIntervalSince(t0)
+        XCTAssertGreaterThan(big.ids.count, 256)
+        XCTAssertLessThan(dt, 5, "4,000 turns at --seq-len 256 took \(dt) s")
     }
 }

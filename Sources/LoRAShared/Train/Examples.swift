@@ -69,11 +69,17 @@ public struct ExampleBuilder {
     public let template: ChatTemplate?
     public let maskPrompt: Bool?     // nil: default (off for text, on for the others)
     public let path: String
+    /// The tokens a chat example is cut to afterwards (--seq-len), or nil: turns that start beyond it are not
+    /// placed one by one (each needs a render of the conversation so far, so placing all of a 2,000-turn row
+    /// would cost time quadratic in its length); the whole conversation is still rendered once, so a row the
+    /// template rejects is refused all the same.
+    public let maxTokens: Int?
 
-    public init(tokenizer: Tokenizer, maskPrompt: Bool?, path: String) throws {
+    public init(tokenizer: Tokenizer, maskPrompt: Bool?, path: String, maxTokens: Int? = nil) throws {
         self.tokenizer = tokenizer
         self.maskPrompt = maskPrompt
         self.path = path
+        self.maxTokens = maxTokens
         if let src = tokenizer.chatTemplate {
             template = try ChatTemplate(src, name: "chat_template")
         } else {
@@ -113,12 +119,12 @@ public struct ExampleBuilder {
         switch f {
         case .text:
             let t = try string(o, "text", line: r.line)!
-            let ids = tokenizer.encode(t, addSpecialTokens: true).map { Int32($0) }
+            let ids = try encode(t, special: true, line: r.line)
             return Example(ids: ids, targets: [Bool](repeating: true, count: ids.count), line: r.line, format: f)
         case .promptCompletion:
             let p = try string(o, "prompt", line: r.line)!, c = try string(o, "completion", line: r.line)!
-            let pi = tokenizer.encode(p, addSpecialTokens: true).map { Int32($0) }
-            var ci = tokenizer.encode(c, addSpecialTokens: false).map { Int32($0) }
+            let pi = try encode(p, special: true, line: r.line)
+            var ci = try encode(c, special: false, line: r.line)
             if let e = eos, ci.last != e { ci.append(e) }
             return Example(ids: pi + ci, targets: [Bool](repeating: !mask, count: pi.count) + [Bool](repeating: true, count: ci.count),
                            line: r.line, format: f)
@@ -148,6 +154,13 @@ public struct ExampleBuilder {
         }
     }
 
+    /// Token ids of `text`; a tokenizer regex that runs past its limits names the line.
+    func encode(_ text: String, special: Bool, line: Int) throws -> [Int32] {
+        do { return try tokenizer.encodeChecked(text, addSpecialTokens: special).map { Int32($0) } } catch {
+            throw DataError.badRecord(path: path, line: line, reason: "\(error)")
+        }
+    }
+
     /// The part of `s` after its UTF-8 prefix `p`.
     func suffix(_ s: String, after p: String) -> String {
         String(decoding: Array(s.utf8.dropFirst(p.utf8.count)), as: UTF8.self)
@@ -164,7 +177,10 @@ public struct ExampleBuilder {
         }
         var ids: [Int32] = [], targets: [Bool] = []
         var done = ""   // text already tokenized
+        var cut = false  // stopped placing turns at maxTokens
+        let full = try render(msgs, false)
         for i in msgs.indices where msgs[i]["role"]?.stringValue == "assistant" {
+            if let cap = maxTokens, ids.count > cap { cut = true; break }
             let before = try render(Array(msgs[..<i]), true)
             let through = try render(Array(msgs[...i]), false)
             guard before.utf8.starts(with: done.utf8), through.utf8.starts(with: before.utf8) else {
@@ -179,8 +195,8 @@ public struct ExampleBuilder {
                 head = String(seg[..<r.lowerBound])
                 body = String(seg[r.lowerBound...])
             }
-            let ctx = tokenizer.encode(suffix(before, after: done) + head, addSpecialTokens: false).map { Int32($0) }
-            var turn = tokenizer.encode(body, addSpecialTokens: false).map { Int32($0) }
+            let ctx = try encode(suffix(before, after: done) + head, special: false, line: line)
+            var turn = try encode(body, special: false, line: line)
             // The target ends with the end-of-turn token; anything the template adds after it is context.
             var turnTargets = [Bool](repeating: true, count: turn.count)
             if let e = eos, let last = turn.lastIndex(of: e) {
@@ -195,9 +211,8 @@ public struct ExampleBuilder {
             targets += turnTargets
             done = through
         }
-        let full = try render(msgs, false)
-        if full.utf8.count > done.utf8.count, full.utf8.starts(with: done.utf8) {
-            let rest = tokenizer.encode(suffix(full, after: done), addSpecialTokens: false).map { Int32($0) }
+        if !cut, full.utf8.count > done.utf8.count, full.utf8.starts(with: done.utf8) {
+            let rest = try encode(suffix(full, after: done), special: false, line: line)
             ids += rest
             targets += [Bool](repeating: !mask, count: rest.count)
         }
