@@ -6,7 +6,7 @@ let package = Package(
     name: "lora-pipeline",
     platforms: [.macOS(.v13)],
     products: [
-        .library(name: "LoRAShared", targets: ["LoRAShared"]),
+        .library(name: "LoRAShared", targets: ["LoRAShared", "LoRAKernels"]),
         .executable(name: "lora-quantize", targets: ["lora-quantize"]),
         .executable(name: "lora-init", targets: ["lora-init"]),
         .executable(name: "lora-eval", targets: ["lora-eval"]),
@@ -31,14 +31,24 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]
         ),
+        // The numeric kernels (GEMM, elementwise and attention kernels, threads, the compute backend): the only
+        // Swift code built with -Ounchecked, over raw pointers whose bounds the callers establish. Optimized in
+        // debug builds too: the test suite runs them on a real model, and unoptimized SIMD code is two orders of
+        // magnitude slower.
         .target(
-            name: "LoRAShared",
+            name: "LoRAKernels",
             dependencies: ["CBLAS", "CBF16"],
-            path: "Sources/LoRAShared",
-            // Optimized in debug builds too: the test suite runs the numeric kernels on a real model, and
-            // unoptimized SIMD code is two orders of magnitude slower.
+            path: "Sources/LoRAKernels",
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
                             .unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
+        // Everything else of the library: formats, tokenizer and templates, model, training. Checked (-O), so
+        // every precondition and bounds check of the parsers holds in release builds.
+        .target(
+            name: "LoRAShared",
+            dependencies: ["LoRAKernels", "CBLAS", "CBF16"],
+            path: "Sources/LoRAShared",
+            swiftSettings: [.unsafeFlags(["-O"])]
         ),
         .target(
             name: "LoRACLI",

@@ -1,2 +1,2 @@
-// CBLAS: the C interface of OpenBLAS (Debian's libopenblas-dev), used only through Numerics/Gemm.swift.
+// CBLAS: the C interface of OpenBLAS (Debian's libopenblas-dev), used only through LoRAKernels/Gemm.swift.
 #include <cblas.h>

@@ -52,3 +52,41 @@ public func checkedNumel(_ shape: [Int]) -> Int? {
     }
     return n
 }
+
+/// Converts `count` stored values of a floating dtype to fp32.
+public func convertToFloat(_ dtype: DType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+    switch dtype {
+    case .F32:
+        dst.update(from: src.assumingMemoryBound(to: Float.self), count: count)
+    case .BF16:
+        let s = src.assumingMemoryBound(to: UInt16.self)
+        for i in 0..<count { dst[i] = bf16ToFloat(s[i]) }
+    case .F16:
+        let s = src.assumingMemoryBound(to: UInt16.self)
+        for i in 0..<count { dst[i] = f16ToFloat(s[i]) }
+    case .F64:
+        let s = src.assumingMemoryBound(to: Double.self)
+        for i in 0..<count { dst[i] = Float(s[i]) }
+    default:
+        preconditionFailure("convertToFloat: \(dtype) is not a floating dtype")
+    }
+}
+
+/// Converts fp32 values to a floating dtype's stored form.
+public func convertFromFloat(_ dtype: DType, _ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, count: Int) {
+    switch dtype {
+    case .F32:
+        dst.assumingMemoryBound(to: Float.self).update(from: src, count: count)
+    case .BF16:
+        let d = dst.assumingMemoryBound(to: UInt16.self)
+        for i in 0..<count { d[i] = floatToBF16(src[i]) }
+    case .F16:
+        let d = dst.assumingMemoryBound(to: UInt16.self)
+        for i in 0..<count { d[i] = floatToF16(src[i]) }
+    case .F64:
+        let d = dst.assumingMemoryBound(to: Double.self)
+        for i in 0..<count { d[i] = Double(src[i]) }
+    default:
+        preconditionFailure("convertFromFloat: \(dtype) is not a floating dtype")
+    }
+}

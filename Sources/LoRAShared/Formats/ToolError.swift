@@ -9,3 +9,4 @@ extension ConfigError: ToolError {}
 extension WeightStoreError: ToolError {}
 extension JSONParseError: ToolError {}
 extension JSONLError: ToolError {}
+extension ComputeError: ToolError {}

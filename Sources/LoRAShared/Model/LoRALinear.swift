@@ -11,10 +11,6 @@
 // bf16 GEMM up to summation order. LoRA A/B products, bias, dropout and every gradient of A and B stay fp32.
 
 /// The arithmetic of the frozen-weight GEMMs and the head.
-public enum ComputeDType: String, Sendable, CaseIterable, Codable {
-    case f32
-    case bf16
-}
 
 /// Raw fp32 buffers, zeroed, freed together with their owner.
 final class BufferPool {

@@ -1,4 +1,4 @@
-// MathShim: libm entry points under private names so Numerics does not need Foundation in every file.
+// MathShim: libm entry points under private names so the kernels do not need Foundation in every file.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -19,7 +19,12 @@ public enum ComputeDTypeRequest: String, Sendable, CaseIterable {
     case auto, bf16, f32
 }
 
-public enum ComputeError: Error, CustomStringConvertible, ToolError {
+public enum ComputeDType: String, Sendable, CaseIterable, Codable {
+    case f32
+    case bf16
+}
+
+public enum ComputeError: Error, CustomStringConvertible {
     case noBF16(cpu: String)
     case backendFailed(reason: String)
 
@@ -127,7 +132,7 @@ public enum OneDNN {
     nonisolated(unsafe) private static var warned = false
 
     /// Once per process: a oneDNN call failed and the product was computed by the emulation instead.
-    static func warnFallback() {
+    package static func warnFallback() {
         if warned { return }
         warned = true
         FileHandle.standardError.write(Data("warning: oneDNN bf16 matmul failed (\(String(cString: lp_bf16_last_error()))); computing bf16 products by emulation\n".utf8))
