@@ -94,6 +94,7 @@ public enum TrainCLI {
             throw FileError.cannotOpen(path: out, reason: "cannot lock: \(String(cString: strerror(e)))")
         }
         outputLock = fd
+        Checkpoint.removeLeftovers(out + "/checkpoints")  // what a killed run left, now that no other run can own it
         if !created {
             let busy = fm.fileExists(atPath: out + "/adapter_model.safetensors") || !Checkpoint.list(out).isEmpty
             if busy && !resume && !force {

@@ -274,4 +274,73 @@ final class HardeningTests: XCTestCase {
         assertToolError(r, contains: "the loss is")
         XCTAssertFalse(r.stdout.contains("NaN"), r.stdout)
     }
+
+    /// Starts a tool without waiting (for the kill tests).
+    func start(_ name: String, _ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: productsDir + "/" + name)
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    /// SIGKILL lora-train at random moments (before, between and during checkpoint writes) and resume each
+    /// time: no checkpoint is ever unreadable, and the final adapter equals the uninterrupted run's bytes.
+    func testKillNineAtAnyMomentThenResume() throws {
+        let args = ["--max-steps", "150", "--save-every", "1", "--keep-last", "2", "--seed", "3", "--dropout", "0.1"]
+        let ref = try train(dir + "/ref", args)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let out = dir + "/killed"
+        var rng = Xoshiro256(seed: 42)
+        var kills = 0, finished = false
+        for _ in 0..<60 {
+            let resume = !Checkpoint.list(out).isEmpty
+            let p = try start("lora-train", [model, adapter, "--data", data, "-o", out, "--seq-len", "32", "--batch-size", "2", "-q"]
+                                + args + (resume ? ["--resume"] : []))
+            usleep(UInt32(5_000 + rng.next() % 300_000))
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); kills += 1 }
+            let status = waitForExit(p, what: "lora-train under kill -9")
+            if status == 0 { finished = true; break }
+            XCTAssertEqual(status, 137, "killed, not failed")
+            // Every checkpoint left behind is whole.
+            for c in Checkpoint.list(out) {
+                let state = try Data(contentsOf: URL(fileURLWithPath: c.path + "/trainer_state.json"))
+                XCTAssertNoThrow(try JSONDecoder().decode(TrainerState.self, from: state), c.path)
+                XCTAssertNoThrow(try Adapter.load(c.path), c.path)
+                XCTAssertNoThrow(try SafetensorsFile(path: c.path + "/optimizer.safetensors"), c.path)
+            }
+        }
+        if !finished {
+            let r = try train(out, args + (Checkpoint.list(out).isEmpty ? [] : ["--resume"]))
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        print("kill -9: \(kills) kills, then resumed to the end")
+        XCTAssertGreaterThan(kills, 3, "the kills should land while training runs")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints").filter { $0.hasPrefix(".") }
+        XCTAssertEqual(leftovers, [], "the finishing run cleans what killed runs left")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_model.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: dir + "/ref/adapter_model.safetensors")),
+                       "after \(kills) kills the resumed run ends with the uninterrupted run's adapter")
+    }
+
+    /// SIGKILL lora-merge and lora-quantize at random moments: the output is either absent or whole, never a
+    /// half-written folder under the final name.
+    func testKillNineNeverLeavesAHalfWrittenModel() throws {
+        var rng = Xoshiro256(seed: 7)
+        for (tool, extra) in [("lora-merge", ["--adapter", adapter]), ("lora-quantize", [])] {
+            for i in 0..<12 {
+                let out = dir + "/\(tool)-\(i)"
+                let p = try start(tool, [model] + extra + ["-o", out])
+                usleep(UInt32(rng.next() % 250_000))
+                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+                waitForExit(p, what: tool)
+                guard FileManager.default.fileExists(atPath: out) else { continue }
+                let m = try ModelDir(path: out)
+                XCTAssertNoThrow(try m.validate(), "\(out) exists but is not whole")
+            }
+        }
+    }
 }

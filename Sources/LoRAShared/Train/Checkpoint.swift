@@ -78,6 +78,7 @@ public enum Checkpoint {
     public static func save(to outDir: String, adapter: Adapter, optimizer: AdamWState, state: TrainerState, keepLast: Int) throws -> String {
         let dir = outDir + "/checkpoints"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        removeLeftovers(dir)
         let final = dir + "/" + name(step: state.step)
         let d = try AtomicDirectory(path: final)
         try adapter.save(into: d.tempPath)
@@ -92,12 +93,31 @@ public enum Checkpoint {
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(String(decoding: try enc.encode(state), as: UTF8.self) + "\n", to: d.file("trainer_state.json"))
         try d.commit(replace: true)
-        // Only now that the new checkpoint is complete, drop the oldest beyond keepLast.
+        // Only now that the new checkpoint is complete, drop the oldest beyond keepLast: each is first renamed
+        // to a hidden name (atomic), so a kill during the deletion never leaves a half-deleted checkpoint under
+        // its real name for --resume to find.
         if keepLast > 0 {
             let all = list(outDir)
-            for old in all.dropLast(keepLast) { try? FileManager.default.removeItem(atPath: old.path) }
+            for old in all.dropLast(keepLast) {
+                let trash = dir + "/.trash-" + URL(fileURLWithPath: old.path).lastPathComponent + "-\(getpid())"
+                if rename(old.path, trash) == 0 { try? FileManager.default.removeItem(atPath: trash) }
+            }
         }
         return final
+    }
+
+    nonisolated(unsafe) private static var cleaned = Set<String>()
+
+    /// Hidden folders a killed run left in checkpoints/ (a checkpoint under construction, one being deleted):
+    /// removed once per run. lora-train holds the output folder's lock, so no other live process owns them.
+    public static func removeLeftovers(_ dir: String) {
+        guard !cleaned.contains(dir) else { return }
+        cleaned.insert(dir)
+        let mine = "-\(getpid())"
+        for n in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        where n.hasPrefix(".") && (n.contains(".tmp-") || n.hasPrefix(".trash-")) && !n.contains(mine + "-") && !n.hasSuffix(mine) {
+            try? FileManager.default.removeItem(atPath: dir + "/" + n)
+        }
     }
 
     /// "model.layers.0.self_attn.q_proj.a" → "model.layers.0.self_attn.q_proj.lora_A.weight"
