@@ -6,7 +6,7 @@
 Needs torch, transformers, tokenizers, gguf (the project's .venv). Prints a JSON summary on stdout
 and exits 1 when any exact check fails:
 
-  files         every file there; model.safetensors laid out as formats.md section 4 says
+  files         every file there; model.safetensors laid out as docs/formats.md section 4 says
   config        the fields that matter equal the config transformers derives from the GGUF
   state_dict    every tensor equal, bit for bit, to transformers' GGUF load in bf16
   logits        bf16 vs bf16: identical. fp32 (ours, i.e. bf16 weights upcast) vs the GGUF in fp32

@@ -19,7 +19,7 @@ Everything is seeded and single-threaded, PYTHONHASHSEED is pinned (PEFT writes 
 "all-linear" target_modules list in set order).  Running it twice gives identical bytes.
 
 Besides transformers/PEFT, every case is recomputed by an independent float64 reference
-(`ref_forward` below, written from formats.md section 7 and section 3) and the result must agree
+(`ref_forward` below, written from docs/formats.md section 7 and section 3) and the result must agree
 with the transformers float32 logits; the agreement is recorded in meta.json.
 """
 import os
@@ -169,7 +169,7 @@ def make_adapter(base, lora_kwargs, seed, dst: Path):
 
 
 # ----------------------------------------------------------------------------------------------
-# independent float64 reference (formats.md section 7 + section 3)
+# independent float64 reference (docs/formats.md section 7 + section 3)
 # ----------------------------------------------------------------------------------------------
 def rope_inv_freq(cfg):
     rp = dict(cfg.get("rope_parameters") or {})
@@ -531,7 +531,7 @@ def nf4_dequant_from_file(path: Path):
         am32 = BF.dequantize_blockwise(qs.absmax, qs.state2) + qs.offset
         w32 = torch.ops.bitsandbytes.dequantize_4bit.default(packed, am32.float(), qs.blocksize,
                                                              qs.quant_type, qs.shape, torch.float32)
-        # pure torch formula (formats.md 1.6 / 1.7) must agree bit for bit
+        # pure torch formula (docs/formats.md §1.6 / §1.7) must agree bit for bit
         idx = comp["absmax"].long()
         am_ref = comp["nested_quant_map"][idx] * comp["nested_absmax"][torch.arange(idx.numel()) // 256]
         am_ref = am_ref + torch.tensor(qs.offset, dtype=torch.float32)

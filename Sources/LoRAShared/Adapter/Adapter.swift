@@ -1,4 +1,4 @@
-// Adapter: LoRA weights for a set of Linear modules in PEFT's layout (formats.md §3): lora_A [r, in] and
+// Adapter: LoRA weights for a set of Linear modules in PEFT's layout (docs/formats.md §3): lora_A [r, in] and
 // lora_B [out, r] under `base_model.model.<module>.lora_{A,B}.weight`, saved as a PEFT folder or as one
 // safetensors stream whose `__metadata__` carries the config (`adapter_config`), for pipes.
 import Foundation

@@ -1,4 +1,4 @@
-// LoRAConfig: PEFT's LoraConfig as stored in adapter_config.json (formats.md §3): rank, alpha, dropout,
+// LoRAConfig: PEFT's LoraConfig as stored in adapter_config.json (docs/formats.md §3): rank, alpha, dropout,
 // target matching (list: exact name or "."-suffix; string: regex fullmatch), rank/alpha patterns, rslora.
 import Foundation
 

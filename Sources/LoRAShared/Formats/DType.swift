@@ -1,4 +1,4 @@
-// DType: the safetensors element types (formats.md §4) with their byte sizes.
+// DType: the safetensors element types (docs/formats.md §4) with their byte sizes.
 
 public enum DType: String, Sendable, CaseIterable {
     case BOOL, U8, I8, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64

@@ -1,5 +1,5 @@
 // ModelConfig: config.json of a Llama-family model (model_type llama, mistral, qwen2), in both the
-// transformers 4.x form (rope_theta, torch_dtype) and the 5.x form (rope_parameters, dtype). formats.md §7.
+// transformers 4.x form (rope_theta, torch_dtype) and the 5.x form (rope_parameters, dtype). docs/formats.md §7.
 import Foundation
 
 public enum ConfigError: Error, CustomStringConvertible {

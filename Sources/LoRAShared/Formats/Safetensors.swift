@@ -1,4 +1,4 @@
-// Safetensors: a validating reader over a memory-mapped file (formats.md §4): 8-byte little-endian header
+// Safetensors: a validating reader over a memory-mapped file (docs/formats.md §4): 8-byte little-endian header
 // length, a JSON header of name → {dtype, shape, data_offsets}, then a byte buffer the tensors tile exactly.
 
 public enum SafetensorsError: Error, CustomStringConvertible {

@@ -1,4 +1,4 @@
-// SafetensorsWriter: writes a safetensors stream (formats.md §4): compact JSON header with `__metadata__`
+// SafetensorsWriter: writes a safetensors stream (docs/formats.md §4): compact JSON header with `__metadata__`
 // first, space-padded so 8 + N is a multiple of 8, then tensor data back to back in header order.
 
 public struct TensorRecord {

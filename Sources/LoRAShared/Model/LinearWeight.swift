@@ -1,5 +1,5 @@
 // LinearWeight: one frozen Linear weight [out, in] in its stored form (F32/F16/BF16 mmapped, or bitsandbytes
-// 4-bit), expanded to fp32 into a caller's scratch buffer right before its GEMMs (architecture.md: weights stay
+// 4-bit), expanded to fp32 into a caller's scratch buffer right before its GEMMs (docs/architecture.md: weights stay
 // in their stored form; dequantization is O(weights) per step, amortized over batch × sequence).
 
 public struct LinearWeight: @unchecked Sendable {

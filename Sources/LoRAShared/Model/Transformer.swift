@@ -1,4 +1,4 @@
-// Transformer: the Llama / Mistral / Qwen2 decoder forward pass in fp32 (formats.md §7, transformers
+// Transformer: the Llama / Mistral / Qwen2 decoder forward pass in fp32 (docs/formats.md §7, transformers
 // modeling_llama.py): embeddings, RMSNorm, RoPE, causal GQA attention with right padding, SwiGLU MLP, tied or
 // untied head, with LoRA applied unmerged as two skinny GEMMs. One GEMM per projection over batch × sequence
 // (q/k/v fused, gate/up fused); the head and cross-entropy run in row chunks so tokens × vocab never exists.

@@ -1,4 +1,4 @@
-// BnbLayout: a bitsandbytes 4-bit Linear weight inside a transformers safetensors checkpoint (formats.md §2):
+// BnbLayout: a bitsandbytes 4-bit Linear weight inside a transformers safetensors checkpoint (docs/formats.md §2):
 // `.weight` packed U8 [(n+1)/2, 1], `.weight.absmax`, `.weight.quant_map`, nested stats, and the
 // `.weight.quant_state.bitsandbytes__<type>` UTF-8 JSON (Python json.dumps layout, keys in bitsandbytes' order).
 

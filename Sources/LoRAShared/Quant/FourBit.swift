@@ -1,5 +1,5 @@
 // FourBit: bitsandbytes' blockwise 4-bit codec (NF4 and FP4) with double quantization, bit-exact with
-// bitsandbytes 0.50 on CPU (formats.md §1; bitsandbytes/backends/default/ops.py quantize_4bit and
+// bitsandbytes 0.50 on CPU (docs/formats.md §1; bitsandbytes/backends/default/ops.py quantize_4bit and
 // csrc/common.cpp quantize_block for the nested 8-bit step).
 import Dispatch
 

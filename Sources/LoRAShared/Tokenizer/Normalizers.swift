@@ -1,5 +1,5 @@
 // Normalizers: the `normalizer` of tokenizer.json (NFC/NFD/NFKC/NFKD, Lowercase, Strip, StripAccents, Prepend,
-// Replace with a literal or regex pattern, Sequence), on UTF-8 bytes, as tokenizers' normalizers/ do (formats.md §5).
+// Replace with a literal or regex pattern, Sequence), on UTF-8 bytes, as tokenizers' normalizers/ do (docs/formats.md §5).
 import Foundation
 
 indirect enum Normalizer {

@@ -1,5 +1,5 @@
 // TokenizerError: what can be wrong with a tokenizer.json / tokenizer_config.json, each message naming
-// the file, the key path and the fix; plus the typed JSON accessors the tokenizer parsers share (formats.md §5).
+// the file, the key path and the fix; plus the typed JSON accessors the tokenizer parsers share (docs/formats.md §5).
 import Foundation
 
 public enum TokenizerError: Error, CustomStringConvertible {

@@ -1,5 +1,5 @@
 // UnicodeTables: per-scalar character classes as the tokenizers crate sees them (Oniguruma's \p{L} \p{N} \s,
-// Rust's char::is_whitespace / is_numeric / is_alphanumeric), UTF-8 stepping, and GPT-2's byte↔unicode map (formats.md §5).
+// Rust's char::is_whitespace / is_numeric / is_alphanumeric), UTF-8 stepping, and GPT-2's byte↔unicode map (docs/formats.md §5).
 import Foundation
 
 /// Character class bits of one Unicode scalar.
