@@ -131,7 +131,7 @@ public struct ModelConfig: Sendable {
             }
         }
         // Size products the engine forms (e.g. vocab × hidden) must fit easily in an Int.
-        for (k, v) in [("vocab_size", vocabSize), ("intermediate_size", intermediateSize), ("num_hidden_layers", numLayers),
+        for (k, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize), ("num_hidden_layers", numLayers),
                        ("num_attention_heads", numHeads), ("head_dim", headDim)] where v > 1 << 24 {
             throw ConfigError.badValue(path: path, key: k, reason: "\(v) is beyond any supported model (at most \(1 << 24))")
         }
