@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_BUILD:-$root/.build-fuzz}
 mkdir -p "$out"
 cd "$out"
-san=(-sanitize=fuzzer,address)
+san=("-sanitize=fuzzer,address")
 cat > module.modulemap <<MAP
 module CBF16 {
     header "$root/Sources/CBF16/include/cbf16.h"

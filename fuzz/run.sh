@@ -42,8 +42,8 @@ for t in "${targets[@]}"; do
     rc=$?
     set -e
     execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log" | tail -1)
-    found=$(ls "$crashes" | wc -l)
-    echo "fuzz $t: ${execs:-?} executions in ${secs} s, corpus $(ls "$corpus" | wc -l), crashes $found (exit $rc)"
+    found=$(find "$crashes" -type f | wc -l)
+    echo "fuzz $t: ${execs:-?} executions in ${secs} s, corpus $(find "$corpus" -type f | wc -l), crashes $found (exit $rc)"
     if [ "$rc" -ne 0 ] || [ "$found" -gt 0 ]; then status=1; grep -m3 -E "ERROR|SUMMARY|Fatal error|runtime failure" "$log" >&2 || true; fi
 done
 exit $status
