@@ -6,7 +6,7 @@ let package = Package(
     name: "lora-pipeline",
     platforms: [.macOS(.v13)],
     products: [
-        .library(name: "LoRAShared", targets: ["LoRAShared", "LoRAKernels"]),
+        .library(name: "LoRAShared", targets: ["LoRAShared", "LoRAFormats", "LoRAKernels"]),
         .executable(name: "lora-quantize", targets: ["lora-quantize"]),
         .executable(name: "lora-init", targets: ["lora-init"]),
         .executable(name: "lora-eval", targets: ["lora-eval"]),
@@ -42,11 +42,19 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
                             .unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
-        // Everything else of the library: formats, tokenizer and templates, model, training. Checked (-O), so
-        // every precondition and bounds check of the parsers holds in release builds.
+        // The file formats: JSON, JSONL, safetensors (read and atomic write), sharded weights, config.json, the
+        // error contract and limits. Checked (-O), so every precondition and bounds check of the parsers holds in
+        // release builds; it sees the kernels' conversions and nothing above it.
+        .target(
+            name: "LoRAFormats",
+            dependencies: ["LoRAKernels"],
+            path: "Sources/LoRAFormats",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // Everything above: tokenizer and templates, quantization, model, adapters, merge, training. Checked (-O).
         .target(
             name: "LoRAShared",
-            dependencies: ["LoRAKernels", "CBLAS", "CBF16"],
+            dependencies: ["LoRAFormats", "LoRAKernels", "CBLAS", "CBF16"],
             path: "Sources/LoRAShared",
             swiftSettings: [.unsafeFlags(["-O"])]
         ),

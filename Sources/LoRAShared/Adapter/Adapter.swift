@@ -11,27 +11,6 @@ public struct LoRAWeights: Sendable {
     public var b: [Float]   // [out, r], row-major
 }
 
-/// Only one input of a command can be standard input.
-public final class StdinClaim: @unchecked Sendable {
-    public static let shared = StdinClaim()
-    public init() {}
-    private var owner: String?
-    private let lock = NSLock()
-
-    public func claim(_ what: String) throws {
-        lock.lock(); defer { lock.unlock() }
-        if let o = owner {
-            throw UsageError("both \(o) and \(what) ask to read standard input ('-'); only one input per command can be '-'")
-        }
-        owner = what
-    }
-}
-
-public struct UsageError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ message: String) { description = message }
-}
-
 public final class Adapter: @unchecked Sendable {
     public static let keyPrefix = "base_model.model."
     public var config: LoRAConfig
@@ -229,4 +208,3 @@ public final class Adapter: @unchecked Sendable {
 }
 
 extension AdapterError: ToolError {}
-extension UsageError: ToolError {}

@@ -387,7 +387,7 @@ extension JSONValue {
         }
     }
 
-    static func writeString(_ s: String, to out: inout String, asciiOnly: Bool) {
+    package static func writeString(_ s: String, to out: inout String, asciiOnly: Bool) {
         out += "\""
         for scalar in s.unicodeScalars {
             switch scalar {

@@ -17,6 +17,10 @@ public enum JSONLError: Error, CustomStringConvertible {
 public struct JSONLRecord: Sendable {
     public let line: Int
     public let value: JSONObject
+    public init(line: Int, value: JSONObject) {
+        self.line = line
+        self.value = value
+    }
 }
 
 public struct JSONLFile: Sendable {
