@@ -6,7 +6,7 @@ let package = Package(
     name: "lora-pipeline",
     platforms: [.macOS(.v13)],
     products: [
-        .library(name: "LoRAShared", targets: ["LoRAShared", "LoRAFormats", "LoRAKernels"]),
+        .library(name: "LoRAShared", targets: ["LoRAShared", "LoRATokenizer", "LoRAFormats", "LoRAKernels"]),
         .executable(name: "lora-quantize", targets: ["lora-quantize"]),
         .executable(name: "lora-init", targets: ["lora-init"]),
         .executable(name: "lora-eval", targets: ["lora-eval"]),
@@ -51,10 +51,18 @@ let package = Package(
             path: "Sources/LoRAFormats",
             swiftSettings: [.unsafeFlags(["-O"])]
         ),
-        // Everything above: tokenizer and templates, quantization, model, adapters, merge, training. Checked (-O).
+        // tokenizer.json (normalizers, pre-tokenizers, BPE, decoders) and the Jinja chat-template interpreter with
+        // its limits. Checked (-O); sees only the formats and kernels below it.
+        .target(
+            name: "LoRATokenizer",
+            dependencies: ["LoRAFormats"],
+            path: "Sources/LoRATokenizer",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // Everything above: quantization, model, adapters, merge, training. Checked (-O).
         .target(
             name: "LoRAShared",
-            dependencies: ["LoRAFormats", "LoRAKernels", "CBLAS", "CBF16"],
+            dependencies: ["LoRATokenizer", "LoRAFormats", "LoRAKernels", "CBLAS", "CBF16"],
             path: "Sources/LoRAShared",
             swiftSettings: [.unsafeFlags(["-O"])]
         ),

@@ -2,7 +2,7 @@
 # Builds fuzz/lora-fuzz: the libFuzzer harnesses of fuzz/Harness.swift over the library, compiled checked (-O,
 # so every precondition and bounds check is live) with coverage and AddressSanitizer (-sanitize=fuzzer,address).
 # SwiftPM cannot build a libFuzzer binary beside the tools' own main(), so this compiles the two library modules
-# with swiftc directly (the three library modules in their layer order). Output: $FUZZ_BUILD (default .build-fuzz)/lora-fuzz.
+# with swiftc directly (the four library modules in their layer order). Output: $FUZZ_BUILD (default .build-fuzz)/lora-fuzz.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_BUILD:-$root/.build-fuzz}
@@ -21,8 +21,10 @@ swiftc -module-name LoRAKernels -parse-as-library -wmo -O "${san[@]}" "${cc_flag
     -emit-module -emit-module-path LoRAKernels.swiftmodule -c "$root"/Sources/LoRAKernels/*.swift -o kernels.o
 swiftc -module-name LoRAFormats -parse-as-library -wmo -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
     -emit-module -emit-module-path LoRAFormats.swiftmodule -c "$root"/Sources/LoRAFormats/*.swift -o formats.o
+swiftc -module-name LoRATokenizer -parse-as-library -wmo -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
+    -emit-module -emit-module-path LoRATokenizer.swiftmodule -c "$root"/Sources/LoRATokenizer/*.swift -o tokenizer.o
 swiftc -module-name LoRAShared -parse-as-library -wmo -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
     -emit-module -emit-module-path LoRAShared.swiftmodule -c "$root"/Sources/LoRAShared/*/*.swift "$root"/Sources/LoRAShared/*.swift -o shared.o
 swiftc -module-name LoRAFuzz -parse-as-library -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
-    "$root/fuzz/Harness.swift" kernels.o formats.o shared.o cbf16.o -lopenblas -ldnnl -lgomp -o lora-fuzz
+    "$root/fuzz/Harness.swift" kernels.o formats.o tokenizer.o shared.o cbf16.o -lopenblas -ldnnl -lgomp -o lora-fuzz
 echo "$out/lora-fuzz"

@@ -2,6 +2,7 @@
 // initialize as PEFT does, round-trip through folders and single-file streams, and read genuine PEFT files.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class AdapterTests: XCTestCase {
     var dir = ""

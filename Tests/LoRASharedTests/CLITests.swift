@@ -2,6 +2,7 @@
 // and a non-zero exit on bad input, adapters streamed through stdout.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class CLITests: XCTestCase {
     var dir = ""

@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 /// Where two strings first differ, with escaped context on both sides, for failure messages.
 func chatDiff(expected: String, actual: String) -> String {

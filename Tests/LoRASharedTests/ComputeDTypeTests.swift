@@ -4,6 +4,7 @@
 // has bf16; and the dtype's resolution, flags, recording and resume rules.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class ComputeDTypeTests: XCTestCase {
     static let emulated = ComputeChoice(dtype: .bf16, backend: .emulated)

@@ -2,6 +2,7 @@
 // Skipped when the model has not been fetched; scripts/test fetches it.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class DemoModelTests: XCTestCase {
     static let modelDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -3,6 +3,7 @@
 // input (empty file, malformed lines, missing keys, no chat template, foreign adapters) gets one error line.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class EvalTests: XCTestCase {
     var dir = ""

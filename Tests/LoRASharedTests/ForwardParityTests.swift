@@ -3,6 +3,7 @@
 // non-zero LoRA adapter, for GQA/tied Llama, Qwen2 biases, llama3 and linear RoPE scaling, NF4 and bf16 bases.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class ForwardParityTests: XCTestCase {
     /// fp32 with different summation orders than torch: logits agree to ~1e-6; 1e-4 is the bound.

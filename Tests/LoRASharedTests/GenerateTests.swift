@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class GenerateTests: XCTestCase {
     var dir = ""

@@ -2,6 +2,7 @@
 // tiny shapes, for the loss L = Σ c·y with random c. The kernels run in Float, so the bound is relative 1e-3.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class GradCheckTests: XCTestCase {
     /// Float kernels vs Double finite differences (h = 1e-5): a correct formula lands near 1e-5 relative.

@@ -4,6 +4,7 @@
 // transformers' linear warmup schedule.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class GradientParityTests: XCTestCase {
     /// Relative to the largest gradient of the case: the 1e-4 bound.

@@ -4,6 +4,7 @@
 // settings, unknown config keys, a second run on a locked folder, and failed runs that must leave nothing.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class HardeningTests: XCTestCase {
     var dir = "", model = "", adapter = "", data = ""

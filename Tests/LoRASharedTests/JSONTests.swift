@@ -1,6 +1,7 @@
 // JSONTests: the strict parser (errors, duplicates, depth) and Python-compatible serialization.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class JSONTests: XCTestCase {
     func testParsesAndKeepsKeyOrder() throws {

@@ -2,6 +2,7 @@
 // checkpoint transformers + bitsandbytes saved (Fixtures/tiny-llama-bnb); config decoding; bad model dirs.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class ModelQuantizeTests: XCTestCase {
     var dir = ""

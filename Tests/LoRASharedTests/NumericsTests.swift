@@ -2,6 +2,7 @@
 // rounding against torch's rules, the seeded generator's reproducibility, and torch's cascade sum.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class NumericsTests: XCTestCase {
     /// fp32 GEMM vs a Double-accumulated reference: relative error of a k-term dot product.

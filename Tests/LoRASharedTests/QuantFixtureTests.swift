@@ -2,6 +2,7 @@
 // byte for byte: packed nibbles, absmax, nested absmax / map / offset, and the quant_state JSON text.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class QuantFixtureTests: XCTestCase {
     func fixtureFiles() throws -> [String] {

@@ -2,6 +2,7 @@
 // (truncation, header past the end, holes, overlaps, wrong sizes, bad JSON, duplicates) answered by an error.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class SafetensorsTests: XCTestCase {
     var dir = ""

@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class TemplateLimitsTests: XCTestCase {
     /// Renders `source` with no messages.

@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 enum Fixtures {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path

@@ -2,6 +2,7 @@
 // copied from the fixtures, so the data tools can run end to end without Python.
 import Foundation
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 enum TinyModel {
     /// A Llama with `vocab` tokens (≥ the tokenizer's), hidden 32, 2 layers, GQA 4/2, tied head.

@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 /// Encode throughput on the SmolLM2 tokenizer; opt-in, in release:
 ///   LORA_BENCH=1 LORA_BENCH_TEXT=/tmp/lora-tokenizer-bench.txt \

@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 enum TokenizerFixtures {
     static let dir = Fixtures.path("tokenizer")

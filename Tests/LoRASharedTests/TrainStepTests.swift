@@ -2,6 +2,7 @@
 // differences of the whole-model loss, and they are independent of how the batch is split into calls.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class TrainStepTests: XCTestCase {
     func load(_ name: String) throws -> (Transformer, ModelDir, TokenBatch) {

@@ -4,6 +4,7 @@
 // checkpoint, full disk during a checkpoint, NaN loss) is refused with one error line.
 import XCTest
 @testable import LoRAShared
+@testable import LoRATokenizer
 
 final class TrainTests: XCTestCase {
     var dir = "", model = "", adapter = "", data = ""

@@ -234,5 +234,3 @@ extension Tokenizer {
     }
 }
 
-extension TokenizerError: ToolError {}
-extension ChatTemplateError: ToolError {}

@@ -15,7 +15,7 @@ indirect enum PostProcessor {
 
     static let supported = ["TemplateProcessing", "RobertaProcessing", "BertProcessing", "ByteLevel", "Sequence"]
 
-    static func parse(_ j: TokenizerJSON) throws -> PostProcessor {
+    package static func parse(_ j: TokenizerJSON) throws -> PostProcessor {
         let t = try j.type()
         switch t {
         case "ByteLevel": return .byteLevel

@@ -3,7 +3,7 @@
 import Foundation
 
 /// Reusable per-call buffers of the scanners.
-struct ScanScratch {
+package struct ScanScratch {
     var scalars: [UInt32] = []
     var classes: [UInt8] = []
     var offsets: [Int32] = []
@@ -11,10 +11,10 @@ struct ScanScratch {
     var regexFailure: TokenizerError? = nil
 }
 
-final class SplitPattern: @unchecked Sendable {
-    static let gpt2Regex = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
-    static let llama3Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-    static let qwen2Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+package final class SplitPattern: @unchecked Sendable {
+    package static let gpt2Regex = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
+    package static let llama3Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    package static let qwen2Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
 
     enum Kind {
         case literal([UInt8])
@@ -37,7 +37,7 @@ final class SplitPattern: @unchecked Sendable {
     /// An ICU regex (any regex of the file but the three known ones) may run this long on a piece of n bytes:
     /// icuSeconds + n * icuSecondsPerByte (a legitimate pattern runs at megabytes a second). Pieces longer
     /// than maxICUPieceBytes are refused outright. Exponential backtracking (`(a+)+$`) is stopped either way.
-    static let icuSeconds = 1.0
+    package static let icuSeconds = 1.0
     static let icuSecondsPerByte = 1e-6
     static let maxICUPieceBytes = 16 << 20
 
@@ -52,7 +52,7 @@ final class SplitPattern: @unchecked Sendable {
         }
     }
 
-    static func compileICU(_ pattern: String, path: String, key: String) throws -> NSRegularExpression {
+    package static func compileICU(_ pattern: String, path: String, key: String) throws -> NSRegularExpression {
         do {
             return try NSRegularExpression(pattern: onigToICU(pattern), options: [.anchorsMatchLines])
         } catch {

@@ -30,7 +30,7 @@ struct TokenizerConfig {
                          mapPath: directory + "/special_tokens_map.json", chatTemplateFile: jinja)
     }
 
-    static func parse(config: Data?, configPath: String, specialTokensMap: Data? = nil, mapPath: String = "special_tokens_map.json",
+    package static func parse(config: Data?, configPath: String, specialTokensMap: Data? = nil, mapPath: String = "special_tokens_map.json",
                       chatTemplateFile: String? = nil) throws -> TokenizerConfig {
         var c = TokenizerConfig()
         // special_tokens_map.json first; tokenizer_config.json entries replace its ones.

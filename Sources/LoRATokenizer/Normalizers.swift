@@ -14,7 +14,7 @@ indirect enum Normalizer {
     static let supported = ["NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Strip", "StripAccents", "Prepend", "Replace",
                             "Sequence"]
 
-    static func parse(_ j: TokenizerJSON) throws -> Normalizer {
+    package static func parse(_ j: TokenizerJSON) throws -> Normalizer {
         let t = try j.type()
         switch t {
         case "NFC": return .nfc

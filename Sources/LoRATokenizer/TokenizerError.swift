@@ -36,7 +36,7 @@ public enum TokenizerError: Error, CustomStringConvertible {
 }
 
 /// Typed access to one JSON object of a tokenizer file; errors carry the file and the key path.
-struct TokenizerJSON {
+package struct TokenizerJSON {
     let path: String  // the file, for messages
     let keyPath: String  // e.g. "pre_tokenizer.pretokenizers[1]"
     let object: JSONObject

@@ -35,12 +35,12 @@ public struct ChatTemplate: Sendable {
     public let name: String
     private let body: [JinjaStmt]
     /// The clock behind `strftime_now` (tests pin it).
-    var now: @Sendable () -> Date = { Date() }
+    package var now: @Sendable () -> Date = { Date() }
     /// The time zone `strftime_now` formats the clock in; nil is the process's local time zone, as Python's
     /// naive `datetime.now()` (tests pin it to UTC so a rendered date never depends on where they run).
-    var timeZone: TimeZone? = nil
+    package var timeZone: TimeZone? = nil
     /// The render's work budget (tests lower it to reach it quickly).
-    var maxWork = TemplateLimits.maxWork
+    package var maxWork = TemplateLimits.maxWork
 
     /// Parses `source` once; `name` prefixes every error message (e.g. the model folder).
     public init(_ source: String, name: String = "chat_template") throws {

@@ -2,19 +2,19 @@
 // sandbox inside a Python process (recursion limit, MemoryError); here each bound is explicit and fails as
 // ChatTemplateError.limit, naming it. All are far above what real templates and long conversations need.
 
-struct TemplateLimits {
+package struct TemplateLimits {
     /// Macro calls in progress at once (a macro calling itself). Real templates nest a handful of levels.
-    static let maxCallDepth = 500
+    package static let maxCallDepth = 500
     /// Nesting of blocks and expressions in one template (`((…))`, `{% if %}` inside `{% if %}`, `a + b + …`):
     /// keeps the recursive parser, checker and interpreter far inside an 8 MB stack, debug builds included.
-    static let maxNesting = 200
+    package static let maxNesting = 200
     /// Bytes of the rendered text, and of any one string a template builds; checked before building it.
     static let maxStringBytes = 64 << 20
     /// Items of any one list a template builds (list repetition, iterating a string); checked before building it.
     static let maxListItems = 1 << 22
     /// Work units per render: one per loop iteration or macro call, and one per `bytesPerUnit` bytes of
     /// every string (8 bytes per item of every list) an operator, filter, test or method reads or returns.
-    static let maxWork = 10_000_000
+    package static let maxWork = 10_000_000
     static let bytesPerUnit = 64
 
     /// The failure for a bound `what` exceeded (`limit` names the constant above).

@@ -3,7 +3,7 @@
 import Foundation
 
 /// The text of one encode call cut into spans of one arena; a span is a word, or an added token already resolved.
-struct Words {
+package struct Words {
     struct Span {
         var start: Int
         var end: Int
@@ -56,7 +56,7 @@ indirect enum PreTokenizer {
     static let supported = ["ByteLevel", "Split", "Digits", "Metaspace", "Whitespace", "WhitespaceSplit", "Punctuation",
                             "Sequence"]
 
-    static func parse(_ j: TokenizerJSON) throws -> PreTokenizer {
+    package static func parse(_ j: TokenizerJSON) throws -> PreTokenizer {
         func behavior(_ d: SplitBehavior) throws -> SplitBehavior {
             guard let s = try j.optionalString("behavior") else { return d }
             guard let b = SplitBehavior(rawValue: s) else {

@@ -11,7 +11,7 @@ public struct AddedToken: Sendable, Equatable {
     public let rstrip: Bool
     public let singleWord: Bool
 
-    static func parse(_ j: TokenizerJSON) throws -> AddedToken {
+    package static func parse(_ j: TokenizerJSON) throws -> AddedToken {
         AddedToken(id: try j.int("id"), content: try j.string("content"), special: try j.bool("special", default: false),
                    normalized: try j.bool("normalized", default: true), lstrip: try j.bool("lstrip", default: false),
                    rstrip: try j.bool("rstrip", default: false), singleWord: try j.bool("single_word", default: false))

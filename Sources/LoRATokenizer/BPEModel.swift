@@ -12,7 +12,7 @@ struct BPEScratch {
     var piece: [UInt8] = []
 }
 
-final class BPEModel: @unchecked Sendable {
+package final class BPEModel: @unchecked Sendable {
     /// Token → id, keyed by exact bytes (a Swift [String: Int] would merge "é" with "e\u{301}").
     let vocabBytes: ByteKeyMap
     let idToToken: [String?]
@@ -29,7 +29,7 @@ final class BPEModel: @unchecked Sendable {
     private let scalarIds: [Int32]  // id of each one-character token below U+10000, -1 where absent
 
     /// Words of more symbols than this merge through a heap (O(n log n)) rather than by rescanning.
-    var heapThreshold = 64
+    package var heapThreshold = 64
 
     /// Ids index a table; real vocabularies stay far below this (Gemma's 262k is the largest common one).
     static let maxId: Int64 = 1 << 22

@@ -14,7 +14,7 @@ indirect enum Decoder {
 
     static let supported = ["ByteLevel", "ByteFallback", "Fuse", "Replace", "Strip", "Metaspace", "BPEDecoder", "Sequence"]
 
-    static func parse(_ j: TokenizerJSON) throws -> Decoder {
+    package static func parse(_ j: TokenizerJSON) throws -> Decoder {
         let t = try j.type()
         switch t {
         case "ByteLevel": return .byteLevel

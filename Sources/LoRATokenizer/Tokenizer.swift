@@ -41,7 +41,7 @@ public final class Tokenizer: @unchecked Sendable {
     /// encode(…, addSpecialTokens: true) starts with BOS / ends with EOS: what the post-processor does.
     public let addBosToken: Bool, addEosToken: Bool
 
-    let model: BPEModel
+    package let model: BPEModel
     let normalizer: Normalizer?
     let preTokenizer: PreTokenizer?
     let postProcessor: PostProcessor?
@@ -177,7 +177,7 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     /// The words the model sees, for tests: added tokens, normalizer and pre-tokenizer applied.
-    func preTokenize(_ text: String) -> [String] {
+    package func preTokenize(_ text: String) -> [String] {
         let state = EncodeState()
         splitAndNormalize(text, state)
         preTokenizer?.apply(&state.words, &state.scan)
