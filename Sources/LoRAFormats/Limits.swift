@@ -30,6 +30,18 @@ public enum Limits {
         return p
     }
 
+    /// a + b + …, or nil when any term is nil or the sum overflows an Int.
+    public static func sum(_ xs: Int?...) -> Int? {
+        var t = 0
+        for x in xs {
+            guard let x else { return nil }
+            let (r, o) = t.addingReportingOverflow(x)
+            if o { return nil }
+            t = r
+        }
+        return t
+    }
+
     /// Refuses a plan whose estimated memory (nil: overflowed) exceeds this machine's physical memory, naming
     /// what needs it and the flags that shrink it.
     public static func checkMemory(_ bytes: Int?, for what: String, fix: String) throws {

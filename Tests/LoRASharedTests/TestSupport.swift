@@ -80,9 +80,10 @@ func waitForExit(_ p: Process, timeout: TimeInterval = 300, what: String, file: 
         let sig = status & 0x7f
         return sig == 0 ? (status >> 8) & 0xff : 128 + sig
     }
+    var ticks = 0  // of 10 ms; the zombie check runs once a second
     while p.isRunning && waited < timeout {
-        if waited > 1, Int(waited * 100) % 100 == 0, let s = zombieStatus() { return s }
-        usleep(10_000); waited += 0.01
+        if ticks >= 100, ticks % 100 == 0, let s = zombieStatus() { return s }
+        usleep(10_000); waited += 0.01; ticks += 1
     }
     if p.isRunning {
         if let s = zombieStatus() { return s }

@@ -191,12 +191,9 @@ public final class Transformer: @unchecked Sendable {
     /// checked against memory before lora-eval allocates it.
     public static func inferenceWorkspaceBytes(config c: ModelConfig, rows: Int, seq: Int, maxR: Int) -> Int? {
         let d = c.hiddenSize, qd = c.numHeads * c.headDim, ldqkv = qd + 2 * c.numKVHeads * c.headDim, i = c.intermediateSize
-        guard let acts = Limits.product(rows, 3 * d + ldqkv + qd + 3 * i + 2 * max(1, maxR), 4),
-              let attn = Limits.product(attentionScratch(seq: seq), 4),
-              let head = Limits.product(min(rows, headChunkRows), c.vocabSize + d, 4) else { return nil }
-        let (a, o1) = acts.addingReportingOverflow(attn)
-        let (t, o2) = a.addingReportingOverflow(head)
-        return o1 || o2 ? nil : t
+        return Limits.sum(Limits.product(rows, 3 * d + ldqkv + qd + 3 * i + 2 * max(1, maxR), 4),
+                          Limits.product(attentionScratch(seq: seq), 4),
+                          Limits.product(min(rows, headChunkRows), c.vocabSize + d, 4))
     }
 
     public static let headChunkRows = 128

@@ -173,14 +173,11 @@ extension Transformer {
         let i = c.intermediateSize
         let saved = 2 * d + ldqkv + qd + 2 + 2 * i
         let perLayer = checkpointed ? d : saved
-        guard let layers = Limits.product(perLayer, c.numLayers),
-              let perRow = Limits.product(1, layers + (checkpointed ? saved : 0) + 6 * d + 4 * i + 2 * ldqkv + qd + 3 * max(1, maxR)),
-              let acts = Limits.product(rows, perRow, 4),
-              let attn = Limits.product(Transformer.attentionScratch(seq: seq), 2, 4),
-              let head = Limits.product(min(rows, Transformer.headChunkRows), c.vocabSize + d, 4) else { return nil }
-        let (a, o1) = acts.addingReportingOverflow(attn)
-        let (t, o2) = a.addingReportingOverflow(head)
-        return o1 || o2 ? nil : t
+        guard let perRow = Limits.sum(Limits.product(perLayer, c.numLayers), checkpointed ? saved : 0,
+                                      6 * d + 4 * i + 2 * ldqkv + qd + 3 * max(1, maxR)) else { return nil }
+        return Limits.sum(Limits.product(rows, perRow, 4),
+                          Limits.product(Transformer.attentionScratch(seq: seq), 2, 4),
+                          Limits.product(min(rows, Transformer.headChunkRows), c.vocabSize + d, 4))
     }
 
     public struct StepResult: Sendable {
