@@ -24,21 +24,29 @@ final class JinjaInterpreter {
     let templateName: String
     /// Scopes that hold macros (macro → scope → macro cycles), cleared when rendering ends.
     private var macroScopes: [JinjaScope] = []
-    /// Macro calls in progress, and work units spent so far (TemplateLimits.maxCallDepth, maxWork).
+    /// Macro calls in progress (TemplateLimits.maxCallDepth), and the work units spent so far (maxWork), which
+    /// the whole-value walks of JinjaValue charge too.
     private var callDepth = 0
-    private var work = 0
-    private let maxWork: Int
+    private let budget: RenderBudget
 
     init(templateName: String, maxWork: Int = TemplateLimits.maxWork) {
         self.templateName = templateName
-        self.maxWork = maxWork
+        self.budget = RenderBudget(max: maxWork)
     }
 
     func render(_ body: [JinjaStmt], root: JinjaScope) throws -> String {
-        defer { for s in macroScopes { s.vars = [:] } }
-        var out = ""
-        _ = try exec(body, root, &out)
-        return out
+        defer {
+            for s in macroScopes { s.vars = [:] }
+            // Namespaces can hold one another in chains of any length; emptied one by one, none is released
+            // recursively.
+            for n in budget.namespaces { n.attrs = JinjaDict() }
+            budget.namespaces = []
+        }
+        return try RenderBudget.$current.withValue(budget) {
+            var out = ""
+            _ = try exec(body, root, &out)
+            return out
+        }
     }
 
     /// Attaches a template position to a position-less failure.
@@ -59,11 +67,16 @@ final class JinjaInterpreter {
 
     /// Spends `units` of the render's work budget.
     private func spend(_ units: Int) throws {
-        work += units
-        if work > maxWork {
-            throw TemplateLimits.exceeded("the render did more than \(maxWork) units of work (loop iterations, macro calls, bytes handled)",
-                                          "maxWork", maxWork)
-        }
+        budget.used += units
+        if let f = budget.failure() { throw f }
+    }
+
+    /// Fails when a value the template built nests deeper than TemplateLimits.maxValueDepth (the check walks it
+    /// under the budget), or when an operation's whole-value walk spent the budget.
+    private func checkNesting(_ v: JinjaValue, _ pos: JinjaPos) throws -> JinjaValue {
+        if v.isContainer && JinjaValue.nesting(v, budget) > TemplateLimits.maxValueDepth { budget.tooDeep = true }
+        if let f = budget.failure() { throw located(f, pos) }
+        return v
     }
 
     /// Work units of handling `v`: its bytes (8 per list item) over TemplateLimits.bytesPerUnit.
@@ -77,19 +90,25 @@ final class JinjaInterpreter {
     }
 
     /// Charges the work of an operation on `inputs` and checks the size of its `result`.
-    private func charged(_ result: JinjaValue, _ inputs: [JinjaValue], _ pos: JinjaPos) throws -> JinjaValue {
+    /// `builds`: the result may be a new container holding the inputs (a filter's or a call's), so its nesting
+    /// is checked; a part of an input (getattr, getitem, slice) cannot nest deeper than the input.
+    private func charged(_ result: JinjaValue, _ inputs: [JinjaValue], _ pos: JinjaPos, builds: Bool = false) throws -> JinjaValue {
         var u = JinjaInterpreter.units(result)
         for v in inputs { u += JinjaInterpreter.units(v) }
         try at(pos) {
-            if u > 0 { try spend(u) }
+            budget.used += u
+            if let f = budget.failure() { throw f }
             if case .string(let s) = result { try TemplateLimits.checkString(s.utf8.count, "a string") }
         }
-        return result
+        return builds ? try checkNesting(result, pos) : result
     }
 
     /// Appends to a render buffer within TemplateLimits.maxStringBytes.
     private func append(_ s: String, _ out: inout String, _ pos: JinjaPos) throws {
-        try at(pos) { try TemplateLimits.checkString(out.utf8.count + s.utf8.count, "the rendered text") }
+        try at(pos) {
+            if let f = budget.failure() { throw f }  // spent by the repr that made `s`
+            try TemplateLimits.checkString(out.utf8.count + s.utf8.count, "the rendered text")
+        }
         out += s
     }
 
@@ -221,7 +240,7 @@ final class JinjaInterpreter {
             if attr.hasPrefix("_") {
                 throw JinjaFailure.type("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '\(attr)'. Please rename the attribute.")
             }
-            obj.attrs[attr] = v
+            obj.attrs[attr] = v  // v was built by checked operations; namespaces are emptied when the render ends
         }
     }
 
@@ -272,16 +291,16 @@ final class JinjaInterpreter {
         case .name(let n):
             return s.lookup(n) ?? .undefinedName(n)
         case .list(let items):
-            return .array(try items.map { try eval($0, s) })
+            return try checkNesting(.array(try items.map { try eval($0, s) }), e.pos)
         case .tuple(let items):
-            return .tuple(try items.map { try eval($0, s) })
+            return try checkNesting(.tuple(try items.map { try eval($0, s) }), e.pos)
         case .dict(let items):
             var d = JinjaDict()
             for item in items {
                 let k = try eval(item.key, s), v = try eval(item.value, s)
                 try at(item.key.pos) { try d.insert(k, v) }
             }
-            return .object(d)
+            return try checkNesting(.object(d), e.pos)
         case .getattr(let obj, let name):
             let o = try eval(obj, s)
             return try charged(try at(e.pos) { try JinjaOps.getattr(o, name) }, [o], e.pos)
@@ -295,16 +314,18 @@ final class JinjaInterpreter {
         case .call(let callee, let args):
             let f = try eval(callee, s)
             let (pos, kw) = try evalArgs(args, s)
-            return try charged(try at(e.pos) { try JinjaOps.call(f, pos, kw) }, pos + kw.map(\.value), e.pos)
+            return try charged(try at(e.pos) { try JinjaOps.call(f, pos, kw) }, pos + kw.map(\.value), e.pos, builds: true)
         case .filter(let subject, let name, let args):
             let v = try eval(subject, s)
             let (pos, kw) = try evalArgs(args, s)
-            return try charged(try at(e.pos) { try JinjaFilters.apply(name, v, pos, kw, self) }, [v] + pos + kw.map(\.value), e.pos)
+            return try charged(try at(e.pos) { try JinjaFilters.apply(name, v, pos, kw, self) }, [v] + pos + kw.map(\.value), e.pos, builds: true)
         case .test(let subject, let name, let args):
             let v = try eval(subject, s)
             let (pos, kw) = try evalArgs(args, s)
             _ = try charged(.none, [v] + pos, e.pos)
-            return .bool(try at(e.pos) { try JinjaTests.apply(name, v, pos, kw) })
+            let r = try at(e.pos) { try JinjaTests.apply(name, v, pos, kw) }
+            if let f = budget.failure() { throw located(f, e.pos) }  // spent by a whole-value comparison
+            return .bool(r)
         case .not(let x):
             return .bool(!(try eval(x, s).truthy))
         case .neg(let x):
@@ -327,7 +348,9 @@ final class JinjaInterpreter {
             for o in ops {
                 let right = try eval(o.rhs, s)
                 _ = try charged(.none, [left, right], o.rhs.pos)
-                guard try at(o.rhs.pos, { try JinjaOps.compare(o.op, left, right) }) else { return .bool(false) }
+                let holds = try at(o.rhs.pos, { try JinjaOps.compare(o.op, left, right) })
+                if let f = budget.failure() { throw located(f, o.rhs.pos) }  // spent by a whole-value comparison
+                guard holds else { return .bool(false) }
                 left = right
             }
             return .bool(true)

@@ -340,7 +340,9 @@ enum JinjaMethods {
             if let bad = d.keys.first(where: { $0.stringLike?.hasPrefix("_") ?? false }) {
                 throw JinjaFailure.type("Chat templates cannot store underscore-prefixed attributes on a namespace, but got \(bad.pyRepr). Please rename the attribute.")
             }
-            return .namespace(JinjaNamespace(d))
+            let ns = JinjaNamespace(d)
+            RenderBudget.current?.namespaces.append(ns)
+            return .namespace(ns)
         })
         g["raise_exception"] = .function(JinjaFunction("raise_exception") { args, kwargs in
             let a = try bind("raise_exception", args, kwargs, ["message"])

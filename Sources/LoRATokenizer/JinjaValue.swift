@@ -121,14 +121,20 @@ enum JinjaValue {
     }
 
     /// Appends `repr(value)`, stopping once `out` is past TemplateLimits.maxStringBytes (whoever uses the text
-    /// then fails on its size): a list that holds another many times over cannot print for hours.
+    /// then fails on its size) or the render's budget is spent (the interpreter then fails on the budget): a list
+    /// that holds another many times over cannot print for hours, a namespace that holds itself cannot recurse.
     func writeRepr(_ out: inout String) {
+        writeRepr(&out, RenderBudget.current, 0)
+    }
+
+    private func writeRepr(_ out: inout String, _ g: RenderBudget?, _ depth: Int) {
+        if let g, !g.visit(depth) { return }
         func items(_ a: [JinjaValue], _ open: String, _ close: String) {
             out += open
             for (i, x) in a.enumerated() {
-                if out.utf8.count > TemplateLimits.maxStringBytes { return }
+                if out.utf8.count > TemplateLimits.maxStringBytes || g?.exhausted == true { return }
                 if i > 0 { out += ", " }
-                x.writeRepr(&out)
+                x.writeRepr(&out, g, depth + 1)
             }
             out += close
         }
@@ -145,20 +151,47 @@ enum JinjaValue {
         case .object(let o):
             out += "{"
             for (i, e) in o.entries.enumerated() {
-                if out.utf8.count > TemplateLimits.maxStringBytes { return }
+                if out.utf8.count > TemplateLimits.maxStringBytes || g?.exhausted == true { return }
                 if i > 0 { out += ", " }
-                e.key.writeRepr(&out)
+                e.key.writeRepr(&out, g, depth + 1)
                 out += ": "
-                e.value.writeRepr(&out)
+                e.value.writeRepr(&out, g, depth + 1)
             }
             out += "}"
         case .namespace(let n):
             out += "<Namespace "
-            JinjaValue.object(n.attrs).writeRepr(&out)
+            JinjaValue.object(n.attrs).writeRepr(&out, g, depth + 1)
             out += ">"
         case .function(let f): out += "<function \(f.name)>"
         case .iterator(let it): out += "<\(it.typeName) object \(it.producer)>"
         }
+    }
+
+    /// Whether the value holds other values (what a whole-value walk descends into).
+    var isContainer: Bool {
+        switch self {
+        case .array, .tuple, .object, .namespace: return true
+        default: return false
+        }
+    }
+
+    /// The nesting of `v`: 0 for a scalar, 1 + the deepest element for a container, walked under the render's
+    /// budget (one unit per container and per 8 elements scanned), stopping past TemplateLimits.maxValueDepth.
+    static func nesting(_ v: JinjaValue, _ g: RenderBudget?, _ depth: Int = 0) -> Int {
+        let children: [JinjaValue]
+        switch v {
+        case .array(let a), .tuple(let a): children = a
+        case .object(let o): children = o.values
+        case .namespace(let n): children = n.attrs.values
+        default: return depth
+        }
+        if let g, !g.visit(depth + 1, bytes: children.count * 8) { return depth + 1 }
+        var deepest = depth + 1
+        for x in children where x.isContainer {
+            deepest = Swift.max(deepest, nesting(x, g, depth + 1))
+            if deepest > TemplateLimits.maxValueDepth || g?.exhausted == true { break }
+        }
+        return deepest
     }
 
     /// Python's `str(float)`.
@@ -173,16 +206,24 @@ enum JinjaValue {
     /// Python `==`: numbers compare across int/float/bool, lists and tuples never equal each other,
     /// dicts compare as unordered maps, strings by code points. Undefined equals only Undefined.
     static func pyEqual(_ a: JinjaValue, _ b: JinjaValue) -> Bool {
+        pyEqual(a, b, a.isContainer || b.isContainer ? RenderBudget.current : nil, 0)
+    }
+
+    /// pyEqual charging each pair of nodes compared to `g` (its result is meaningless once `g` is exhausted).
+    private static func pyEqual(_ a: JinjaValue, _ b: JinjaValue, _ g: RenderBudget?, _ depth: Int) -> Bool {
         switch (a, b) {
         case (.undefined, .undefined), (.none, .none): return true
         case (.string(let x), .string(let y)), (.string(let x), .markup(let y)), (.markup(let x), .string(let y)), (.markup(let x), .markup(let y)):
+            if let g, !g.visit(depth, bytes: Swift.min(x.utf8.count, y.utf8.count)) { return false }
             return x.unicodeScalars.elementsEqual(y.unicodeScalars)
         case (.array(let x), .array(let y)), (.tuple(let x), .tuple(let y)):
-            return x.count == y.count && zip(x, y).allSatisfy { pyEqual($0, $1) }
+            if let g, !g.visit(depth) { return false }
+            return x.count == y.count && zip(x, y).allSatisfy { pyEqual($0, $1, g, depth + 1) }
         case (.object(let x), .object(let y)):
+            if let g, !g.visit(depth) { return false }
             guard x.count == y.count else { return false }
             for e in x.entries {
-                guard let v = y[value: e.key], pyEqual(e.value, v) else { return false }
+                guard let v = y[value: e.key], pyEqual(e.value, v, g, depth + 1) else { return false }
             }
             return true
         case (.namespace(let x), .namespace(let y)): return x === y
@@ -207,11 +248,20 @@ enum JinjaValue {
     /// Python ordering (`<`): numbers, strings by code point, lists/tuples lexicographically.
     /// Returns nil where Python raises TypeError.
     static func pyLess(_ a: JinjaValue, _ b: JinjaValue) -> Bool? {
+        pyLess(a, b, a.isContainer || b.isContainer ? RenderBudget.current : nil, 0)
+    }
+
+    private static func pyLess(_ a: JinjaValue, _ b: JinjaValue, _ g: RenderBudget?, _ depth: Int) -> Bool? {
         switch (a, b) {
         case (.string(let x), .string(let y)), (.string(let x), .markup(let y)), (.markup(let x), .string(let y)), (.markup(let x), .markup(let y)):
+            if let g, !g.visit(depth, bytes: Swift.min(x.utf8.count, y.utf8.count)) { return false }
             return x.unicodeScalars.lexicographicallyPrecedes(y.unicodeScalars) { $0.value < $1.value }
         case (.array(let x), .array(let y)), (.tuple(let x), .tuple(let y)):
-            for (p, q) in zip(x, y) where !pyEqual(p, q) { return pyLess(p, q) }
+            if let g, !g.visit(depth) { return false }
+            for (p, q) in zip(x, y) where !pyEqual(p, q, g, depth + 1) {
+                if g?.exhausted == true { return false }
+                return pyLess(p, q, g, depth + 1)
+            }
             return x.count < y.count
         default:
             switch (a.number, b.number) {
@@ -227,16 +277,21 @@ enum JinjaValue {
     /// Converts back to JSON (for `tojson`). Tuples become arrays; Undefined, namespaces and callables
     /// are not JSON serializable (the message is Python's).
     func toJSON() throws -> JSONValue {
+        try toJSON(isContainer ? RenderBudget.current : nil, 0)
+    }
+
+    private func toJSON(_ g: RenderBudget?, _ depth: Int) throws -> JSONValue {
+        if let g, !g.visit(depth), let f = g.failure() { throw f }
         switch self {
         case .none: return .null
         case .bool(let b): return .bool(b)
         case .int(let i): return .int(i)
         case .double(let d): return .double(d)
         case .string(let s), .markup(let s): return .string(s)
-        case .array(let a), .tuple(let a): return .array(try a.map { try $0.toJSON() })
+        case .array(let a), .tuple(let a): return .array(try a.map { try $0.toJSON(g, depth + 1) })
         case .object(let o):
             var out = JSONObject()
-            for e in o.entries { out[try JinjaDict.jsonKey(e.key)] = try e.value.toJSON() }
+            for e in o.entries { out[try JinjaDict.jsonKey(e.key)] = try e.value.toJSON(g, depth + 1) }
             return .object(out)
         case .undefined, .namespace, .function, .iterator:
             throw JinjaFailure.type("Object of type \(pythonTypeName) is not JSON serializable")

@@ -42,3 +42,52 @@ package struct TemplateLimits {
         return o ? Int.max : Int(r)
     }
 }
+
+extension TemplateLimits {
+    /// Nesting of any value a template builds (lists, tuples, dicts, namespaces inside one another). A JSON value
+    /// from the data nests at most JSONParser's 256 deep, so every value the data holds fits; Python's repr and
+    /// json.dumps give up near 1,000.
+    static let maxValueDepth = 512
+}
+
+/// The work budget of one render (TemplateLimits.maxWork), shared with the operations that walk a value whole
+/// (`==`, `<`, `in`, sort, repr, tojson) and the nesting check of values the template builds. A value can hold
+/// another many times over (`x = [x, x]` doubles it in one step), so a walk charges every node it visits and stops
+/// once the budget or TemplateLimits.maxValueDepth is exceeded; the interpreter then fails with the limit and the
+/// walk's result is never used.
+final class RenderBudget {
+    let max: Int
+    var used = 0
+    /// A walk went deeper than TemplateLimits.maxValueDepth (a value that holds itself, through a namespace).
+    var tooDeep = false
+    /// The namespaces the render created (emptied when it ends, so a chain of them is never released recursively).
+    var namespaces: [JinjaNamespace] = []
+
+    init(max: Int) { self.max = max }
+
+    /// The budget of the render running on this thread, if any (walks outside a render are unbounded).
+    @TaskLocal static var current: RenderBudget?
+
+    var exhausted: Bool { used > max || tooDeep }
+
+    /// The limit failure once the budget is exhausted, naming the bound.
+    func failure() -> JinjaFailure? {
+        if tooDeep {
+            return TemplateLimits.exceeded("a value nested more than \(TemplateLimits.maxValueDepth) deep (lists, dicts or namespaces inside one another)",
+                                           "maxValueDepth", TemplateLimits.maxValueDepth)
+        }
+        if used > max {
+            return TemplateLimits.exceeded("the render did more than \(max) units of work (loop iterations, macro calls, bytes handled)",
+                                           "maxWork", max)
+        }
+        return nil
+    }
+
+    /// Charges one node of a walk at `depth` (plus one unit per TemplateLimits.bytesPerUnit of `bytes`); false
+    /// once the walk must stop.
+    @inline(__always) func visit(_ depth: Int, bytes: Int = 0) -> Bool {
+        used += 1 + bytes / TemplateLimits.bytesPerUnit
+        if depth > TemplateLimits.maxValueDepth { tooDeep = true }
+        return !exhausted
+    }
+}

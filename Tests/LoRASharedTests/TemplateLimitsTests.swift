@@ -77,7 +77,8 @@ final class TemplateLimitsTests: XCTestCase {
         // Doubling inside a loop, and a list that holds another many times over (tiny in memory, huge printed).
         assertLimit(#"{% set ns = namespace(s="x") %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"#, "maxStringBytes")
         assertLimit(#"{% set ns = namespace(s="x") %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"#, "maxStringBytes")
-        assertLimit(#"{% set a = [1] * 1000 %}{% set b = [a] * 1000 %}{% set c = [b] * 1000 %}{{ c }}"#, "maxStringBytes")
+        // (printing charges every element walked, so the work budget ends it before the 64 MiB of text)
+        assertLimit(#"{% set a = [1] * 1000 %}{% set b = [a] * 1000 %}{% set c = [b] * 1000 %}{{ c }}"#, "maxWork")
         // The rendered text itself.
         assertLimit(#"{% for i in range(100000) %}{{ "x" * 1000 }}{% endfor %}"#, "maxStringBytes")
     }
@@ -94,6 +95,50 @@ final class TemplateLimitsTests: XCTestCase {
     }
 
     /// A long conversation through a real model's template and tokenizer: linear, and far inside every limit.
+    /// Values the template builds nest at most TemplateLimits.maxValueDepth deep: building deeper through a loop
+    /// fails with the limit (before: a 90,000-deep list crashed with SIGSEGV when printed or released).
+    func testDeeplyNestedValues() throws {
+        let loop = "{% set ns = namespace(x=[]) %}{% for i in range(90000) %}"
+        assertLimit(loop + "{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}", "maxValueDepth")
+        assertLimit(loop + "{% set ns.x = (ns.x,) %}{% endfor %}{{ ns.x|length }}", "maxValueDepth")
+        assertLimit(loop + "{% set ns.x = {'a': ns.x} %}{% endfor %}{{ ns.x|length }}", "maxValueDepth")
+        assertLimit(loop + "{% set ns.x = {'a': ns.x}.items()|list %}{% endfor %}{{ ns.x|length }}", "maxValueDepth")
+        assertLimit(loop + "{% set ns.x = dict(a=ns.x) %}{% endfor %}{{ ns.x|length }}", "maxValueDepth")
+        // A chain of namespaces grown at its tail: every walk of it stops at the bound, and releasing it at the
+        // end of the render does not recurse.
+        let chain = "{% set ns = namespace(head=namespace()) %}{% set ns.tail = ns.head %}{% for i in range(90000) %}"
+            + "{% set t = ns.tail %}{% set t.next = namespace() %}{% set ns.tail = t.next %}{% endfor %}"
+        XCTAssertEqual(try render(chain + "done"), "done")
+        assertLimit(chain + "{{ ns.head }}", "maxValueDepth")
+        assertLimit(chain + "{{ [ns.head] }}", "maxValueDepth")
+        assertLimit(chain + "{{ ns.head|string }}", "maxValueDepth")
+        // A namespace that holds itself.
+        assertLimit("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}", "maxValueDepth")
+        // Just inside the bound: builds, compares, prints and serializes.
+        let n = TemplateLimits.maxValueDepth - 2
+        let out = try render("{% set ns = namespace(x=1) %}{% for i in range(\(n)) %}{% set ns.x = [ns.x] %}{% endfor %}"
+                             + "{{ ns.x == ns.x }} {{ (ns.x|tojson)|length }} {{ (ns.x|string)|length }}")
+        XCTAssertEqual(out, "True \(2 * n + 1) \(2 * n + 1)")
+    }
+
+    /// A value that holds another many times over (`x = [x, x]`, 2^60 leaves in 60 steps) is charged for every
+    /// node an operation walks: comparisons, `in`, sorting, printing and tojson stop at the work budget within
+    /// seconds (before: == on such a list ran for hours).
+    func testSharedValuesChargeEveryNodeWalked() throws {
+        let dag = "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}"
+        for op in ["{{ ns.x == ns.x }}", "{{ ns.x != [ns.x] }}", "{{ ns.x < ns.x }}", "{{ ns.x in [ns.x] }}", "{{ [ns.x, ns.x]|sort }}",
+                   "{{ ns.x }}", "{{ ns.x|string }}", "{{ ns.x|tojson }}", "{{ [ns.x]|unique|list }}", "{{ ns.x is eq ns.x }}",
+                   "{{ [ns.x, ns.x]|max }}", "{{ [ns.x, ns.x].count(ns.x) }}"] {
+            assertLimit(dag + op, "maxWork", maxWork: 1_000_000)
+        }
+        // Strings shared many times over are charged by their bytes.
+        let big = "{% set s = 'x' * 1000000 %}{% set l = [s] * 4000000 %}"
+        assertLimit(big + "{{ l == l }}", "maxWork", maxWork: 1_000_000)
+        // The same shapes at a small size still work.
+        XCTAssertEqual(try render("{% set ns = namespace(x=[1]) %}{% for i in range(5) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}"
+                                  + "{{ ns.x == ns.x }} {{ (ns.x|tojson)|length }}"), "True 220")
+    }
+
     func testLongConversationIsLinear() throws {
         let dir = DemoModelTests.modelDir
         guard FileManager.default.fileExists(atPath: dir + "/tokenizer.json") else { throw XCTSkip("no \(dir)") }
