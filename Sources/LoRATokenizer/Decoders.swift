@@ -45,10 +45,14 @@ indirect enum Decoder {
         }
     }
 
-    func decodeChain(_ tokens: [String]) -> [String] {
+    /// The decode chain; a Replace regex of the file past its limits leaves its token unreplaced and records
+    /// the failure in `failure` (the first one is kept), which `decodeChecked` reports.
+    func decodeChain(_ tokens: [String], _ failure: inout TokenizerError?) -> [String] {
         switch self {
         case .sequence(let list):
-            return list.reduce(tokens) { $1.decodeChain($0) }
+            var out = tokens
+            for d in list { out = d.decodeChain(out, &failure) }
+            return out
         case .fuse:
             return [tokens.joined()]
         case .byteLevel:
@@ -80,7 +84,7 @@ indirect enum Decoder {
             return out
         case .replace(let pattern, let content):
             let c = Array(content.utf8)
-            return tokens.map { String(decoding: Normalizer.replace(Array($0.utf8), pattern, c), as: UTF8.self) }
+            return tokens.map { String(decoding: Normalizer.replace(Array($0.utf8), pattern, c, &failure), as: UTF8.self) }
         case .strip(let content, let start, let stop):
             return tokens.map { t in
                 let chars = Array(t.unicodeScalars)
@@ -108,7 +112,7 @@ indirect enum Decoder {
         case .bpe(let suffix):
             let pattern = SplitPattern(.literal(Array(suffix.utf8)))
             return tokens.enumerated().map { i, t in
-                String(decoding: Normalizer.replace(Array(t.utf8), pattern, i == tokens.count - 1 ? [] : [0x20]), as: UTF8.self)
+                String(decoding: Normalizer.replace(Array(t.utf8), pattern, i == tokens.count - 1 ? [] : [0x20], &failure), as: UTF8.self)
             }
         }
     }

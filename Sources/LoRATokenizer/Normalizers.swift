@@ -34,7 +34,9 @@ indirect enum Normalizer {
         }
     }
 
-    func apply(_ s: [UInt8]) -> [UInt8] {
+    /// The normalized bytes. A Replace regex of the file that runs past its limits leaves its text unreplaced
+    /// and records the failure in `failure` (the first one is kept), which `encodeChecked` reports.
+    func apply(_ s: [UInt8], _ failure: inout TokenizerError?) -> [UInt8] {
         switch self {
         case .nfc:
             // Scalars below U+0300 (lead bytes below 0xCC) are all NFC-stable and never combine.
@@ -76,19 +78,23 @@ indirect enum Normalizer {
         case .prepend(let p):
             return s.isEmpty ? s : p + s
         case .replace(let pattern, let content):
-            return Normalizer.replace(s, pattern, content)
+            return Normalizer.replace(s, pattern, content, &failure)
         case .sequence(let list):
-            return list.reduce(s) { $1.apply($0) }
+            var out = s
+            for n in list { out = n.apply(out, &failure) }
+            return out
         }
     }
 
-    /// Replaces every non-overlapping match of `pattern` with the literal `content`.
-    static func replace(_ s: [UInt8], _ pattern: SplitPattern, _ content: [UInt8]) -> [UInt8] {
+    /// Replaces every non-overlapping match of `pattern` with the literal `content`; a regex past its limits
+    /// replaces nothing and records its failure in `failure` unless one is there already.
+    static func replace(_ s: [UInt8], _ pattern: SplitPattern, _ content: [UInt8], _ failure: inout TokenizerError?) -> [UInt8] {
         var ranges: [Int] = []
         var scratch = ScanScratch()
         s.withUnsafeBufferPointer { b in
             if let base = b.baseAddress { pattern.matches(base, b.count, into: &ranges, scratch: &scratch) }
         }
+        if failure == nil { failure = scratch.regexFailure }
         if ranges.isEmpty { return s }
         var out: [UInt8] = [], prev = 0
         out.reserveCapacity(s.count)

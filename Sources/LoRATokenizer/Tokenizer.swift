@@ -97,7 +97,9 @@ public final class Tokenizer: @unchecked Sendable {
             byContent.insert(content, Int32(t.id))
             if t.special { specials.insert(content, 1) }
             if t.normalized {
-                normalized.add(t, pattern: normalizer?.apply(content) ?? content)
+                var failure: TokenizerError?
+                normalized.add(t, pattern: normalizer?.apply(content, &failure) ?? content)
+                if let failure { throw failure }
             } else {
                 raw.add(t, pattern: content)
             }
@@ -206,7 +208,7 @@ public final class Tokenizer: @unchecked Sendable {
         for k in stride(from: 0, to: s.pieces.count, by: 3) {
             let (start, end, token) = (s.pieces[k], s.pieces[k + 1], s.pieces[k + 2])
             if token >= 0 { s.words.spans.append(.init(start: 0, end: 0, token: token, first: false)); continue }
-            let seg = normalizer?.apply(Array(raw[start..<end])) ?? Array(raw[start..<end])
+            let seg = normalizer?.apply(Array(raw[start..<end]), &s.scan.regexFailure) ?? Array(raw[start..<end])
             guard !seg.isEmpty else { continue }
             let base = s.words.bytes.count
             s.words.bytes += seg
@@ -269,8 +271,22 @@ public final class Tokenizer: @unchecked Sendable {
 
     // MARK: decode
 
-    /// Text of `ids` through the decoder; unknown ids are skipped, special added tokens too when asked.
+    /// Text of `ids` through the decoder; unknown ids are skipped, special added tokens too when asked. A Replace
+    /// regex of the file that runs past its limits leaves its text unreplaced; `decodeChecked` reports that instead.
     public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+        var failure: TokenizerError?
+        return decode(ids, skipSpecialTokens, &failure)
+    }
+
+    /// `decode`, failing with TokenizerError.regexLimit where a regex of the file's decoder ran past its limits.
+    public func decodeChecked(_ ids: [Int], skipSpecialTokens: Bool = false) throws -> String {
+        var failure: TokenizerError?
+        let text = decode(ids, skipSpecialTokens, &failure)
+        if let failure { throw failure }
+        return text
+    }
+
+    private func decode(_ ids: [Int], _ skipSpecialTokens: Bool, _ failure: inout TokenizerError?) -> String {
         var tokens: [String] = []
         tokens.reserveCapacity(ids.count)
         for id in ids {
@@ -279,6 +295,6 @@ public final class Tokenizer: @unchecked Sendable {
             tokens.append(t)
         }
         guard let decoder else { return tokens.joined(separator: " ") }
-        return decoder.decodeChain(tokens).joined()
+        return decoder.decodeChain(tokens, &failure).joined()
     }
 }

@@ -128,15 +128,15 @@ struct Generate: ParsableCommand {
                 let next = sampler.next(cache.logits)
                 if !ignoreEos && stops.contains(next) { r.finish = "stop"; break }
                 r.ids.append(next)
-                let piece = textStream.push(next)
+                let piece = try textStream.push(next)
                 if !piece.isEmpty { stream?(piece) }
                 if r.ids.count == budget || Interrupt.received != 0 { break }
                 one[0] = Int32(next)
                 try transformer.decodeStep(one, cache: cache)
             }
-            let rest = textStream.finish()
+            let rest = try textStream.finish()
             if !rest.isEmpty { stream?(rest) }
-            r.text = textStream.text
+            r.text = try textStream.text()
             r.seconds = Date().timeIntervalSince(t1)
             return r
         }

@@ -124,7 +124,9 @@ final class TokenizerTests: XCTestCase {
             let n = try Normalizer.parse(try TokenizerJSON(group["config"]!, path: "cases.json", keyPath: "normalizers[\(k)]"))
             for c in group["cases"]!.arrayValue! {
                 let text = c["text"]!.stringValue!
-                let got = String(decoding: n.apply(Array(text.utf8)), as: UTF8.self)
+                var failure: TokenizerError?
+                let got = String(decoding: n.apply(Array(text.utf8), &failure), as: UTF8.self)
+                XCTAssertNil(failure)
                 XCTAssertTrue(same(got, c["normalized"]!.stringValue!), "\(visible(got)) \(group["config"]!.serialized()) on \"\(visible(text))\"")
             }
         }
@@ -152,7 +154,9 @@ final class TokenizerTests: XCTestCase {
             let d = try Decoder.parse(try TokenizerJSON(group["config"]!, path: "cases.json", keyPath: "decoders[\(k)]"))
             for c in group["cases"]!.arrayValue! {
                 let tokens = c["tokens"]!.arrayValue!.map { $0.stringValue! }
-                let got = d.decodeChain(tokens).joined()
+                var failure: TokenizerError?
+                let got = d.decodeChain(tokens, &failure).joined()
+                XCTAssertNil(failure)
                 XCTAssertTrue(same(got, c["decoded"]!.stringValue!), "\(visible(got)) \(group["config"]!.serialized()) on \(tokens)")
             }
         }
@@ -279,8 +283,8 @@ final class TokenizerBehaviourTests: XCTestCase {
     }
 
     func tiny(model: String = #"{"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}"#,
-              preTokenizer: String = "null", decoder: String = "null") -> String {
-        #"{"version": "1.0", "added_tokens": [], "normalizer": null, "pre_tokenizer": \#(preTokenizer), "#
+              preTokenizer: String = "null", decoder: String = "null", normalizer: String = "null") -> String {
+        #"{"version": "1.0", "added_tokens": [], "normalizer": \#(normalizer), "pre_tokenizer": \#(preTokenizer), "#
             + #""post_processor": null, "decoder": \#(decoder), "model": \#(model)}"#
     }
 
@@ -342,6 +346,31 @@ final class TokenizerBehaviourTests: XCTestCase {
         XCTAssertEqual(t.encode(evil), [Int](repeating: 0, count: 59) + [2])  // left whole: BPE as one word
         XCTAssertLessThan(Date().timeIntervalSince(t0), 2 * SplitPattern.icuSeconds + 0.5)
         XCTAssertEqual(try t.encodeChecked("ab"), [2])  // the failure does not stick to the tokenizer
+    }
+
+    /// The Replace regexes of the normalizer and the decoder run under the same limits, and their failures are
+    /// reported too: encodeChecked / decodeChecked name the file and key, encode / decode leave the text unreplaced.
+    func testBacktrackingReplaceRegexesAreReported() throws {
+        let replace = #"{"type": "Replace", "pattern": {"Regex": "(a+)+$"}, "content": "b"}"#
+        let evil = String(repeating: "a", count: 60) + "b"
+        let n = try Tokenizer.load(directory: writeTokenizer(tiny(normalizer: replace)))
+        XCTAssertEqual(try n.encodeChecked("ba"), [1, 1])  // a match: replaced
+        var t0 = Date()
+        assertThrows(try n.encodeChecked(evil), contains: #"tokenizer.json: "normalizer.pattern": regex (a+)+$ exceeded its limit"#)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2 * SplitPattern.icuSeconds + 0.5)
+        XCTAssertEqual(n.encode(evil), [Int](repeating: 0, count: 59) + [2])  // unreplaced
+        XCTAssertEqual(try n.encodeChecked("ab"), [2])
+
+        let fuseReplace = #"{"type": "Sequence", "decoders": [{"type": "Fuse"}, \#(replace)]}"#
+        let d = try Tokenizer.load(directory: writeTokenizer(tiny(decoder: fuseReplace)))
+        XCTAssertEqual(try d.decodeChecked([1, 0]), "bb")
+        let ids = [Int](repeating: 0, count: 60) + [1]
+        t0 = Date()
+        assertThrows(try d.decodeChecked(ids), contains: #"tokenizer.json: "decoder.decoders[1].pattern": regex (a+)+$ exceeded its limit"#)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2 * SplitPattern.icuSeconds + 0.5)
+        XCTAssertEqual(d.decode(ids), evil)
+        var stream = TextStream(tokenizer: d)
+        XCTAssertThrowsError(try { for id in ids { _ = try stream.push(id) } }())
     }
 
     /// A tokenizer.json cut anywhere is an error naming the file, never a crash.

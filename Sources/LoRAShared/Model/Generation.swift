@@ -255,16 +255,17 @@ public struct Sampler {
 }
 
 /// Streams text as tokens arrive: decodes everything generated so far and releases what is new, holding back
-/// while the text ends in an incomplete UTF-8 sequence (shown as U+FFFD).
+/// while the text ends in an incomplete UTF-8 sequence (shown as U+FFFD). A decoder regex of tokenizer.json that
+/// runs past its limits is an error (TokenizerError.regexLimit), not text left silently undecoded.
 public struct TextStream {
     let tokenizer: Tokenizer
     var ids: [Int] = []
     var emitted = 0   // unicode scalars already released
     public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
 
-    public mutating func push(_ id: Int) -> String {
+    public mutating func push(_ id: Int) throws -> String {
         ids.append(id)
-        let text = tokenizer.decode(ids, skipSpecialTokens: true)
+        let text = try tokenizer.decodeChecked(ids, skipSpecialTokens: true)
         let scalars = Array(text.unicodeScalars)
         if scalars.last == "\u{FFFD}" { return "" }
         guard scalars.count > emitted else { return "" }
@@ -275,8 +276,8 @@ public struct TextStream {
     }
 
     /// Whatever is still held back (at the end of generation).
-    public mutating func finish() -> String {
-        let scalars = Array(tokenizer.decode(ids, skipSpecialTokens: true).unicodeScalars)
+    public mutating func finish() throws -> String {
+        let scalars = Array(try tokenizer.decodeChecked(ids, skipSpecialTokens: true).unicodeScalars)
         guard scalars.count > emitted else { return "" }
         var out = String.UnicodeScalarView()
         out.append(contentsOf: scalars[emitted...])
@@ -284,5 +285,6 @@ public struct TextStream {
         return String(out)
     }
 
-    public var text: String { tokenizer.decode(ids, skipSpecialTokens: true) }
+    /// Everything generated so far.
+    public func text() throws -> String { try tokenizer.decodeChecked(ids, skipSpecialTokens: true) }
 }
