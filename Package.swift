@@ -6,7 +6,8 @@ let package = Package(
     name: "lora-pipeline",
     platforms: [.macOS(.v13)],
     products: [
-        .library(name: "LoRAShared", targets: ["LoRAShared", "LoRATokenizer", "LoRAFormats", "LoRAKernels"]),
+        .library(name: "LoRAShared", targets: ["LoRAShared", "LoRATrain", "LoRAEngine", "LoRAConvert", "LoRAModel", "LoRAQuant",
+                                               "LoRATokenizer", "LoRAFormats", "LoRAKernels"]),
         .executable(name: "lora-quantize", targets: ["lora-quantize"]),
         .executable(name: "lora-init", targets: ["lora-init"]),
         .executable(name: "lora-eval", targets: ["lora-eval"]),
@@ -59,12 +60,48 @@ let package = Package(
             path: "Sources/LoRATokenizer",
             swiftSettings: [.unsafeFlags(["-O"])]
         ),
-        // Everything above: quantization, model, adapters, merge, training. Checked (-O).
+        // The bitsandbytes 4-bit codec and tensor layout. Checked (-O); sees only the formats.
+        .target(
+            name: "LoRAQuant",
+            dependencies: ["LoRAFormats"],
+            path: "Sources/LoRAQuant",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // Model folders (config, weights, Linear modules), frozen weights in their stored form, PEFT adapters.
+        // Checked (-O).
+        .target(
+            name: "LoRAModel",
+            dependencies: ["LoRAQuant"],
+            path: "Sources/LoRAModel",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // Model folder → model folder: the quantizer and the merger. Checked (-O); never sees the engine.
+        .target(
+            name: "LoRAConvert",
+            dependencies: ["LoRAModel"],
+            path: "Sources/LoRAConvert",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // The transformer: LoRA linear, decoder layer, head, eval forward, training step, decoding. Checked (-O).
+        .target(
+            name: "LoRAEngine",
+            dependencies: ["LoRAModel", "LoRATokenizer"],
+            path: "Sources/LoRAEngine",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // Data, batching, optimizer, checkpoints, the training loop. Checked (-O).
+        .target(
+            name: "LoRATrain",
+            dependencies: ["LoRAEngine"],
+            path: "Sources/LoRATrain",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
+        // The umbrella the tools and tests import: re-exports every layer.
         .target(
             name: "LoRAShared",
-            dependencies: ["LoRATokenizer", "LoRAFormats", "LoRAKernels", "CBLAS", "CBF16"],
-            path: "Sources/LoRAShared",
-            swiftSettings: [.unsafeFlags(["-O"])]
+            dependencies: ["LoRATrain", "LoRAConvert", "LoRAEngine", "LoRAModel", "LoRAQuant", "LoRATokenizer",
+                           "LoRAFormats", "LoRAKernels"],
+            path: "Sources/LoRAShared"
         ),
         .target(
             name: "LoRACLI",

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds fuzz/lora-fuzz: the libFuzzer harnesses of fuzz/Harness.swift over the library, compiled checked (-O,
 # so every precondition and bounds check is live) with coverage and AddressSanitizer (-sanitize=fuzzer,address).
-# SwiftPM cannot build a libFuzzer binary beside the tools' own main(), so this compiles the two library modules
-# with swiftc directly (the four library modules in their layer order). Output: $FUZZ_BUILD (default .build-fuzz)/lora-fuzz.
+# SwiftPM cannot build a libFuzzer binary beside the tools' own main(), so this compiles the library modules with
+# swiftc directly, in their layer order. Output: $FUZZ_BUILD (default .build-fuzz)/lora-fuzz.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_BUILD:-$root/.build-fuzz}
@@ -17,14 +17,13 @@ module CBF16 {
 MAP
 cc_flags=(-Xcc -fmodule-map-file="$root/Sources/CBLAS/module.modulemap" -Xcc -fmodule-map-file="$out/module.modulemap")
 clang -O2 -fPIC -c "$root/Sources/CBF16/cbf16.c" -I "$root/Sources/CBF16/include" -o cbf16.o
-swiftc -module-name LoRAKernels -parse-as-library -wmo -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline \
-    -emit-module -emit-module-path LoRAKernels.swiftmodule -c "$root"/Sources/LoRAKernels/*.swift -o kernels.o
-swiftc -module-name LoRAFormats -parse-as-library -wmo -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
-    -emit-module -emit-module-path LoRAFormats.swiftmodule -c "$root"/Sources/LoRAFormats/*.swift -o formats.o
-swiftc -module-name LoRATokenizer -parse-as-library -wmo -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
-    -emit-module -emit-module-path LoRATokenizer.swiftmodule -c "$root"/Sources/LoRATokenizer/*.swift -o tokenizer.o
-swiftc -module-name LoRAShared -parse-as-library -wmo -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
-    -emit-module -emit-module-path LoRAShared.swiftmodule -c "$root"/Sources/LoRAShared/*/*.swift "$root"/Sources/LoRAShared/*.swift -o shared.o
+# The library modules in their layer order (Package.swift), each an object file and a module the next imports.
+objs=()
+for m in LoRAKernels LoRAFormats LoRATokenizer LoRAQuant LoRAModel LoRAConvert LoRAEngine LoRATrain LoRAShared; do
+    swiftc -module-name "$m" -parse-as-library -wmo -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
+        -emit-module -emit-module-path "$m.swiftmodule" -c "$root/Sources/$m"/*.swift -o "$m.o"
+    objs+=("$m.o")
+done
 swiftc -module-name LoRAFuzz -parse-as-library -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
-    "$root/fuzz/Harness.swift" kernels.o formats.o tokenizer.o shared.o cbf16.o -lopenblas -ldnnl -lgomp -o lora-fuzz
+    "$root/fuzz/Harness.swift" "${objs[@]}" cbf16.o -lopenblas -ldnnl -lgomp -o lora-fuzz
 echo "$out/lora-fuzz"

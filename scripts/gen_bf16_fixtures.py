@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate the bf16 compute-dtype fixtures: logits, loss and LoRA gradients of base + adapter computed by
-PyTorch with bf16 frozen-weight products, for `--compute-dtype bf16` (Sources/LoRAShared/Model/LoRALinear.swift).
+PyTorch with bf16 frozen-weight products, for `--compute-dtype bf16` (Sources/LoRAEngine/LoRALinear.swift).
 
 Run from the repository root, AFTER scripts/gen_model_fixtures.py and scripts/gen_grad_fixtures.py:
     .venv/bin/python scripts/gen_bf16_fixtures.py

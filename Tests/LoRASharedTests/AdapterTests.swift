@@ -2,6 +2,9 @@
 // initialize as PEFT does, round-trip through folders and single-file streams, and read genuine PEFT files.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class AdapterTests: XCTestCase {

@@ -2,6 +2,9 @@
 // and a non-zero exit on bad input, adapters streamed through stdout.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class CLITests: XCTestCase {

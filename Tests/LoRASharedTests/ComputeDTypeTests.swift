@@ -4,6 +4,9 @@
 // has bf16; and the dtype's resolution, flags, recording and resume rules.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class ComputeDTypeTests: XCTestCase {

@@ -2,6 +2,9 @@
 // Skipped when the model has not been fetched; scripts/test fetches it.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class DemoModelTests: XCTestCase {

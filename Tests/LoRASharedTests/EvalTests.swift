@@ -3,6 +3,9 @@
 // input (empty file, malformed lines, missing keys, no chat template, foreign adapters) gets one error line.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class EvalTests: XCTestCase {

@@ -3,6 +3,9 @@
 // non-zero LoRA adapter, for GQA/tied Llama, Qwen2 biases, llama3 and linear RoPE scaling, NF4 and bf16 bases.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class ForwardParityTests: XCTestCase {

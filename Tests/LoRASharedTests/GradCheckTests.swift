@@ -2,6 +2,9 @@
 // tiny shapes, for the loss L = Σ c·y with random c. The kernels run in Float, so the bound is relative 1e-3.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class GradCheckTests: XCTestCase {

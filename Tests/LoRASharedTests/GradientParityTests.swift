@@ -4,6 +4,9 @@
 // transformers' linear warmup schedule.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class GradientParityTests: XCTestCase {

@@ -4,6 +4,9 @@
 // settings, unknown config keys, a second run on a locked folder, and failed runs that must leave nothing.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class HardeningTests: XCTestCase {

@@ -1,6 +1,9 @@
 // JSONTests: the strict parser (errors, duplicates, depth) and Python-compatible serialization.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class JSONTests: XCTestCase {

@@ -2,6 +2,9 @@
 // checkpoint transformers + bitsandbytes saved (Fixtures/tiny-llama-bnb); config decoding; bad model dirs.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class ModelQuantizeTests: XCTestCase {

@@ -2,6 +2,9 @@
 // rounding against torch's rules, the seeded generator's reproducibility, and torch's cascade sum.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class NumericsTests: XCTestCase {

@@ -2,6 +2,9 @@
 // byte for byte: packed nibbles, absmax, nested absmax / map / offset, and the quant_state JSON text.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class QuantFixtureTests: XCTestCase {

@@ -2,6 +2,9 @@
 // (truncation, header past the end, holes, overlaps, wrong sizes, bad JSON, duplicates) answered by an error.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class SafetensorsTests: XCTestCase {

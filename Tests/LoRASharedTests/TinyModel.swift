@@ -2,6 +2,9 @@
 // copied from the fixtures, so the data tools can run end to end without Python.
 import Foundation
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 enum TinyModel {

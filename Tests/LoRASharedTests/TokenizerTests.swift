@@ -3,6 +3,9 @@
 import Foundation
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 enum TokenizerFixtures {

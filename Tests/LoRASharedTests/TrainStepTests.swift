@@ -2,6 +2,9 @@
 // differences of the whole-model loss, and they are independent of how the batch is split into calls.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class TrainStepTests: XCTestCase {

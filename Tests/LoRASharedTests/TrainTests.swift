@@ -4,6 +4,9 @@
 // checkpoint, full disk during a checkpoint, NaN loss) is refused with one error line.
 import XCTest
 @testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
 @testable import LoRATokenizer
 
 final class TrainTests: XCTestCase {

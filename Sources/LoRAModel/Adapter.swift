@@ -9,6 +9,14 @@ public struct LoRAWeights: Sendable {
     public var outFeatures: Int
     public var a: [Float]   // [r, in], row-major
     public var b: [Float]   // [out, r], row-major
+
+    public init(r: Int, inFeatures: Int, outFeatures: Int, a: [Float], b: [Float]) {
+        self.r = r
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.a = a
+        self.b = b
+    }
 }
 
 public final class Adapter: @unchecked Sendable {

@@ -96,7 +96,7 @@ extension LinearWeight {
     public static let directRows = 4
 
     /// The two values of every packed byte (high nibble first) for a 4-bit weight's code book.
-    func nibblePairs() -> [SIMD2<Float>] {
+    package func nibblePairs() -> [SIMD2<Float>] {
         guard case .fourBit(let q) = storage else { return [] }
         return (0..<256).map { SIMD2(q.quantMap[$0 >> 4], q.quantMap[$0 & 0x0F]) }
     }
@@ -104,7 +104,7 @@ extension LinearWeight {
     /// Writes stored row `row` of the weight as fp32 into `dst` (inFeatures values). `pairs` is nibblePairs()
     /// for a 4-bit weight.
     @inline(__always)
-    func expandRow(_ row: Int, into dst: UnsafeMutablePointer<Float>, pairs: UnsafePointer<SIMD2<Float>>?) {
+    package func expandRow(_ row: Int, into dst: UnsafeMutablePointer<Float>, pairs: UnsafePointer<SIMD2<Float>>?) {
         let inF = inFeatures
         switch storage {
         case .dense(let t):
@@ -143,7 +143,7 @@ extension LinearWeight {
 
     /// y[i, :] (+)= x[i, :]·Wᵀ for a few rows i < rows (≤ directRows), converting one weight row at a time
     /// (rounded to bf16 with `bf16`); output rows are split across cores.
-    func multiplyDirect(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool,
+    package func multiplyDirect(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool,
                         bf16: Bool = false) {
         let inF = inFeatures
         let round = bf16 && !isStoredBF16
