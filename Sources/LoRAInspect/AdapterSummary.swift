@@ -56,7 +56,7 @@ extension Inspector {
             t += g[i * r + i] * h[i * r + i]
             for j in (i + 1)..<r { t += 2 * g[i * r + j] * h[i * r + j] }
         }
-        return ModuleNorms(normA: sa.squareRoot(), normB: sb.squareRoot(), normBA: max(0, t).squareRoot(),
+        return ModuleNorms(normA: sa.squareRoot(), normB: sb.squareRoot(), normBA: t.isNaN ? .nan : max(0, t).squareRoot(),
                            bIsZero: bZero, nan: nan, inf: inf)
     }
 
