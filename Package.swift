@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "lora-train", targets: ["lora-train"]),
         .executable(name: "lora-merge", targets: ["lora-merge"]),
         .executable(name: "lora-generate", targets: ["lora-generate"]),
+        .executable(name: "lora-inspect", targets: ["lora-inspect"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -103,6 +104,15 @@ let package = Package(
                            "LoRAFormats", "LoRAKernels"],
             path: "Sources/LoRAShared"
         ),
+        // lora-inspect's logic: recognizes a model dir, adapter, checkpoint, run or safetensors file and describes it
+        // (config, tensors, adapter norms, training state, tensor statistics, diffs). Checked (-O); read-only; not
+        // part of the LoRAShared umbrella.
+        .target(
+            name: "LoRAInspect",
+            dependencies: ["LoRATrain", "LoRAConvert"],
+            path: "Sources/LoRAInspect",
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
         .target(
             name: "LoRACLI",
             dependencies: [
@@ -123,9 +133,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "lora-generate", dependencies: ["LoRACLI", "LoRAShared",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "lora-inspect", dependencies: ["LoRACLI", "LoRAShared", "LoRAInspect",
+            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "LoRASharedTests",
-            dependencies: ["LoRAShared", "LoRACLI"],
+            dependencies: ["LoRAShared", "LoRACLI", "LoRAInspect"],
             path: "Tests/LoRASharedTests",
             exclude: ["Fixtures"]
         ),
