@@ -54,9 +54,9 @@ public enum ShowExamples {
     }
 
     /// lora-train's view: the first `count` examples, truncated at `seqLen`; with packing, in the order the first
-    /// epoch packs them. Returns the units and how many usable examples the data has (or at least `count`).
+    /// epoch packs them. Returns the units and whether the data has an example that trains anything.
     public static func trainExamples(_ file: JSONLFile, tokenizer: Tokenizer, maskPrompt: Bool?, seqLen: Int, vocab: Int,
-                                     packing: Bool, seed: UInt64, skipBad: Bool, count: Int) throws -> [ShownExample] {
+                                     packing: Bool, seed: UInt64, skipBad: Bool, count: Int) throws -> (units: [ShownExample], usable: Bool) {
         let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path, maxTokens: seqLen)
         func unit(_ e: Example, _ index: Int, unusable: String?) -> ShownExample {
             let s = Batching.sequence(e, seqLen: seqLen)
@@ -66,13 +66,20 @@ public enum ShowExamples {
         }
         var out: [ShownExample] = []
         if !packing {
+            var usable = false
             for r in file.records {
-                if out.count == count { break }
+                if out.count == count {
+                    // Every example shown scores nothing: say whether any later row would.
+                    if usable { break }
+                    if let b = try? build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path), b.1 == nil { usable = true; break }
+                    continue
+                }
                 let (e, why) = try build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path)
                 if let w = why, skipBad { Log.warn("skipped \(w)"); continue }
+                if why == nil { usable = true }
                 out.append(unit(e, out.count + 1, unusable: why))
             }
-            return out
+            return (out, usable)
         }
         // Packing needs every example: the first epoch shuffles them all, then packs greedily (Batching.epoch).
         var kept: [Example] = []
@@ -94,27 +101,32 @@ public enum ShowExamples {
         if !cur.isEmpty { groups.append(cur) }
         for (g, members) in groups.enumerated() {
             for i in members {
-                if out.count == count { return out }
+                if out.count == count { return (out, true) }
                 var u = unit(kept[i], out.count + 1, unusable: nil)
                 u.sequence = g + 1
                 u.packedWith = members.filter { $0 != i }.map { kept[$0].line }
                 out.append(u)
             }
         }
-        return out
+        return (out, !kept.isEmpty)
     }
 
     /// lora-eval's view: the first `count` examples as the evaluator scores them (a chat or prompt row cut at
     /// `seqLen`; a longer text row in windows advancing by `stride`).
     public static func evalExamples(_ file: JSONLFile, tokenizer: Tokenizer, maskPrompt: Bool?, seqLen: Int, stride: Int?, vocab: Int,
-                                    skipBad: Bool, count: Int) throws -> [ShownExample] {
+                                    skipBad: Bool, count: Int) throws -> (units: [ShownExample], usable: Bool) {
         let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path, maxTokens: seqLen)
         var out: [ShownExample] = []
-        var shown = 0
+        var shown = 0, usable = false
         for r in file.records {
-            if shown == count { break }
+            if shown == count {
+                if usable { break }
+                if let b = try? build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path), b.1 == nil { usable = true; break }
+                continue
+            }
             let (e, why) = try build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path)
             if let w = why, skipBad { Log.warn("skipped \(w)"); continue }
+            if why == nil { usable = true }
             shown += 1
             let (ws, cut) = Evaluator.windows(e, EvalOptions(seqLen: seqLen, stride: stride))
             for (k, w) in ws.enumerated() {
@@ -126,7 +138,7 @@ public enum ShowExamples {
                 out.append(u)
             }
         }
-        return out
+        return (out, usable)
     }
 
     // MARK: rendering
@@ -168,16 +180,19 @@ public enum ShowExamples {
     }
 
     /// The text of `ids`, special tokens spelled out.
-    static func text(_ t: Tokenizer, _ ids: ArraySlice<Int32>) -> String {
+    static func decoded(_ t: Tokenizer, _ ids: ArraySlice<Int32>) -> String {
         t.decode(ids.map { Int($0) }, skipSpecialTokens: false)
     }
 
-    public static func render(_ units: [ShownExample], requested: Int, tokenizer: Tokenizer, seqLen: Int, format: ShowFormat,
-                              tool: String, path: String, color: Bool) throws {
-        guard units.contains(where: { $0.trained > 0 }) else {
+    /// Prints `shown` (from trainExamples / evalExamples) on stdout, warnings on stderr. Data in which no example
+    /// trains anything is an error naming the file.
+    public static func render(_ shown: (units: [ShownExample], usable: Bool), requested: Int, tokenizer: Tokenizer, seqLen: Int,
+                              format: ShowFormat, tool: String, path: String, color: Bool) throws {
+        let units = shown.units
+        guard shown.usable, !units.isEmpty else {
             throw DataError.noUsableExamples(path: path, reason: units.isEmpty
                 ? "no example to show"
-                : "none of the \(Set(units.map(\.index)).count) examples shown has a trained token (every target is masked or cut off by --seq-len \(seqLen))")
+                : "no example has a trained token (every target is masked or cut off by --seq-len \(seqLen))")
         }
         let examples = Set(units.map(\.index)).count
         var warned = 0
@@ -209,30 +224,40 @@ public enum ShowExamples {
             s["trained_share"] = .double((share * 1e4).rounded() / 1e4); s["seq_len"] = .int(Int64(seqLen)); s["warnings"] = .int(Int64(warned))
             emitJSON(.object(s))
         case .text:
-            var out = ""
-            let (on, off, dim) = color ? ("\u{1B}[1;32m", "\u{1B}[0m", "\u{1B}[2m") : ("«", "»", "")
-            for (n, u) in units.enumerated() {
-                var head = "=== example \(u.index) · line \(u.line) · \(u.format.rawValue)"
-                if let w = u.window, let c = u.windows { head += " · window \(w) of \(c)" }
-                head += " · \(u.ids.count) tokens · \(u.trained) trained · truncated \(u.truncated ? "yes" : "no")"
-                if let s = u.sequence {
-                    head += " · packed in sequence \(s)" + (u.packedWith.isEmpty ? " alone" : " with line" + (u.packedWith.count > 1 ? "s " : " ")
-                        + u.packedWith.map(String.init).joined(separator: ", "))
-                }
-                out += head + "\n"
-                for (r, t) in runs(u.labels) {
-                    let s = text(tokenizer, u.ids[r])
-                    out += t ? on + s + off : (color ? dim + s + off : s)
-                }
-                out += "\n"
-                if u.truncated && u.dropped > 0 { out += "[truncated at --seq-len \(seqLen): \(u.dropped) tokens dropped]\n" }
-                if let s = u.sequence, n + 1 < units.count, units[n + 1].sequence == s { out += "[next example packed here]\n" }
-                out += "\n"
-            }
-            out += "summary: \(examples) example\(examples == 1 ? "" : "s") shown"
-            out += examples < requested ? " (asked for \(requested); the data has no more)" : ""
-            out += ", \(tokens) tokens, \(trained) trained (\(String(format: "%.1f", share * 100))%), \(truncated) truncated at --seq-len \(seqLen)\n"
-            FileHandle.standardOutput.write(Data(out.utf8))
+            FileHandle.standardOutput.write(Data(text(units, requested: requested, tokenizer: tokenizer, seqLen: seqLen, color: color).utf8))
         }
+    }
+
+    /// The human rendering: headers, the text with trained runs marked (ANSI when `color`, else «…»), truncation
+    /// and packing lines, the summary line.
+    package static func text(_ units: [ShownExample], requested: Int, tokenizer: Tokenizer, seqLen: Int, color: Bool) -> String {
+        let examples = Set(units.map(\.index)).count
+        let tokens = units.reduce(0) { $0 + $1.ids.count }, trained = units.reduce(0) { $0 + $1.trained }
+        let truncated = Set(units.filter(\.truncated).map(\.index)).count
+        let share = tokens > 0 ? Double(trained) / Double(tokens) : 0
+        var out = ""
+        let (on, off, dim) = color ? ("\u{1B}[1;32m", "\u{1B}[0m", "\u{1B}[2m") : ("«", "»", "")
+        for (n, u) in units.enumerated() {
+            var head = "=== example \(u.index) · line \(u.line) · \(u.format.rawValue)"
+            if let w = u.window, let c = u.windows { head += " · window \(w) of \(c)" }
+            head += " · \(u.ids.count) tokens · \(u.trained) trained · truncated \(u.truncated ? "yes" : "no")"
+            if let s = u.sequence {
+                head += " · packed in sequence \(s)" + (u.packedWith.isEmpty ? " alone" : " with line" + (u.packedWith.count > 1 ? "s " : " ")
+                    + u.packedWith.map(String.init).joined(separator: ", "))
+            }
+            out += head + "\n"
+            for (r, t) in runs(u.labels) {
+                let s = decoded(tokenizer, u.ids[r])
+                out += t ? on + s + off : (color ? dim + s + off : s)
+            }
+            out += "\n"
+            if u.truncated && u.dropped > 0 { out += "[truncated at --seq-len \(seqLen): \(u.dropped) tokens dropped]\n" }
+            if let s = u.sequence, n + 1 < units.count, units[n + 1].sequence == s { out += "[next example packed here]\n" }
+            out += "\n"
+        }
+        out += "summary: \(examples) example\(examples == 1 ? "" : "s") shown"
+        out += examples < requested ? " (asked for \(requested); the data has no more)" : ""
+        out += ", \(tokens) tokens, \(trained) trained (\(String(format: "%.1f", share * 100))%), \(truncated) truncated at --seq-len \(seqLen)\n"
+        return out
     }
 }

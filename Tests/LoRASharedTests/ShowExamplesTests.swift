@@ -6,6 +6,7 @@ import XCTest
 @testable import LoRAShared
 @testable import LoRATrain
 @testable import LoRATokenizer
+import LoRACLI
 
 final class ShowExamplesTests: XCTestCase {
     var dir = "", model = "", data = ""
@@ -163,6 +164,34 @@ final class ShowExamplesTests: XCTestCase {
         XCTAssertTrue(windowed.allSatisfy { $0["truncated"] == .bool(false) }, "text rows are windowed, not cut")
         XCTAssertEqual(objs[0]["truncated"], .bool(true), "the chat row is cut at --seq-len 16")
         XCTAssertEqual(objs.last!["examples"], .int(4))
+    }
+
+    func testColorOnATerminalAndPlainMarkersOtherwise() throws {
+        let tok = try Tokenizer.load(directory: model)
+        let shown = try ShowExamples.trainExamples(try JSONLFile.read(data, skipBad: false), tokenizer: tok, maskPrompt: nil, seqLen: 64,
+                                                   vocab: 1824, packing: false, seed: 0, skipBad: false, count: 2)
+        let color = ShowExamples.text(shown.units, requested: 2, tokenizer: tok, seqLen: 64, color: true)
+        XCTAssertTrue(color.contains("\u{1B}[2m<|im_start|>user\nWhat colour"), "masked tokens dimmed: \(color)")
+        XCTAssertTrue(color.contains("\u{1B}[1;32mBlue, mostly.<|im_end|>\u{1B}[0m"), "trained tokens bold green: \(color)")
+        XCTAssertFalse(color.contains("«"))
+        let plain = ShowExamples.text(shown.units, requested: 2, tokenizer: tok, seqLen: 64, color: false)
+        XCTAssertFalse(plain.contains("\u{1B}"))
+        XCTAssertTrue(plain.contains("«Blue, mostly.<|im_end|>»"), plain)
+    }
+
+    func testAnExampleThatTrainsNothingIsShownAndWarned() throws {
+        let mixed = dir + "/mixed.jsonl"
+        try "{\"text\": \"\"}\n\(rows[1])\n".write(toFile: mixed, atomically: true, encoding: .utf8)
+        let r = try runTool("lora-train", [model, "--data", mixed, "--show-examples", "1", "--format", "jsonl"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try lines(r)[0]
+        XCTAssertEqual(o["trained"], .int(0))
+        XCTAssertNotNil(o["unusable"]?.stringValue)
+        XCTAssertTrue(r.stderr.contains("warning: example 1 (line 1) has 0 trained tokens"), r.stderr)
+        // With --skip-bad-lines it is dropped, as training drops it.
+        let s = try runTool("lora-train", [model, "--data", mixed, "--show-examples", "1", "--format", "jsonl", "--skip-bad-lines"])
+        XCTAssertEqual(s.status, 0, s.stderr)
+        XCTAssertEqual(try lines(s)[0]["line"], .int(2))
     }
 
     func testBadInput() throws {
