@@ -67,6 +67,12 @@ struct Train: ParsableCommand {
         let dataFromConfig = try cfg?.string("data"), outFromConfig = try cfg?.string("output")
         guard let dataPath = data ?? dataFromConfig else { throw UsageError("--data is required (a JSONL file or '-')") }
         if let n = showExamples, n < 1 { throw UsageError("--show-examples must be at least 1 (got \(n))") }
+        // --show-examples trains nothing: it needs no adapter and writes nothing, -o or not.
+        if showExamples == nil {
+            if format != .text { throw UsageError("--format applies to --show-examples only") }
+            if adapter == nil { throw UsageError("the adapter to train is required (a PEFT folder from lora-init, a file, or '-')") }
+            if output == nil && outFromConfig == nil { throw UsageError("--output is required") }
+        }
         var o = TrainOptions()
         o.seqLen = try pick(seqLen, "seq-len", { try $0.int($1) }, 512)
         o.batchSize = try pick(batchSize, "batch-size", { try $0.int($1) }, 4)
@@ -111,7 +117,7 @@ struct Train: ParsableCommand {
             throw UsageError("--seq-len \(o.seqLen) exceeds the model's context of \(m.config.maxPositionEmbeddings) tokens; lower --seq-len")
         }
         if let n = showExamples {
-            // Examples as training builds them; no adapter needed, nothing written (not even -o).
+            // Examples as training builds them.
             let tokenizer = try Tokenizer.load(directory: model)
             let file = try JSONLFile.read(dataPath, skipBad: skipBadLines)
             for s in file.skipped { Log.warn("skipped \(s)") }
@@ -121,9 +127,7 @@ struct Train: ParsableCommand {
                                     path: file.path, color: isatty(1) != 0)
             return
         }
-        if format != .text { throw UsageError("--format applies to --show-examples only") }
-        guard let adapter else { throw UsageError("the adapter to train is required (a PEFT folder from lora-init, a file, or '-')") }
-        guard let out = output ?? outFromConfig else { throw UsageError("--output is required") }
+        let adapter = adapter!, out = (output ?? outFromConfig)!
         let startAdapter = try Adapter.load(adapter)
         let maxR = startAdapter.moduleNames.map { startAdapter.modules[$0]!.r }.max() ?? 1
         try Limits.checkMemory(
