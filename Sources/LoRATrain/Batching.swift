@@ -14,7 +14,7 @@ public struct TrainSequence: Sendable {
 
 public enum Batching {
     /// Examples truncated to seqLen as sequences (labels from the example's targets).
-    static func sequence(_ e: Example, seqLen: Int) -> TrainSequence {
+    package static func sequence(_ e: Example, seqLen: Int) -> TrainSequence {
         let n = min(e.ids.count, seqLen)
         let ids = Array(e.ids[..<n])
         let labels = (0..<n).map { e.targets[$0] ? ids[$0] : -100 }
@@ -22,7 +22,7 @@ public enum Batching {
                              positions: (0..<n).map { Int32($0) })
     }
 
-    static func permutation(_ n: Int, seed: UInt64, salt: UInt64) -> [Int] {
+    package static func permutation(_ n: Int, seed: UInt64, salt: UInt64) -> [Int] {
         var rng = Xoshiro256(seed: seed ^ (salt &* 0x9E37_79B9_7F4A_7C15))
         var p = Array(0..<n)
         if n > 1 { for i in stride(from: n - 1, to: 0, by: -1) { p.swapAt(i, Int(rng.next() % UInt64(i + 1))) } }

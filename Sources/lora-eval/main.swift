@@ -41,6 +41,12 @@ struct Eval: ParsableCommand {
     @Flag(help: "Count and report malformed lines instead of stopping at the first.")
     var skipBadLines = false
 
+    @Option(help: "Print the first N examples as evaluation builds them (masking, --seq-len truncation, windows), then exit without running the model.")
+    var showExamples: Int?
+
+    @Option(help: "--show-examples output: text (scored tokens marked) or jsonl (ids, tokens, labels).")
+    var format: ShowFormat = .text
+
     @OptionGroup var common: CommonOptions
     @OptionGroup var computeOptions: ComputeOptions
 
@@ -49,6 +55,8 @@ struct Eval: ParsableCommand {
         if let s = stride, s < 1 { throw ValidationError("--stride must be at least 1") }
         if let s = stride, let l = seqLen, s > l { throw ValidationError("--stride \(s) must not exceed --seq-len \(l)") }
         guard (1...Limits.maxBatchSize).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...\(Limits.maxBatchSize)") }
+        if let n = showExamples, n < 1 { throw ValidationError("--show-examples must be at least 1 (got \(n))") }
+        if showExamples == nil && format != .text { throw ValidationError("--format applies to --show-examples only") }
     }
 
     func run() throws {
@@ -64,6 +72,13 @@ struct Eval: ParsableCommand {
         let tokenizer = try Tokenizer.load(directory: model)
         let file = try JSONLFile.read(data, skipBad: skipBadLines)
         for s in file.skipped { Log.warn("skipped \(s)") }
+        if let n = showExamples {
+            let units = try ShowExamples.evalExamples(file, tokenizer: tokenizer, maskPrompt: maskPrompt, seqLen: L, stride: stride,
+                                                      vocab: m.config.vocabSize, skipBad: skipBadLines, count: n)
+            try ShowExamples.render(units, requested: n, tokenizer: tokenizer, seqLen: L, format: format, tool: "lora-eval",
+                                    path: file.path, color: isatty(1) != 0)
+            return
+        }
         let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path, maxTokens: L)
         let options = EvalOptions(seqLen: L, stride: stride, batchSize: batchSize)
         var windows: [Window] = []

@@ -18,8 +18,8 @@ struct Train: ParsableCommand {
 
     @Argument(help: "Model folder (full precision, or 4-bit from lora-quantize / bitsandbytes).")
     var model: String
-    @Argument(help: "Adapter to train: a PEFT folder (lora-init), a single-file adapter, or '-' for stdin.")
-    var adapter: String
+    @Argument(help: "Adapter to train: a PEFT folder (lora-init), a single-file adapter, or '-' for stdin (not needed with --show-examples).")
+    var adapter: String?
     @Option(help: "Training data (JSONL), or '-' for stdin.") var data: String?
     @Option(name: .shortAndLong, help: "Output folder: final adapter, checkpoints/, training_config.json.") var output: String?
     @Option(help: "Validation data (JSONL), evaluated every --eval-every steps and at the end.") var valid: String?
@@ -50,6 +50,8 @@ struct Train: ParsableCommand {
     @Option(help: "JSON or flat-YAML file of flag values (flags win).") var config: String?
     @Flag(help: "Count and report malformed lines and unusable examples instead of stopping.") var skipBadLines = false
     @Flag(help: "Train into an OUT that already holds a finished adapter or checkpoints, starting over.") var force = false
+    @Option(help: "Print the first N examples as training builds them (masking, --seq-len truncation, packing), then exit without training or writing anything.") var showExamples: Int?
+    @Option(help: "--show-examples output: text (trained tokens marked) or jsonl (ids, tokens, labels). [default: text]") var format: ShowFormat = .text
     @OptionGroup var common: CommonOptions
     @OptionGroup var computeOptions: ComputeOptions
 
@@ -64,7 +66,13 @@ struct Train: ParsableCommand {
         }
         let dataFromConfig = try cfg?.string("data"), outFromConfig = try cfg?.string("output")
         guard let dataPath = data ?? dataFromConfig else { throw UsageError("--data is required (a JSONL file or '-')") }
-        guard let out = output ?? outFromConfig else { throw UsageError("--output is required") }
+        if let n = showExamples, n < 1 { throw UsageError("--show-examples must be at least 1 (got \(n))") }
+        // --show-examples trains nothing: it needs no adapter and writes nothing, -o or not.
+        if showExamples == nil {
+            if format != .text { throw UsageError("--format applies to --show-examples only") }
+            if adapter == nil { throw UsageError("the adapter to train is required (a PEFT folder from lora-init, a file, or '-')") }
+            if output == nil && outFromConfig == nil { throw UsageError("--output is required") }
+        }
         var o = TrainOptions()
         o.seqLen = try pick(seqLen, "seq-len", { try $0.int($1) }, 512)
         o.batchSize = try pick(batchSize, "batch-size", { try $0.int($1) }, 4)
@@ -108,6 +116,18 @@ struct Train: ParsableCommand {
         guard o.seqLen <= m.config.maxPositionEmbeddings else {
             throw UsageError("--seq-len \(o.seqLen) exceeds the model's context of \(m.config.maxPositionEmbeddings) tokens; lower --seq-len")
         }
+        if let n = showExamples {
+            // Examples as training builds them.
+            let tokenizer = try Tokenizer.load(directory: model)
+            let file = try JSONLFile.read(dataPath, skipBad: skipBadLines)
+            for s in file.skipped { Log.warn("skipped \(s)") }
+            let units = try ShowExamples.trainExamples(file, tokenizer: tokenizer, maskPrompt: mask, seqLen: o.seqLen, vocab: m.config.vocabSize,
+                                                       packing: o.packing, seed: o.seed, skipBad: skipBadLines, count: n)
+            try ShowExamples.render(units, requested: n, tokenizer: tokenizer, seqLen: o.seqLen, format: format, tool: "lora-train",
+                                    path: file.path, color: isatty(1) != 0)
+            return
+        }
+        let adapter = adapter!, out = (output ?? outFromConfig)!
         let startAdapter = try Adapter.load(adapter)
         let maxR = startAdapter.moduleNames.map { startAdapter.modules[$0]!.r }.max() ?? 1
         try Limits.checkMemory(
