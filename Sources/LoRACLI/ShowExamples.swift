@@ -81,7 +81,7 @@ public enum ShowExamples {
             }
             return (out, usable)
         }
-        // Packing needs every example: the first epoch shuffles them all, then packs greedily (Batching.epoch).
+        // Packing needs every example: the first epoch shuffles them all, then packs them as Batching.epoch does.
         var kept: [Example] = []
         for r in file.records {
             let (e, why) = try build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path)
@@ -92,13 +92,7 @@ public enum ShowExamples {
             kept.append(e)
         }
         let order = Batching.permutation(kept.count, seed: seed, salt: 1)  // epoch 0
-        var groups: [[Int]] = [], cur: [Int] = [], curLen = 0
-        for i in order {
-            let n = min(kept[i].ids.count, seqLen)
-            if curLen + n > seqLen && !cur.isEmpty { groups.append(cur); cur = []; curLen = 0 }
-            cur.append(i); curLen += n
-        }
-        if !cur.isEmpty { groups.append(cur) }
+        let groups = Batching.packGroups(order, lengths: { min(kept[$0].ids.count, seqLen) }, seqLen: seqLen)
         for (g, members) in groups.enumerated() {
             for i in members {
                 if out.count == count { return (out, true) }

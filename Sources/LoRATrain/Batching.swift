@@ -29,26 +29,38 @@ public enum Batching {
         return p
     }
 
+    /// Packing: the examples of `order` (their lengths after truncation from `lengths`) in greedy groups of at
+    /// most `seqLen` tokens, in order; an example never spans two groups.
+    package static func packGroups(_ order: [Int], lengths: (Int) -> Int, seqLen: Int) -> [[Int]] {
+        var groups: [[Int]] = [], cur: [Int] = [], curLen = 0
+        for i in order {
+            let n = lengths(i)
+            if curLen + n > seqLen && !cur.isEmpty { groups.append(cur); cur = []; curLen = 0 }
+            cur.append(i)
+            curLen += n
+        }
+        if !cur.isEmpty { groups.append(cur) }
+        return groups
+    }
+
     /// The batches of one epoch.
     public static func epoch(_ examples: [Example], epoch: Int, seed: UInt64, batchSize: Int, seqLen: Int, packing: Bool) -> [[TrainSequence]] {
         let order = permutation(examples.count, seed: seed, salt: UInt64(epoch) &+ 1)
         var seqs: [TrainSequence] = []
         if packing {
-            var cur = TrainSequence(ids: [], labels: [], segmentStarts: [], positions: [])
-            for i in order {
-                let s = sequence(examples[i], seqLen: seqLen)
-                if cur.ids.count + s.ids.count > seqLen && !cur.ids.isEmpty {
-                    seqs.append(cur)
-                    cur = TrainSequence(ids: [], labels: [], segmentStarts: [], positions: [])
+            for group in packGroups(order, lengths: { min(examples[$0].ids.count, seqLen) }, seqLen: seqLen) {
+                var cur = TrainSequence(ids: [], labels: [], segmentStarts: [], positions: [])
+                for i in group {
+                    let s = sequence(examples[i], seqLen: seqLen)
+                    let start = Int32(cur.ids.count)
+                    cur.ids += s.ids
+                    // The first token of a packed example is not predicted from the previous example.
+                    cur.labels += [-100] + s.labels.dropFirst()
+                    cur.segmentStarts += [Int32](repeating: start, count: s.ids.count)
+                    cur.positions += s.positions
                 }
-                let start = Int32(cur.ids.count)
-                cur.ids += s.ids
-                // The first token of a packed example is not predicted from the previous example.
-                cur.labels += [-100] + s.labels.dropFirst()
-                cur.segmentStarts += [Int32](repeating: start, count: s.ids.count)
-                cur.positions += s.positions
+                if !cur.ids.isEmpty { seqs.append(cur) }
             }
-            if !cur.ids.isEmpty { seqs.append(cur) }
         } else {
             seqs = order.map { sequence(examples[$0], seqLen: seqLen) }
             // Sort by length within windows of 16 batches, so batches hold similar lengths, keeping randomness.
