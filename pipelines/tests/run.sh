@@ -99,6 +99,12 @@ echo '{"r": 8}' > "$out/adapter_config.json"
 echo '{"lr": 1}' > "$out/training_config.json"
 echo '{"final": true, "steps": 2, "train_loss": 1.5, "valid_loss": 1.75, "seconds": 0.5, "adapter": "'"$out"'"}'
 EOF
+cat > "$fake/lora-inspect" <<'EOF'
+#!/usr/bin/env bash
+. "$(dirname "$0")/common.sh"; record "$@"
+[ "${FAKE_INSPECT:-ok}" = fail ] && { echo "error: fake inspect failure" >&2; exit 1; }
+printf '{\n  "kind": "fake",\n  "path": "%s"\n}\n' "$1"
+EOF
 cat > "$fake/lora-eval" <<'EOF'
 #!/usr/bin/env bash
 . "$(dirname "$0")/common.sh"; record "$@"
@@ -455,6 +461,22 @@ check "make demo: the report shows each prompt with both answers" \
     -a -n "$(grep -F 'after:  tuned answer 2 second line' "$tmp/make.out")"
 check "make demo: generation input is JSONL from prompts.txt" \
     test "$(cat "$out/prompts.jsonl" 2>/dev/null)" = "$(printf '%s\n' '{"prompt":"What is the capital?"}' '{"prompt":"Who \"wrote\" it?"}')"
+
+mk inspect inspect
+check "make inspect: one JSON object with every artifact, each as lora-inspect prints it" \
+    test "$rc" = 0 -a "$(calls_of lora-inspect)" = 5 -a -n "$(grep -F "\"path\": \"$out/run\"" "$out/inspect.json")" \
+    -a -n "$(grep -F '"merged": {' "$out/inspect.json")" -a -n "$(grep -F '"base-nf4": {' "$out/inspect.json")"
+check "make inspect: no other tool runs" test "$(wc -l < "$calls")" = 5
+if command -v jq >/dev/null; then
+    check "make inspect: inspect.json is valid JSON with the five artifacts" \
+        test "$(jq -c 'keys' "$out/inspect.json" 2>&1)" = '["adapter-init","base-nf4","merged","model","run"]'
+fi
+mk inspect-fresh inspect OUT="$tmp/fresh-out"
+check "make inspect before anything is made: the model, and null for the rest" \
+    test "$rc" = 0 -a "$(calls_of lora-inspect)" = 1 -a -n "$(grep -F '"run": null' "$tmp/fresh-out/inspect.json")"
+mk inspect-fail inspect FAKE_INSPECT=fail
+check "make inspect: a failing lora-inspect fails make and leaves no inspect.json.tmp" \
+    test "$rc" != 0 -a ! -e "$out/inspect.json.tmp"
 
 mk again FAKE_LOSS=2.0
 check "second make demo: no tool runs" test "$rc" = 0 -a ! -s "$calls"
