@@ -66,19 +66,8 @@ public enum ShowExamples {
         }
         var out: [ShownExample] = []
         if !packing {
-            var usable = false
-            for r in file.records {
-                if out.count == count {
-                    // Every example shown scores nothing: say whether any later row would.
-                    if usable { break }
-                    if let b = try? build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path), b.1 == nil { usable = true; break }
-                    continue
-                }
-                let (e, why) = try build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path)
-                if let w = why, skipBad { Log.warn("skipped \(w)"); continue }
-                if why == nil { usable = true }
-                out.append(unit(e, out.count + 1, unusable: why))
-            }
+            let (first, usable) = try firstExamples(file, builder, vocab: vocab, seqLen: seqLen, skipBad: skipBad, count: count)
+            for (e, why) in first { out.append(unit(e, out.count + 1, unusable: why)) }
             return (out, usable)
         }
         // Packing needs every example: the first epoch shuffles them all, then packs them as Batching.epoch does.
@@ -105,15 +94,14 @@ public enum ShowExamples {
         return (out, !kept.isEmpty)
     }
 
-    /// lora-eval's view: the first `count` examples as the evaluator scores them (a chat or prompt row cut at
-    /// `seqLen`; a longer text row in windows advancing by `stride`).
-    public static func evalExamples(_ file: JSONLFile, tokenizer: Tokenizer, maskPrompt: Bool?, seqLen: Int, stride: Int?, vocab: Int,
-                                    skipBad: Bool, count: Int) throws -> (units: [ShownExample], usable: Bool) {
-        let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path, maxTokens: seqLen)
-        var out: [ShownExample] = []
-        var shown = 0, usable = false
+    /// The first `count` examples of `file` (each with why it scores nothing, if it does not; dropped with a warning
+    /// under skipBad), and whether any row of the file scores something: when every example shown scores nothing,
+    /// the rows after them are built until one does.
+    static func firstExamples(_ file: JSONLFile, _ builder: ExampleBuilder, vocab: Int, seqLen: Int, skipBad: Bool,
+                              count: Int) throws -> (examples: [(Example, String?)], usable: Bool) {
+        var out: [(Example, String?)] = [], usable = false
         for r in file.records {
-            if shown == count {
+            if out.count == count {
                 if usable { break }
                 if let b = try? build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path), b.1 == nil { usable = true; break }
                 continue
@@ -121,6 +109,20 @@ public enum ShowExamples {
             let (e, why) = try build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path)
             if let w = why, skipBad { Log.warn("skipped \(w)"); continue }
             if why == nil { usable = true }
+            out.append((e, why))
+        }
+        return (out, usable)
+    }
+
+    /// lora-eval's view: the first `count` examples as the evaluator scores them (a chat or prompt row cut at
+    /// `seqLen`; a longer text row in windows advancing by `stride`).
+    public static func evalExamples(_ file: JSONLFile, tokenizer: Tokenizer, maskPrompt: Bool?, seqLen: Int, stride: Int?, vocab: Int,
+                                    skipBad: Bool, count: Int) throws -> (units: [ShownExample], usable: Bool) {
+        let builder = try ExampleBuilder(tokenizer: tokenizer, maskPrompt: maskPrompt, path: file.path, maxTokens: seqLen)
+        var out: [ShownExample] = []
+        var shown = 0
+        let (first, usable) = try firstExamples(file, builder, vocab: vocab, seqLen: seqLen, skipBad: skipBad, count: count)
+        for (e, why) in first {
             shown += 1
             let (ws, cut) = Evaluator.windows(e, EvalOptions(seqLen: seqLen, stride: stride))
             for (k, w) in ws.enumerated() {
