@@ -12,6 +12,9 @@
 #     with --resume when its inputs (data, model, hyperparameters) are unchanged, else starts over. A run that
 #     finished training but not the evaluation goes straight to the evaluation.
 #   - Nothing to do: when the inputs equal those of the last finished round, it exits 0 at once (FORCE=1 trains).
+#   - SANITY=1: before a new run trains, `lora-train --sanity-check` (one batch, ~100 steps at most) must pass; when
+#     it fails (the prompt trained, no EOS, nothing trained, a learning rate that cannot move the loss, ...) the
+#     round trains nothing and exits 4, its report in WORK/sanity.json and its causes in the error line.
 #   - Logs: LOG_DIR/train-YYYYmmdd-HHMMSS.log, every line prefixed with a timestamp (also shown on a terminal);
 #     stdout gets one JSON summary line, stderr the error line of a failure (so cron mails only failures when
 #     stdout goes to /dev/null).
@@ -23,6 +26,7 @@
 #   0    done: the new adapter was promoted, or kept out because it was not better, or nothing had changed
 #   1    failed (init, training, evaluation or promotion; the log says which); the deployed adapter is untouched
 #   3    training stopped at TRAIN_TIMEOUT; the checkpoint is kept and the next run resumes
+#   4    SANITY=1 and the sanity check failed: nothing was trained; fix the data or flags it names
 #   64   bad usage or configuration (a required variable unset, a file missing, a value not a number)
 #   75   another run holds the lock (EX_TEMPFAIL); nothing was done
 #   130  stopped by SIGINT, 143 stopped by SIGTERM: training writes a checkpoint first; the next run resumes
@@ -46,12 +50,14 @@
 #   TRAIN_TIMEOUT        e.g. 5h: stop training then (checkpoint, exit 3) and resume in the next run
 #   NICE 10              nice level of the tools;  KEEP_RELEASES 5;  KEEP_LOGS_DAYS 30
 #   FORCE                1: train even when the inputs are unchanged since the last round
+#   SANITY               1: refuse to train on data and flags that fail lora-train --sanity-check;
+#   SANITY_ARGS          extra flags for the check only (e.g. --sanity-steps 50 --sanity-examples 4)
 set -euo pipefail
 umask 022
 PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
 export PATH
 
-readonly EX_OK=0 EX_FAIL=1 EX_TIMEOUT=3 EX_USAGE=64 EX_TEMPFAIL=75
+readonly EX_OK=0 EX_FAIL=1 EX_TIMEOUT=3 EX_SANITY=4 EX_USAGE=64 EX_TEMPFAIL=75
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 repo_root=$(cd -- "$script_dir/.." && pwd -P)
 started=$(date +%Y%m%d-%H%M%S)
@@ -77,7 +83,7 @@ fi
 # ---- configuration: the environment wins over the config file
 CONFIG_VARS=(MODEL DATA VALID WORK DEPLOY BIN LOG_DIR LOCK RANK ALPHA DROPOUT TARGETS ADAPTER_INIT LR EPOCHS
     MAX_STEPS SEQ_LEN BATCH GRAD_ACCUM SEED SAVE_EVERY THREADS EVAL_SEQ_LEN TRAIN_ARGS EVAL_ARGS INIT_ARGS
-    MIN_IMPROVEMENT TRAIN_TIMEOUT NICE KEEP_RELEASES KEEP_LOGS_DAYS FORCE)
+    MIN_IMPROVEMENT TRAIN_TIMEOUT NICE KEEP_RELEASES KEEP_LOGS_DAYS FORCE SANITY SANITY_ARGS)
 config=${1:-${CRON_TRAIN_CONFIG:-}}
 if [ -n "$config" ]; then
     [ -r "$config" ] || die $EX_USAGE "config file $config not readable; give an existing KEY=value file"
@@ -128,6 +134,8 @@ NICE=${NICE:-10}
 KEEP_RELEASES=${KEEP_RELEASES:-5}
 KEEP_LOGS_DAYS=${KEEP_LOGS_DAYS:-30}
 FORCE=${FORCE:-0}
+SANITY=${SANITY:-0}
+SANITY_ARGS=${SANITY_ARGS:-}
 
 is_uint() { case "$1" in '' | *[!0-9]*) return 1 ;; esac; }
 is_number() { [[ $1 =~ ^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]]; }
@@ -153,6 +161,8 @@ done
 read -r -a train_extra <<< "$TRAIN_ARGS"
 read -r -a eval_extra <<< "$EVAL_ARGS"
 read -r -a init_extra <<< "$INIT_ARGS"
+read -r -a sanity_extra <<< "$SANITY_ARGS"
+case "$SANITY" in 0 | 1) ;; *) die $EX_USAGE "SANITY=$SANITY must be 0 or 1" ;; esac
 
 # ---- the log: every line of this script and of the tools, timestamped
 mkdir -p "$WORK" "$LOG_DIR" "$DEPLOY/releases" "$(dirname -- "$LOCK")"
@@ -341,6 +351,32 @@ else
             [ -z "$got_signal" ] || signal_exit
             [ "$rc" = 0 ] || die $EX_FAIL "lora-init failed (exit $rc), creating $start_adapter; see $log_file"
         fi
+    fi
+    if [ "$SANITY" = 1 ] && [ "${#mode[@]}" = 0 ]; then
+        check=("$BIN/lora-train" "$MODEL" "$start_adapter" --data "$DATA" --sanity-check --seq-len "$SEQ_LEN"
+            --batch-size "$BATCH" --grad-accum "$GRAD_ACCUM" --lr "$LR" --seed "$SEED")
+        [ -z "$THREADS" ] || check+=(--threads "$THREADS")
+        check+=("${train_extra[@]}" "${sanity_extra[@]}")
+        log "sanity check: ${check[*]}"
+        rc=0
+        run_tool lora-train "${check[@]}" > "$WORK/sanity.json.tmp" || rc=$?
+        [ -z "$got_signal" ] || { rm -f "$WORK/sanity.json.tmp"; signal_exit; }
+        mv -f "$WORK/sanity.json.tmp" "$WORK/sanity.json"
+        verdict=$(tail -n 1 "$WORK/sanity.json")
+        log "sanity check result: ${verdict:0:2000}"
+        case "$rc" in
+        0) ;;
+        1)
+            causes=$(printf '%s\n' "$verdict" | grep -o '"cause": *"[a-z-]*"' | sed 's/.*"\([a-z-]*\)"$/\1/' | sort -u | paste -sd, -)
+            if [ -n "$causes" ]; then
+                rm -rf "$run" "$run_sig_file"
+                summary refused causes "$causes" report "$WORK/sanity.json"
+                die $EX_SANITY "the sanity check failed ($causes); nothing was trained; see $WORK/sanity.json and $log_file"
+            fi
+            die $EX_FAIL "the sanity check could not run (exit 1); see $log_file"
+            ;;
+        *) die $EX_FAIL "the sanity check could not run (exit $rc); see $log_file" ;;
+        esac
     fi
     train=("$BIN/lora-train" "$MODEL" "$start_adapter" --data "$DATA" -o "$run" --seq-len "$SEQ_LEN"
         --batch-size "$BATCH" --grad-accum "$GRAD_ACCUM" --lr "$LR" --seed "$SEED" --save-every "$SAVE_EVERY")

@@ -138,6 +138,35 @@ public final class Trainer {
         return n > 0 ? nll / Double(n) : nil
     }
 
+    /// One optimizer step (number `step`, 1-based) on `group`, micro-batches whose gradients accumulate: the loss is
+    /// normalized over all their scored tokens, then clipping and AdamW at `lr`. A non-finite loss or gradient norm
+    /// throws before the weights change (naming `checkpoint`, the last good one). Returns the loss, the gradient
+    /// norm before clipping, and the tokens seen.
+    package func optimizerStep(_ group: [[TrainSequence]], grads: LoRAGradients, lr: Double, step: Int, dropout rate: Double,
+                               checkpoint: String?) throws -> (loss: Double, gradNorm: Float, tokens: Int) {
+        let tbs = group.map { Batching.tokenBatch($0, packed: options.packing) }
+        let scored = group.reduce(0) { acc, b in acc + b.reduce(0) { $0 + $1.scored } }
+        grads.zero()
+        var nll = 0.0, tokens = 0
+        if scored > 0 {
+            for (mb, tb) in tbs.enumerated() {
+                let dropout = rate > 0
+                    ? LoRADropout(rate: Float(rate), seed: options.seed, step: UInt64(step - 1), microBatch: UInt64(mb)) : nil
+                let r = try model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout,
+                                            checkpointLayers: options.gradCheckpoint)
+                nll += r.nllSum
+                tokens += tb.lengths.reduce(0, +)
+            }
+        }
+        var loss = scored > 0 ? nll / Double(scored) : 0
+        if Trainer.nanAtStep == step { loss = .nan }  // test hook (LORA_TEST_NAN_AT_STEP)
+        if !loss.isFinite { throw TrainError.nonFinite(step: step, what: "the loss", checkpoint: checkpoint) }
+        let norm = AdamW.clipGradNorm(grads, maxNorm: options.maxGradNorm)
+        if !norm.isFinite { throw TrainError.nonFinite(step: step, what: "the gradient norm", checkpoint: checkpoint) }
+        AdamW.step(model: model, grads: grads, state: optimizer, lr: lr, config: options.adam)
+        return (loss, norm, tokens)
+    }
+
     /// Runs until the last step (or a stop request). Returns true when training finished.
     public func run() throws -> Bool {
         let total = totalSteps
@@ -155,27 +184,9 @@ public final class Trainer {
             var bi = epoch == state.epoch ? state.batchInEpoch : 0
             while bi < batches.count && state.step < total {
                 let group = Array(batches[bi..<min(batches.count, bi + options.gradAccum)])
-                let tbs = group.map { Batching.tokenBatch($0, packed: options.packing) }
-                let scored = group.reduce(0) { acc, b in acc + b.reduce(0) { $0 + $1.scored } }
-                grads.zero()
-                var nll = 0.0, tokens = 0
-                if scored > 0 {
-                    for (mb, tb) in tbs.enumerated() {
-                        let dropout = options.dropout > 0
-                            ? LoRADropout(rate: Float(options.dropout), seed: options.seed, step: UInt64(state.step), microBatch: UInt64(mb)) : nil
-                        let r = try model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout,
-                                               checkpointLayers: options.gradCheckpoint)
-                        nll += r.nllSum
-                        tokens += tb.lengths.reduce(0, +)
-                    }
-                }
-                var loss = scored > 0 ? nll / Double(scored) : 0
-                if Trainer.nanAtStep == state.step + 1 { loss = .nan }  // test hook (LORA_TEST_NAN_AT_STEP)
-                if !loss.isFinite { throw TrainError.nonFinite(step: state.step + 1, what: "the loss", checkpoint: lastCheckpoint) }
-                let norm = AdamW.clipGradNorm(grads, maxNorm: options.maxGradNorm)
-                if !norm.isFinite { throw TrainError.nonFinite(step: state.step + 1, what: "the gradient norm", checkpoint: lastCheckpoint) }
                 let lr = options.adam.lr * options.schedule.factor(step: state.step, warmup: warmup, total: total)
-                AdamW.step(model: model, grads: grads, state: optimizer, lr: lr, config: options.adam)
+                let (loss, norm, tokens) = try optimizerStep(group, grads: grads, lr: lr, step: state.step + 1,
+                                                             dropout: options.dropout, checkpoint: lastCheckpoint)
                 state.step += 1
                 bi += group.count
                 state.epoch = epoch

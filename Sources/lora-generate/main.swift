@@ -92,7 +92,7 @@ struct Generate: ParsableCommand {
         if let a = adapter {
             try transformer.attach(try Adapter.load(a), linears: try m.linearModules())
         }
-        let stops = try Generate.stopTokens(model: model, config: m.config, tokenizer: tokenizer)
+        let stops = try StopTokens.of(model: model, config: m.config, tokenizer: tokenizer)
         let ctx = min(m.config.maxPositionEmbeddings, 1 << 20)
         var sampler = Sampler(options: SamplingOptions(temperature: temperature, topK: topK, topP: topP), seed: common.seed)
 
@@ -231,31 +231,6 @@ struct Generate: ParsableCommand {
         try out.flush()
         Profiler.shared.report()
         Log.info("generate: \(r.ids.count) tokens in \(String(format: "%.2f", r.seconds)) s (\(rate(r)) tokens/s), finish: \(r.finish), compute \(transformer.compute.label); prompt \(p.count) tokens in \(String(format: "%.2f", r.promptSeconds)) s")
-    }
-
-    /// Token ids that end generation: the tokenizer's EOS (for chat models, the end-of-turn token), config.json's
-    /// eos_token_id and generation_config.json's (an int or a list). A generation_config.json that is there but
-    /// malformed is an error, not silently ignored (generation would then run past the model's stop token).
-    static func stopTokens(model: String, config: ModelConfig, tokenizer: Tokenizer) throws -> Set<Int> {
-        var s = Set(config.eosTokenIds)
-        if let e = tokenizer.eosTokenId { s.insert(e) }
-        let path = model + "/generation_config.json"
-        guard let data = FileManager.default.contents(atPath: path) else { return s }
-        let v: JSONValue
-        do { v = try data.withUnsafeBytes { try JSONParser().parse($0) } } catch {
-            throw ConfigError.invalidJSON(path: path, reason: "\(error)")
-        }
-        guard let o = v.objectValue else { throw ConfigError.invalidJSON(path: path, reason: "top level is a \(v.typeName), not an object") }
-        guard let e = o["eos_token_id"], !e.isNull else { return s }
-        let ids = e.arrayValue ?? [e]
-        for x in ids {
-            guard let i = x.intValue, i >= 0, i < config.vocabSize else {
-                throw ConfigError.badValue(path: path, key: "eos_token_id",
-                                           reason: "expected token ids in 0..<\(config.vocabSize) (an int or a list), got \(e.serialized())")
-            }
-            s.insert(Int(i))
-        }
-        return s
     }
 }
 

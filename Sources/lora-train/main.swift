@@ -52,6 +52,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Train into an OUT that already holds a finished adapter or checkpoints, starting over.") var force = false
     @Option(help: "Print the first N examples as training builds them (masking, --seq-len truncation, packing), then exit without training or writing anything.") var showExamples: Int?
     @Option(help: "--show-examples output: text (trained tokens marked) or jsonl (ids, tokens, labels). [default: text]") var format: ShowFormat = .text
+    @Flag(help: "Train up to --sanity-steps steps on one fixed batch (the first --sanity-examples examples) with dropout and weight decay 0, and report whether the loss falls near zero, naming the likely cause if not; writes nothing. Exit 0: passed, 1: failed.") var sanityCheck = false
+    @Option(help: "--sanity-check: most steps. [default: 100]") var sanitySteps: Int?
+    @Option(help: "--sanity-check: examples in the batch. [default: 8]") var sanityExamples: Int?
     @OptionGroup var common: CommonOptions
     @OptionGroup var computeOptions: ComputeOptions
 
@@ -67,11 +70,17 @@ struct Train: ParsableCommand {
         let dataFromConfig = try cfg?.string("data"), outFromConfig = try cfg?.string("output")
         guard let dataPath = data ?? dataFromConfig else { throw UsageError("--data is required (a JSONL file or '-')") }
         if let n = showExamples, n < 1 { throw UsageError("--show-examples must be at least 1 (got \(n))") }
+        if sanityCheck && showExamples != nil { throw UsageError("--sanity-check and --show-examples are separate runs; pass one") }
+        if !sanityCheck && (sanitySteps != nil || sanityExamples != nil) { throw UsageError("--sanity-steps and --sanity-examples apply to --sanity-check only") }
+        var sanity = SanityOptions()
+        if let n = sanitySteps { guard (1...Limits.maxSteps).contains(n) else { throw UsageError("--sanity-steps must be in 1...\(Limits.maxSteps)") }; sanity.steps = n }
+        if let n = sanityExamples { guard (1...4096).contains(n) else { throw UsageError("--sanity-examples must be in 1...4096") }; sanity.examples = n }
+        if sanityCheck && (resume || resumeFrom != nil) { throw UsageError("--sanity-check starts from the adapter given; it does not resume (drop --resume)") }
         // --show-examples trains nothing: it needs no adapter and writes nothing, -o or not.
         if showExamples == nil {
             if format != .text { throw UsageError("--format applies to --show-examples only") }
             if adapter == nil { throw UsageError("the adapter to train is required (a PEFT folder from lora-init, a file, or '-')") }
-            if output == nil && outFromConfig == nil { throw UsageError("--output is required") }
+            if output == nil && outFromConfig == nil && !sanityCheck { throw UsageError("--output is required") }
         }
         var o = TrainOptions()
         o.seqLen = try pick(seqLen, "seq-len", { try $0.int($1) }, 512)
@@ -127,7 +136,7 @@ struct Train: ParsableCommand {
                                     path: file.path, color: isatty(1) != 0)
             return
         }
-        let adapter = adapter!, out = (output ?? outFromConfig)!
+        let adapter = adapter!
         let startAdapter = try Adapter.load(adapter)
         let maxR = startAdapter.moduleNames.map { startAdapter.modules[$0]!.r }.max() ?? 1
         try Limits.checkMemory(
@@ -146,6 +155,17 @@ struct Train: ParsableCommand {
         let tokenizer = try Tokenizer.load(directory: model)
         let file = try JSONLFile.read(dataPath, skipBad: skipBadLines)
         for s in file.skipped { Log.warn("skipped \(s)") }
+        if sanityCheck {
+            let batch = try SanityCLI.batch(file, tokenizer: tokenizer, maskPrompt: mask, seqLen: o.seqLen, vocab: m.config.vocabSize,
+                                            skipBad: skipBadLines, count: sanity.examples)
+            if batch.isEmpty { throw TrainError.noExamples(reason: "\(file.path): every example was dropped") }
+            let stop = try StopTokens.of(model: model, config: m.config, tokenizer: tokenizer)
+            let passed = try SanityCLI.run(model: transformer, adapterConfig: startAdapter.config, batch: batch, options: o, sanity: sanity,
+                                           stop: stop, tokenizer: tokenizer, path: file.path)
+            if !passed { throw ExitCode(1) }
+            return
+        }
+        let out = (output ?? outFromConfig)!
         let (examples, stats) = try TrainCLI.examples(file, tokenizer: tokenizer, maskPrompt: mask, seqLen: o.seqLen,
                                                       vocab: m.config.vocabSize, skipBad: skipBadLines)
         var validWindows: [Window] = []

@@ -72,6 +72,14 @@ EOF
 cat > "$fake/lora-train" <<'EOF'
 #!/usr/bin/env bash
 . "$(dirname "$0")/common.sh"; record "$@"
+if has --sanity-check "$@"; then  # writes nothing; the curve and the verdict on stdout
+    echo '{"sanity_step": 1, "loss": 2.5}'
+    case "${FAKE_SANITY:-ok}" in
+    fail) echo '{"sanity_check": "failed", "problems": [{"cause": "missing-eos", "message": "no EOS", "lines": [1]}]}'
+          echo "sanity check failed: missing-eos: no EOS" >&2; exit 1 ;;
+    esac
+    echo '{"sanity_check": "passed", "steps": 1, "problems": []}'; exit 0
+fi
 out=$(opt -o "$@"); data=$(opt --data "$@")
 state=${FAKE_STATE:-/dev/null}
 case "${FAKE_TRAIN:-ok}" in fail) echo "error: fake training failure, step 3; fix the data" >&2; exit 1 ;; esac
@@ -334,6 +342,25 @@ cron_run after-failing-eval FAKE_LOSS=0.9
 check "after a failed evaluation: no retraining, evaluated and promoted" \
     test "$rc" = 0 -a "$(calls_of lora-train)" = 0 -a "$(sed -n 's/^loss=//p' "$deploy/current/adapter_model.safetensors")" = 0.9
 
+# SANITY=1: the one-batch check gates a new run
+good_target=$(link_of "$deploy/current")
+echo '{"text": "day 7b"}' >> "$cdata/train.jsonl"
+cron_run sanity-fail SANITY=1 FAKE_SANITY=fail FAKE_LOSS=0.5
+check "SANITY=1, check fails: exit 4, only the check ran, nothing trained or deployed" \
+    test "$rc" = 4 -a "$(calls_of lora-train)" = 1 -a -n "$(grep -e '^lora-train .*--sanity-check' "$calls")" \
+    -a "$(link_of "$deploy/current")" = "$good_target" -a ! -e "$work/run/adapter_model.safetensors"
+check "SANITY=1, check fails: the error line names the cause and the report" \
+    contains "$tmp/cron.err" "^cron-train: error: the sanity check failed (missing-eos); nothing was trained; see $work/sanity.json"
+check "SANITY=1, check fails: summary says refused" contains "$tmp/cron.out" '^{"result": "refused", "causes": "missing-eos"'
+cron_run sanity-again SANITY=1 FAKE_SANITY=fail FAKE_LOSS=0.5
+check "SANITY=1: a refused round is tried again the next night (not 'unchanged')" test "$rc" = 4
+cron_run sanity-ok SANITY=1 SANITY_ARGS="--sanity-steps 7" FAKE_LOSS=0.5
+check "SANITY=1, check passes: it runs with SANITY_ARGS, then training, then promotion" \
+    test "$rc" = 0 -a "$(calls_of lora-train)" = 2 -a -n "$(head -n 2 "$calls" | grep -e '--sanity-check .*--sanity-steps 7')" \
+    -a -n "$(grep '"result": "promoted"' "$tmp/cron.out")"
+cron_run sanity-bad SANITY=yes
+check "SANITY=yes: exit 64" test "$rc" = 64
+
 # validation data changed: the deployed adapter is evaluated again before the comparison
 echo '{"text": "valid 2"}' >> "$cdata/valid.jsonl"
 echo '{"text": "day 8"}' >> "$cdata/train.jsonl"
@@ -514,6 +541,27 @@ check "an interrupted run with other hyperparameters starts over (no --resume)" 
     test "$rc" = 0 -a "$(calls_of lora-train)" = 1 -a -z "$(grep -e '--resume' "$calls")"
 mk failing train RANK=4 LR=5e-3 FAKE_TRAIN=fail
 check "a failing lora-train fails make" test "$rc" != 0 -a -n "$(grep 'error: fake training failure' "$tmp/make.out")"
+
+mk sanity sanity RANK=4 LR=5e-3
+check "make sanity: lora-train --sanity-check on the run's model, adapter, data and flags; report in sanity.json" \
+    test "$rc" = 0 -a -n "$(grep -e "^lora-train $out/base-nf4 $out/adapter-init --data $mdata/train.jsonl --sanity-check .*--lr 5e-3" "$calls")" \
+    -a -n "$(grep '"sanity_check": "passed"' "$out/sanity.json")"
+check "make sanity: trains nothing" test "$(calls_of lora-train)" = 1 -a ! -e "$out/sanity-failed.json"
+mk sanity-again sanity RANK=4 LR=5e-3
+check "make sanity again with the same inputs: nothing runs" test "$rc" = 0 -a "$(calls_of lora-train)" = 0
+mk sanity-fail sanity RANK=4 LR=6e-3 FAKE_SANITY=fail
+check "a failing sanity check fails make, keeps its report in sanity-failed.json, says so" \
+    test "$rc" != 0 -a ! -e "$out/sanity.json" -a ! -e "$out/sanity.json.tmp" \
+    -a -n "$(grep '"cause": "missing-eos"' "$out/sanity-failed.json")" -a -n "$(grep 'the sanity check failed' "$tmp/make.out")"
+mk sanity-gate train RANK=4 LR=6e-3 FAKE_SANITY=fail SANITY=1
+check "SANITY=1 make train: a failing check stops make before training" \
+    test "$rc" != 0 -a "$(calls_of lora-train)" = 1 -a -z "$(grep -v -e '--sanity-check' "$calls" | grep '^lora-train')"
+mk sanity-gate-ok train RANK=4 LR=6e-3 SANITY=1
+check "SANITY=1 make train: the check runs first, then training" \
+    test "$rc" = 0 -a "$(calls_of lora-train)" = 2 -a -n "$(grep -e '--sanity-check' "$calls" | head -n 1)" \
+    -a -z "$(tail -n 1 "$calls" | grep -e '--sanity-check')" -a -f "$out/run/adapter_model.safetensors"
+mk sanity-gate-done train RANK=4 LR=6e-3 SANITY=1
+check "SANITY=1 make train with nothing changed: nothing runs" test "$rc" = 0 -a "$(calls_of lora-train)" = 0
 
 mk no-qlora demo QLORA=0 OUT="$tmp/out-full" FAKE_LOSS=2.0
 check "QLORA=0: no quantize; trains on MODEL; merge without --base-full" \
