@@ -30,7 +30,7 @@ public enum SanityCLI {
         if batch.count < sanity.examples {
             Log.info("sanity check: \(path) gives only \(batch.count) example\(batch.count == 1 ? "" : "s") (--sanity-examples \(sanity.examples)); the check uses \(batch.count == 1 ? "it" : "those")")
         }
-        let seqs = usable.map { Batching.sequence($0, seqLen: options.seqLen) }
+        let seqs = batch.map { Batching.sequence($0.example, seqLen: options.seqLen) }
         let tokens = seqs.reduce(0) { $0 + $1.ids.count }, trained = seqs.reduce(0) { $0 + $1.scored }
         Log.info("sanity check: \(batch.count) examples (\(SanityCheck.describe(lines: batch.map(\.example.line)))), \(tokens) tokens, \(trained) trained; up to \(sanity.steps) steps at --lr \(options.adam.lr) (constant), dropout 0, weight decay 0; passes when the loss falls to \(Int(sanity.relative * 100))% of the first or to \(sanity.absolute)")
         var problems = SanityCheck.dataProblems(batch, seqLen: options.seqLen, stop: Set(stop.map { Int32($0) }), tokenizer: tokenizer)

@@ -29,6 +29,8 @@ public struct Example: Sendable {
     public var targets: [Bool]
     public var line: Int
     public var format: DataFormat
+    /// Why the builder placed no target, when it can tell (a conversation without an assistant turn).
+    public var noTargetHint: String? = nil
     public var targetCount: Int { targets.reduce(0) { $0 + ($1 ? 1 : 0) } }
 }
 
@@ -58,7 +60,7 @@ extension Example {
         } else if ids.count == 1 {
             reason = "the example has a single token, which scores nothing (each position predicts the next); remove the line or pass --skip-bad-lines"
         } else {
-            reason = "the example has no target token"
+            reason = noTargetHint ?? "the example has no target token"
         }
         throw DataError.badRecord(path: path, line: line, reason: reason)
     }
@@ -216,7 +218,13 @@ public struct ExampleBuilder {
             ids += rest
             targets += [Bool](repeating: !mask, count: rest.count)
         }
-        return Example(ids: ids, targets: targets, line: line, format: format)
+        var e = Example(ids: ids, targets: targets, line: line, format: format)
+        if mask && !msgs.contains(where: { $0["role"]?.stringValue == "assistant" }) {
+            var roles: [String] = []
+            for m in msgs { if let r = m["role"]?.stringValue, !roles.contains(r) { roles.append(r) } }
+            e.noTargetHint = "no message has the role \"assistant\" (roles here: \(roles.prefix(6).joined(separator: ", "))), and only assistant turns are trained; name the roles system, user and assistant"
+        }
+        return e
     }
 }
 

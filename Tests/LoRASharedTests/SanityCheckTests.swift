@@ -125,6 +125,7 @@ final class SanityCheckTests: XCTestCase {
         XCTAssertEqual(r.status, 1, r.stderr)
         XCTAssertEqual(causes(v), ["no-trained-tokens"])
         XCTAssertEqual(v["problems"]?.arrayValue?[0]["lines"], .array([.int(1)]))
+        XCTAssertTrue(r.stderr.contains(#"no message has the role "assistant" (roles here: user)"#), r.stderr)
         // --skip-bad-lines drops it, as training would, and the rest passes.
         let (s, w) = try check(["--skip-bad-lines"], data: d)
         XCTAssertEqual(s.status, 0, s.stderr)
