@@ -26,6 +26,13 @@ let package = Package(
             pkgConfig: nil,
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // gzip data files (.jsonl.gz, gzip on stdin) through zlib (Debian zlib1g-dev).
+        .systemLibrary(
+            name: "CZlib",
+            path: "Sources/CZlib",
+            pkgConfig: nil,
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         // bf16 GEMMs through oneDNN (Debian libdnnl-dev) and the CPU feature checks behind --compute-dtype.
         .target(
             name: "CBF16",
@@ -49,7 +56,7 @@ let package = Package(
         // release builds; it sees the kernels' conversions and nothing above it.
         .target(
             name: "LoRAFormats",
-            dependencies: ["LoRAKernels"],
+            dependencies: ["LoRAKernels", "CZlib"],
             path: "Sources/LoRAFormats",
             swiftSettings: [.unsafeFlags(["-O"])]
         ),

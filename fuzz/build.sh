@@ -15,7 +15,8 @@ module CBF16 {
     export *
 }
 MAP
-cc_flags=(-Xcc -fmodule-map-file="$root/Sources/CBLAS/module.modulemap" -Xcc -fmodule-map-file="$out/module.modulemap")
+cc_flags=(-Xcc -fmodule-map-file="$root/Sources/CBLAS/module.modulemap" -Xcc -fmodule-map-file="$root/Sources/CZlib/module.modulemap"
+    -Xcc -fmodule-map-file="$out/module.modulemap")
 clang -O2 -fPIC -c "$root/Sources/CBF16/cbf16.c" -I "$root/Sources/CBF16/include" -o cbf16.o
 # The library modules in their layer order (Package.swift), each an object file and a module the next imports.
 objs=()
@@ -25,5 +26,5 @@ for m in LoRAKernels LoRAFormats LoRATokenizer LoRAQuant LoRAModel LoRAConvert L
     objs+=("$m.o")
 done
 swiftc -module-name LoRAFuzz -parse-as-library -O "${san[@]}" "${cc_flags[@]}" -swift-version 5 -package-name lorapipeline -I . \
-    "$root/fuzz/Harness.swift" "${objs[@]}" cbf16.o -lopenblas -ldnnl -lgomp -o lora-fuzz
+    "$root/fuzz/Harness.swift" "${objs[@]}" cbf16.o -lopenblas -ldnnl -lgomp -lz -o lora-fuzz
 echo "$out/lora-fuzz"

@@ -5,7 +5,7 @@
 import Foundation
 
 public enum DataFormat: String, Sendable, CaseIterable {
-    case text, promptCompletion = "prompt-completion", instruction, messages
+    case text, promptCompletion = "prompt-completion", instruction, messages, sharegpt
 }
 
 public enum DataError: Error, CustomStringConvertible {
@@ -91,6 +91,7 @@ public struct ExampleBuilder {
 
     public static func format(of o: JSONObject) -> DataFormat? {
         if o["messages"] != nil { return .messages }
+        if o["conversations"] != nil { return .sharegpt }
         if o["text"] != nil { return .text }
         if o["prompt"] != nil || o["completion"] != nil { return .promptCompletion }
         if o["instruction"] != nil || o["output"] != nil { return .instruction }
@@ -115,7 +116,7 @@ public struct ExampleBuilder {
         guard let f = ExampleBuilder.format(of: o) else {
             let keys = o.keys.prefix(6).joined(separator: ", ")
             throw DataError.badRecord(path: path, line: r.line,
-                reason: "unrecognized row (keys: \(keys)); expected \"text\", \"prompt\"+\"completion\", \"instruction\"+\"output\" or \"messages\"")
+                reason: "unrecognized row (keys: \(keys)); expected \"text\", \"prompt\"+\"completion\", \"instruction\"+\"output\", \"messages\" or \"conversations\" (ShareGPT)")
         }
         let mask = maskPrompt ?? (f != .text)
         switch f {
@@ -140,10 +141,12 @@ public struct ExampleBuilder {
                 .object(JSONObject([("role", .string("assistant")), ("content", .string(out))])),
             ]
             return try chat(msgs, line: r.line, mask: mask, format: f)
-        case .messages:
-            guard let arr = o["messages"]?.arrayValue, !arr.isEmpty else {
-                throw DataError.badRecord(path: path, line: r.line, reason: "\"messages\" must be a non-empty array")
+        case .messages, .sharegpt:
+            let key = f == .messages ? "messages" : "conversations"
+            guard var arr = o[key]?.arrayValue, !arr.isEmpty else {
+                throw DataError.badRecord(path: path, line: r.line, reason: "\"\(key)\" must be a non-empty array")
             }
+            if f == .sharegpt { arr = try ExampleBuilder.fromShareGPT(arr, path: path, line: r.line) }
             for (i, m) in arr.enumerated() {
                 guard let mo = m.objectValue, mo["role"]?.stringValue != nil else {
                     throw DataError.badRecord(path: path, line: r.line, reason: "messages[\(i)] must be an object with a string \"role\"")
@@ -200,12 +203,13 @@ public struct ExampleBuilder {
             let ctx = try encode(suffix(before, after: done) + head, special: false, line: line)
             var turn = try encode(body, special: false, line: line)
             // The target ends with the end-of-turn token; anything the template adds after it is context.
-            var turnTargets = [Bool](repeating: true, count: turn.count)
+            let trained = try ExampleBuilder.isTrained(msgs[i], index: i, path: path, line: line)
+            var turnTargets = [Bool](repeating: trained, count: turn.count)
             if let e = eos, let last = turn.lastIndex(of: e) {
                 for k in (last + 1)..<turn.count { turnTargets[k] = false }
             } else if let e = eos {
                 turn.append(e)
-                turnTargets.append(true)
+                turnTargets.append(trained)
             }
             ids += ctx
             targets += [Bool](repeating: !mask, count: ctx.count)
@@ -225,6 +229,51 @@ public struct ExampleBuilder {
             e.noTargetHint = "no message has the role \"assistant\" (roles here: \(roles.prefix(6).joined(separator: ", "))), and only assistant turns are trained; name the roles system, user and assistant"
         }
         return e
+    }
+}
+
+extension ExampleBuilder {
+    /// ShareGPT's roles, as the chat templates name them: `from` → `role`, `value` → `content`; `function_call`
+    /// is the assistant's tool call, `observation` the tool's answer (LLaMA-Factory's names).
+    static let shareGPTRoles = ["human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
+                                "function_call": "assistant", "observation": "tool", "tool": "tool"]
+
+    /// A ShareGPT conversation (`[{"from", "value"}]`) as `messages`; other keys of a turn (`weight`) are kept.
+    static func fromShareGPT(_ turns: [JSONValue], path: String, line: Int) throws -> [JSONValue] {
+        try turns.enumerated().map { i, t in
+            guard let o = t.objectValue, let from = o["from"]?.stringValue else {
+                throw DataError.badRecord(path: path, line: line, reason: "conversations[\(i)] must be an object with a string \"from\"")
+            }
+            guard let role = shareGPTRoles[from] else {
+                throw DataError.badRecord(path: path, line: line,
+                    reason: "conversations[\(i)]: unknown \"from\": \"\(from)\"; expected one of \(shareGPTRoles.keys.sorted().joined(separator: ", "))")
+            }
+            guard let v = o["value"], v.stringValue != nil else {
+                throw DataError.badRecord(path: path, line: line, reason: "conversations[\(i)] needs a string \"value\"")
+            }
+            var m = JSONObject([("role", .string(role)), ("content", v)])
+            for k in o.keys where k != "from" && k != "value" { m[k] = o[k] }
+            return .object(m)
+        }
+    }
+
+    /// Whether an assistant turn counts in the loss: `"weight": 0` or `"train": false` on the message excludes it.
+    static func isTrained(_ m: JSONValue, index i: Int, path: String, line: Int) throws -> Bool {
+        if let w = m["weight"], !w.isNull {
+            switch w {
+            case .int(0), .bool(false): return false
+            case .int(1), .bool(true): return true
+            case .double(let d) where d == 0 || d == 1: return d == 1
+            default: throw DataError.badRecord(path: path, line: line, reason: "messages[\(i)].weight must be 0 or 1, found \(w.serialized())")
+            }
+        }
+        if let t = m["train"], !t.isNull {
+            guard case .bool(let b) = t else {
+                throw DataError.badRecord(path: path, line: line, reason: "messages[\(i)].train must be true or false, found \(t.serialized())")
+            }
+            return b
+        }
+        return true
     }
 }
 

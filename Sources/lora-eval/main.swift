@@ -23,7 +23,7 @@ struct Eval: ParsableCommand {
     @Option(help: "LoRA adapter: a PEFT folder, a single-file adapter, or '-' for stdin.")
     var adapter: String?
 
-    @Option(help: "JSONL data file, or '-' for stdin.")
+    @Option(help: "Data: JSONL (or a JSON array, gzip too), '-' for stdin, or a folder with test.jsonl.")
     var data: String
 
     @Option(name: .customLong("mask-prompt"), help: "Score only completion / assistant tokens: true or false (default: true for prompt/completion, instruction and messages rows, false for text).")
@@ -70,7 +70,7 @@ struct Eval: ParsableCommand {
             throw UsageError("--seq-len \(L) exceeds the model's context of \(ctx) tokens (max_position_embeddings); lower --seq-len")
         }
         let tokenizer = try Tokenizer.load(directory: model)
-        let file = try JSONLFile.read(data, skipBad: skipBadLines)
+        let file = try JSONLFile.read(try DataDir.forEvaluation(data: data), skipBad: skipBadLines)
         for s in file.skipped { Log.warn("skipped \(s)") }
         if let n = showExamples {
             let units = try ShowExamples.evalExamples(file, tokenizer: tokenizer, maskPrompt: maskPrompt, seqLen: L, stride: stride,

@@ -20,7 +20,7 @@ struct Train: ParsableCommand {
     var model: String
     @Argument(help: "Adapter to train: a PEFT folder (lora-init), a single-file adapter, or '-' for stdin (not needed with --show-examples).")
     var adapter: String?
-    @Option(help: "Training data (JSONL), or '-' for stdin.") var data: String?
+    @Option(help: "Training data: JSONL (or a JSON array, gzip too), '-' for stdin, or a folder with train.jsonl (and valid.jsonl, used for validation unless --valid is given).") var data: String?
     @Option(name: .shortAndLong, help: "Output folder: final adapter, checkpoints/, training_config.json.") var output: String?
     @Option(help: "Validation data (JSONL), evaluated every --eval-every steps and at the end.") var valid: String?
     @Option(help: "Validation interval in steps (0: only at the end). [default: 0]") var evalEvery: Int?
@@ -68,7 +68,7 @@ struct Train: ParsableCommand {
             return flag ?? fromConfig ?? def
         }
         let dataFromConfig = try cfg?.string("data"), outFromConfig = try cfg?.string("output")
-        guard let dataPath = data ?? dataFromConfig else { throw UsageError("--data is required (a JSONL file or '-')") }
+        guard let dataArg = data ?? dataFromConfig else { throw UsageError("--data is required (a JSONL file, a folder with train.jsonl, or '-')") }
         if let n = showExamples, n < 1 { throw UsageError("--show-examples must be at least 1 (got \(n))") }
         if sanityCheck && showExamples != nil { throw UsageError("--sanity-check and --show-examples are separate runs; pass one") }
         if !sanityCheck && (sanitySteps != nil || sanityExamples != nil) { throw UsageError("--sanity-steps and --sanity-examples apply to --sanity-check only") }
@@ -112,7 +112,8 @@ struct Train: ParsableCommand {
         o.seed = try seedValue(cfg)
         let maskFromConfig = try cfg?.bool("mask-prompt"), validFromConfig = try cfg?.string("valid")
         let mask = maskPrompt ?? maskFromConfig
-        let validPath = valid ?? validFromConfig
+        let (dataPath, validPath) = try DataDir.forTraining(data: dataArg, valid: valid ?? validFromConfig)
+        if dataPath != dataArg { Log.info("data: \(dataPath)\(validPath.map { ", validation: \($0)" } ?? "")") }
         let dropoutFromConfig = try cfg?.double("dropout")
         let compute = try computeOptions.resolve(cfg)
         // training_config.json works as a --config: the positional arguments win over its model and adapter.
