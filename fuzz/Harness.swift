@@ -5,7 +5,7 @@
 //   adapter      adapter_config.json → LoRAConfig
 //   tokenizer    tokenizer.json loading, then encode / decode of a fixed text
 //   jinja        a chat template: lex, parse, render a fixed conversation
-//   jsonl        a data file: JSONL rows → examples (text, prompt/completion, instruction, messages)
+//   jsonl        a data file (JSONL, a JSON array, gzip) → examples (text, prompt/completion, instruction, messages, ShareGPT)
 //   checkpoint   trainer_state.json → TrainerState and its range checks
 // A thrown error is the expected outcome of bad input; a crash, hang or sanitizer report is a finding.
 // fuzz/run.sh builds the seed corpora from the test fixtures and runs a target for N seconds.

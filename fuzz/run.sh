@@ -25,7 +25,8 @@ seed() {  # seed TARGET DIR: the fixtures that become TARGET's corpus
         tokenizer) find "$fx/tokenizer" -name 'tokenizer.json' -exec cp -t "$d" --backup=numbered {} + ;;
         jinja) cp "$fx"/chat/*.jinja "$root"/fuzz/seeds/jinja/*.jinja "$d"/ ;;
         jsonl) find "$root/data" -name '*.jsonl' -size -64k -exec cp -t "$d" --backup=numbered {} +
-               head -c 4000 "$root/bench/corpus.jsonl" > "$d/corpus-head.jsonl" ;;
+               head -c 4000 "$root/bench/corpus.jsonl" > "$d/corpus-head.jsonl"
+               cp "$root"/fuzz/seeds/jsonl/* "$d"/ ;;
         checkpoint) printf '{"step": 4, "epoch": 1, "batchInEpoch": 2, "tokensSeen": 900, "fingerprint": "ab", "elapsedSeconds": 3.5, "lastLoss": 2.5, "format": "lora-pipeline-checkpoint-1", "compute_dtype": "f32"}' > "$d/state.json" ;;
     esac
 }
