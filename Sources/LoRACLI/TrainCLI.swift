@@ -96,9 +96,13 @@ public enum TrainCLI {
         outputLock = fd
         Checkpoint.removeLeftovers(out + "/checkpoints")  // what a killed run left, now that no other run can own it
         if !created {
-            let busy = fm.fileExists(atPath: out + "/adapter_model.safetensors") || !Checkpoint.list(out).isEmpty
-            if busy && !resume && !force {
-                throw FileError.cannotWrite(path: out, reason: "already holds an adapter or checkpoints; pass --resume to continue, --force to start over, or choose another folder")
+            let finished = fm.fileExists(atPath: out + "/adapter_model.safetensors"), stopped = !Checkpoint.list(out).isEmpty
+            if finished && !resume && !force {
+                // Not --resume: a finished run has no step left to continue.
+                throw FileError.cannotWrite(path: out, reason: "already holds a finished run (adapter_model.safetensors); pass --force to train again from the start, or choose another folder")
+            }
+            if stopped && !resume && !force {
+                throw FileError.cannotWrite(path: out, reason: "holds the checkpoints of a stopped run; pass --resume to continue it, --force to start over, or choose another folder")
             }
             if force && !resume { try? fm.removeItem(atPath: out + "/checkpoints") }
         }

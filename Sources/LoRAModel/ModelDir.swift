@@ -50,6 +50,11 @@ public final class ModelDir: @unchecked Sendable {
             throw FileError.cannotRead(path: path, reason: "not a folder; pass the model folder, not a file in it")
         }
         self.path = path
+        let fm = FileManager.default
+        if !fm.fileExists(atPath: path + "/config.json") && fm.fileExists(atPath: path + "/adapter_config.json") {
+            throw FileError.cannotRead(path: path,
+                reason: "is a LoRA adapter folder (adapter_config.json), not a model; pass the base model folder as MODEL_DIR and this folder as the adapter")
+        }
         config = try ModelConfig.load(directory: path)
         weights = try WeightStore(directory: path)
     }

@@ -162,6 +162,9 @@ struct Generate: ParsableCommand {
                 guard messages != nil || text != nil else {
                     throw DataError.badRecord(path: shown, line: line, reason: "needs a string \"prompt\" or a \"messages\" array")
                 }
+                if messages == nil, let t = text, t.allSatisfy(\.isWhitespace) {
+                    throw DataError.badRecord(path: shown, line: line, reason: "the prompt is empty; give the text to continue (or a \"messages\" array)")
+                }
                 if messages != nil && template == nil {
                     throw DataError.badRecord(path: shown, line: line, reason: "\"messages\" rows need the chat template; drop --no-chat or use \"prompt\"")
                 }
@@ -223,6 +226,9 @@ struct Generate: ParsableCommand {
             }
             guard let s = String(data: data, encoding: .utf8) else { throw FileError.cannotRead(path: src, reason: "not UTF-8 text") }
             text = src == "-" || promptFile != nil ? String(s.trimmingSuffix { $0 == "\n" || $0 == "\r" }) : s
+        }
+        if text.allSatisfy(\.isWhitespace) {
+            throw UsageError("the prompt is empty\(prompt == nil ? " (\(promptFile ?? "stdin") holds no text)" : ""); give the text to continue")
         }
         let p = try promptIDs(messages: nil, text: text, system: system)
         let out = FDSink.standardOutput()

@@ -203,6 +203,11 @@ final class GenerateTests: XCTestCase {
         let o = try jsonObject(fit.stdout)
         XCTAssertEqual(Int(o["tokens"]!.intValue! + o["prompt_tokens"]!.intValue!) <= 32, true)
         XCTAssertTrue(fit.stderr.contains("leaves room for only"), fit.stderr)
+        // An empty prompt, on the command line, from a file or stdin, or in a JSONL row.
+        assertToolError(try runTool("lora-generate", [dir + "/base", "--prompt", " "]), contains: "the prompt is empty", code: 64)
+        assertToolError(try runTool("lora-generate", [dir + "/base"], stdin: Data("\n".utf8)), contains: "stdin holds no text", code: 64)
+        assertToolError(try runTool("lora-generate", [dir + "/base", "--jsonl", "-", "--max-tokens", "2"],
+                                    stdin: Data("{\"prompt\": \"hi\"}\n{\"prompt\": \"\"}\n".utf8)), contains: "<stdin>:2: the prompt is empty")
         // Flags that make no sense, and no chat template for a chat request.
         assertToolError(try runTool("lora-generate", [dir + "/base", "--prompt", "x", "--top-p", "0"]), contains: "--top-p", code: 64)
         assertToolError(try runTool("lora-generate", [dir + "/base", "--prompt", "x", "--temperature", "-1"]), contains: "--temperature", code: 64)

@@ -52,6 +52,18 @@ final class TrainTests: XCTestCase {
         XCTAssertEqual(last["steps"], .int(9))
     }
 
+    func testHintsFitTheSituation() throws {
+        // A finished run's folder: --resume cannot continue it, so the hint is --force.
+        XCTAssertEqual(try train(dir + "/done", ["--max-steps", "1"]).status, 0)
+        let again = try train(dir + "/done", ["--max-steps", "1"])
+        assertToolError(again, contains: "already holds a finished run (adapter_model.safetensors); pass --force")
+        XCTAssertFalse(again.stderr.contains("--resume"), again.stderr)
+        XCTAssertEqual(try train(dir + "/done", ["--max-steps", "1", "--force"]).status, 0)
+        // An adapter folder where the model belongs.
+        let r = try runTool("lora-eval", [adapter, "--data", data])
+        assertToolError(r, contains: "is a LoRA adapter folder (adapter_config.json), not a model")
+    }
+
     func testMetricsConfigAndPEFTLayout() throws {
         let cfg = dir + "/train.yaml"
         try "max-steps: 4\nlog-every: 2  # every other step\nlr: 0.01\n".write(toFile: cfg, atomically: true, encoding: .utf8)
@@ -169,7 +181,10 @@ final class TrainTests: XCTestCase {
         assertToolError(n, contains: "step 1: the loss is not finite")
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/f/adapter_model.safetensors"))
         // An existing output folder with results is not overwritten by accident.
-        assertToolError(try train(dir + "/d", ["--max-steps", "3"]), contains: "--resume")
+        assertToolError(try train(dir + "/d", ["--max-steps", "3"]), contains: "--force")
+        // A stopped run's folder (checkpoints, no adapter) suggests --resume.
+        try FileManager.default.removeItem(atPath: dir + "/d/adapter_model.safetensors")
+        assertToolError(try train(dir + "/d", ["--max-steps", "3"]), contains: "checkpoints of a stopped run; pass --resume")
     }
 
     /// --compute-dtype: recorded in every JSON line and training_config.json; a resume in another dtype is refused
