@@ -369,7 +369,6 @@ else
         1)
             causes=$(printf '%s\n' "$verdict" | grep -o '"cause": *"[a-z-]*"' | sed 's/.*"\([a-z-]*\)"$/\1/' | sort -u | paste -sd, -)
             if [ -n "$causes" ]; then
-                rm -rf "$run" "$run_sig_file"
                 summary refused causes "$causes" report "$WORK/sanity.json"
                 die $EX_SANITY "the sanity check failed ($causes); nothing was trained; see $WORK/sanity.json and $log_file"
             fi

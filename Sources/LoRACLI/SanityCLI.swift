@@ -14,10 +14,8 @@ public enum SanityCLI {
         let masking = maskPrompt == false
             ? try ExampleBuilder(tokenizer: tokenizer, maskPrompt: true, path: file.path, maxTokens: seqLen) : nil
         let (first, _) = try ShowExamples.firstExamples(file, builder, vocab: vocab, seqLen: seqLen, skipBad: skipBad, count: count)
-        let byLine = Dictionary(file.records.map { ($0.line, $0) }, uniquingKeysWith: { a, _ in a })
-        return try first.map { e, why in
-            var masked: Example? = nil
-            if e.format != .text { masked = try masking.map { try $0.build(byLine[e.line]!) } ?? e }
+        return try first.map { e, why, record in
+            let masked = e.format == .text ? nil : try masking.map { try $0.build(record) } ?? e
             return SanityExample(example: e, masked: masked, unusable: why)
         }
     }
@@ -44,15 +42,13 @@ public enum SanityCLI {
             o.maxSteps = sanity.steps
             let trainer = Trainer(model: model, adapterConfig: adapterConfig, examples: usable, valid: [], options: o, outDir: "",
                                   fingerprint: "")
-            var first: Double? = nil
             run = try SanityCheck.train(trainer, sanity: sanity) { s in
-                if first == nil { first = s.loss }
                 var j = JSONObject()
                 j["sanity_step"] = .int(Int64(s.step)); j["loss"] = TrainCLI.round(s.loss); j["grad_norm"] = TrainCLI.round(s.gradNorm)
                 j["lr"] = .double(s.lr); j["elapsed_s"] = TrainCLI.round(s.elapsed, 100)
                 emitJSON(.object(j))
                 Log.info(String(format: "sanity step %3d/%d  loss %8.4f  %@", s.step, sanity.steps, s.loss,
-                                bar(s.loss, first: first!, threshold: sanity.threshold(firstLoss: first!))))
+                                bar(s.loss, first: s.firstLoss, threshold: s.threshold)))
             }
             problems += run.problems
         } else {

@@ -67,7 +67,7 @@ public enum ShowExamples {
         var out: [ShownExample] = []
         if !packing {
             let (first, usable) = try firstExamples(file, builder, vocab: vocab, seqLen: seqLen, skipBad: skipBad, count: count)
-            for (e, why) in first { out.append(unit(e, out.count + 1, unusable: why)) }
+            for (e, why, _) in first { out.append(unit(e, out.count + 1, unusable: why)) }
             return (out, usable)
         }
         // Packing needs every example: the first epoch shuffles them all, then packs them as Batching.epoch does.
@@ -94,12 +94,12 @@ public enum ShowExamples {
         return (out, !kept.isEmpty)
     }
 
-    /// The first `count` examples of `file` (each with why it scores nothing, if it does not; dropped with a warning
-    /// under skipBad), and whether any row of the file scores something: when every example shown scores nothing,
-    /// the rows after them are built until one does.
+    /// The first `count` examples of `file` (each with its record and why it scores nothing, if it does not; dropped
+    /// with a warning under skipBad), and whether any row of the file scores something: when every example shown
+    /// scores nothing, the rows after them are built until one does.
     static func firstExamples(_ file: JSONLFile, _ builder: ExampleBuilder, vocab: Int, seqLen: Int, skipBad: Bool,
-                              count: Int) throws -> (examples: [(Example, String?)], usable: Bool) {
-        var out: [(Example, String?)] = [], usable = false
+                              count: Int) throws -> (examples: [(Example, String?, JSONLRecord)], usable: Bool) {
+        var out: [(Example, String?, JSONLRecord)] = [], usable = false
         for r in file.records {
             if out.count == count {
                 if usable { break }
@@ -109,7 +109,7 @@ public enum ShowExamples {
             let (e, why) = try build(builder, r, vocab: vocab, seqLen: seqLen, path: file.path)
             if let w = why, skipBad { Log.warn("skipped \(w)"); continue }
             if why == nil { usable = true }
-            out.append((e, why))
+            out.append((e, why, r))
         }
         return (out, usable)
     }
@@ -122,7 +122,7 @@ public enum ShowExamples {
         var out: [ShownExample] = []
         var shown = 0
         let (first, usable) = try firstExamples(file, builder, vocab: vocab, seqLen: seqLen, skipBad: skipBad, count: count)
-        for (e, why) in first {
+        for (e, why, _) in first {
             shown += 1
             let (ws, cut) = Evaluator.windows(e, EvalOptions(seqLen: seqLen, stride: stride))
             for (k, w) in ws.enumerated() {

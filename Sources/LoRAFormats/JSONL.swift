@@ -46,7 +46,7 @@ public struct JSONLFile: Sendable {
         guard Gzip.isGzip(file.bytes) else { return try parse(file.bytes, shown: shown, skipBad: skipBad) }
         let plain: [UInt8]
         do { plain = try Gzip.decompress(file.bytes) } catch let e as GzipError {
-            throw JSONLError.gzip(path: shown, reason: e.reason, line: e.produced.reduce(1) { $0 + ($1 == 0x0A ? 1 : 0) })
+            throw JSONLError.gzip(path: shown, reason: e.reason, line: lineNumber(after: e.produced[...]))
         }
         return try plain.withUnsafeBytes { try parse($0, shown: shown, skipBad: skipBad) }
     }
@@ -88,9 +88,14 @@ public struct JSONLFile: Sendable {
         return JSONLFile(path: shown, records: records, skipped: skipped)
     }
 
+    /// The 1-based line that follows `bytes`: one more than the newlines in them.
+    static func lineNumber<C: Collection>(after bytes: C) -> Int where C.Element == UInt8 {
+        1 + bytes.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+    }
+
     /// A file holding one JSON array: each element a record, named by the line it starts on.
     static func parseArray(_ bytes: UnsafeRawBufferPointer, at open: Int, shown: String, skipBad: Bool) throws -> JSONLFile {
-        func line(at offset: Int) -> Int { 1 + bytes[..<min(offset, bytes.count)].reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) } }
+        func line(at offset: Int) -> Int { lineNumber(after: bytes[..<min(offset, bytes.count)]) }
         let v: JSONValue
         do { v = try JSONParser().parse(UnsafeRawBufferPointer(rebasing: bytes[open...])) } catch let j as JSONParseError {
             throw JSONLError.malformedLine(path: shown, line: line(at: open + j.offset),
@@ -114,7 +119,7 @@ public struct JSONLFile: Sendable {
 
     /// The line each top-level element of the array opening at `open` starts on (the array is valid JSON).
     static func elementLines(_ b: UnsafeRawBufferPointer, open: Int) -> [Int] {
-        var line = 1 + b[..<open].reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+        var line = lineNumber(after: b[..<open])
         var lines: [Int] = [], depth = 0, inString = false, escaped = false, expectValue = false
         for i in open..<b.count {
             let c = b[i]

@@ -52,6 +52,8 @@ public struct SanityExample: Sendable {
 
 public struct SanityStep: Sendable {
     public var step: Int, loss: Double, gradNorm: Double, lr: Double, elapsed: Double
+    /// The first step's loss and the threshold it sets.
+    public var firstLoss: Double, threshold: Double
 }
 
 public struct SanityRun: Sendable {
@@ -187,7 +189,8 @@ public enum SanityCheck {
             let first = run.losses[0]
             let threshold = sanity.threshold(firstLoss: first)
             run.threshold = threshold
-            onStep(SanityStep(step: step, loss: r.loss, gradNorm: Double(r.gradNorm), lr: o.adam.lr, elapsed: Date().timeIntervalSince(started)))
+            onStep(SanityStep(step: step, loss: r.loss, gradNorm: Double(r.gradNorm), lr: o.adam.lr, elapsed: Date().timeIntervalSince(started),
+                              firstLoss: first, threshold: threshold))
             run.seconds = Date().timeIntervalSince(started)
             if r.loss <= threshold { run.reached = true; return run }
             if step == sanity.stallSteps && step < sanity.steps && first - (run.losses.min() ?? first) < sanity.stallFraction * first { break }

@@ -79,6 +79,15 @@ final class SanityCheckTests: XCTestCase {
         XCTAssertEqual(v["problems"]?.arrayValue?[0]["lines"], .array([.int(1), .int(2), .int(3), .int(4)]))
     }
 
+    func testAOneLineJSONArrayIsCheckedRowByRow() throws {
+        // Every element of a one-line array has line 1: each is still compared with its own masked build.
+        let d = try write("one-line.json", ["[" + rows.joined(separator: ", ") + "]"])
+        let (r, v) = try check(["--mask-prompt", "false"], data: d)
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertEqual(causes(v), ["prompt-trained"])
+        XCTAssertEqual(v["examples"], .int(4))
+    }
+
     func testARenderedChatInTextRowsTrainsThePrompt() throws {
         let tok = try Tokenizer.load(directory: model)
         let tpl = try ChatTemplate(tok.chatTemplate!, name: "t")
