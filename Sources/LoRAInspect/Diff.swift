@@ -16,6 +16,7 @@ enum DiffSide {
         switch t {
         case .model(let p): return (.tensors(.store(try ModelDir(path: p).weights)), "model")
         case .safetensors(let p): return (.tensors(.files([try SafetensorsFile(path: p)])), "safetensors")
+        case .gguf(let p): throw InspectError.ggufUnsupported(path: p, action: "--diff")
         case .adapter(let p), .checkpoint(let p): return (.adapter(try Adapter.load(p)), t.kind == "adapter" ? "adapter" : "checkpoint")
         case .run(let p):
             if FileManager.default.fileExists(atPath: p + "/adapter_model.safetensors") { return (.adapter(try Adapter.load(p)), "run") }

@@ -12,6 +12,7 @@ public enum InspectError: Error, CustomStringConvertible, ToolError {
     case noTensor(path: String, tensor: String, hint: String)
     case unsupportedDType(path: String, tensor: String, dtype: String)
     case incomparable(a: String, aKind: String, b: String, bKind: String)
+    case ggufUnsupported(path: String, action: String)
 
     public var description: String {
         switch self {
@@ -21,6 +22,8 @@ public enum InspectError: Error, CustomStringConvertible, ToolError {
             return "\(p): no tensor named '\(t)'; \(h)"
         case .unsupportedDType(let p, let t, let d):
             return "\(p): tensor '\(t)' has dtype \(d), which lora-inspect cannot read as numbers; only float, integer and bnb 4-bit tensors have statistics"
+        case .ggufUnsupported(let p, let action):
+            return "\(p): \(action) reads safetensors models and adapters, not GGUF files; pass the model dir or adapter the GGUF was exported from"
         case .incomparable(let a, let ak, let b, let bk):
             return "cannot diff \(a) (\(ak)) with \(b) (\(bk)); pass two models (model dirs or safetensors files) or two adapters"
         }
@@ -45,6 +48,7 @@ public enum InspectTarget: Equatable, Sendable {
     case checkpoint(String)
     case run(String)
     case safetensors(String)      // a bare file (not an adapter)
+    case gguf(String)             // a llama.cpp GGUF model or adapter
 
     public var kind: String {
         switch self {
@@ -53,6 +57,7 @@ public enum InspectTarget: Equatable, Sendable {
         case .checkpoint: return "checkpoint"
         case .run: return "run"
         case .safetensors: return "safetensors"
+        case .gguf: return "gguf"
         }
     }
 }
@@ -80,6 +85,7 @@ public enum Inspector {
             if st.count == 1 { return try recognize(path + "/" + st[0]) }
             throw InspectError.unrecognized(path: path)
         }
+        if path.hasSuffix(".gguf") || hasGGUFMagic(path) { return .gguf(path) }
         guard path.hasSuffix(".safetensors") else { throw InspectError.unrecognized(path: path) }
         let f = try SafetensorsFile(path: path)
         return f.metadata["adapter_config"] != nil ? .adapter(path) : .safetensors(path)
@@ -93,6 +99,7 @@ public enum Inspector {
         case .checkpoint(let p): return try describeCheckpoint(p)
         case .run(let p): return try describeRun(p)
         case .safetensors(let p): return try describeSafetensors(p, options)
+        case .gguf(let p): return try describeGGUF(p)
         }
     }
 

@@ -121,6 +121,7 @@ enum TensorSource {
         switch try Inspector.recognize(path) {
         case .model(let p): return .store(try ModelDir(path: p).weights)
         case .safetensors(let p): return .files([try file(p)])
+        case .gguf(let p): throw InspectError.ggufUnsupported(path: p, action: "--tensor statistics")
         case .adapter(let p):
             if p == "-" {
                 try StdinClaim.shared.claim("the adapter")
