@@ -15,6 +15,7 @@ public enum GGUFError: Error, CustomStringConvertible {
     case badString(path: String, what: String, length: UInt64)
     case badTensor(path: String, name: String, reason: String)
     case duplicate(path: String, name: String)
+    case unsupportedType(path: String, name: String, type: UInt32)
 
     public var description: String {
         switch self {
@@ -32,6 +33,8 @@ public enum GGUFError: Error, CustomStringConvertible {
             return "\(path): \(what) has an invalid string (length \(length) or not UTF-8); the file is corrupt"
         case let .badTensor(path, name, reason):
             return "\(path): tensor '\(name)': \(reason); the file is corrupt"
+        case let .unsupportedType(path, name, type):
+            return "\(path): tensor '\(name)' has ggml type \(type), which this reader does not decode (only F32, F16, BF16 and Q8_0, what lora-export writes); requantize it with llama-quantize to one of those"
         case let .duplicate(path, name):
             return "\(path): '\(name)' appears twice; the file is corrupt"
         }
@@ -324,7 +327,7 @@ public struct GGUFFile {
             }
             let traw = try r.u32("type of '\(name)'")
             guard let type = GGMLType(rawValue: traw) else {
-                throw GGUFError.badTensor(path: path, name: name, reason: "ggml type \(traw) is not supported here (F32, F16, BF16, Q8_0)")
+                throw GGUFError.unsupportedType(path: path, name: name, type: traw)
             }
             guard ne[0] % type.blockSize == 0 else {
                 throw GGUFError.badTensor(path: path, name: name, reason: "row of \(ne[0]) is not a multiple of \(type.name)'s block \(type.blockSize)")
