@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz/run.sh [SECONDS] [TARGET...]: runs each libFuzzer harness (default: all) for SECONDS (default 60) on a seed
 # corpus built from the test fixtures, and prints one line per target: executions, corpus size, and whether a
-# crash was found (its input is kept under $FUZZ_BUILD/crashes/TARGET/). Exits 1 if any target crashed.
+# crash or a slow unit (over 10 s) was found (its input is kept under $FUZZ_BUILD/crashes/TARGET/). Exits 1 if any was.
 # Builds fuzz/lora-fuzz first when it is missing or older than the sources (fuzz/build.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,7 +44,9 @@ for t in "${targets[@]}"; do
     set -e
     execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log" | tail -1)
     found=$(find "$crashes" -type f | wc -l)
-    echo "fuzz $t: ${execs:-?} executions in ${secs} s, corpus $(find "$corpus" -type f | wc -l), crashes $found (exit $rc)"
+    # libFuzzer keeps an input that ran longer than -report_slow_units (10 s) as slow-unit-*: a near-timeout, a finding too.
+    slow=$(find "$crashes" -type f -name 'slow-unit-*' | wc -l)
+    echo "fuzz $t: ${execs:-?} executions in ${secs} s, corpus $(find "$corpus" -type f | wc -l), crashes $((found - slow)), slow units $slow (exit $rc)"
     if [ "$rc" -ne 0 ] || [ "$found" -gt 0 ]; then status=1; grep -m3 -E "ERROR|SUMMARY|Fatal error|runtime failure" "$log" >&2 || true; fi
 done
 exit $status

@@ -116,6 +116,7 @@ final class JinjaInterpreter {
 
     func exec(_ stmts: [JinjaStmt], _ s: JinjaScope, _ out: inout String) throws -> Flow {
         for st in stmts {
+            try at(st.pos) { try spend(1) }  // the expressions it evaluates were counted by eval
             switch st.kind {
             case .text(let t):
                 try append(t, &out, st.pos)
@@ -285,6 +286,7 @@ final class JinjaInterpreter {
     }
 
     func eval(_ e: JinjaExpr, _ s: JinjaScope) throws -> JinjaValue {
+        budget.used += 1  // checked by the statement that evaluates it, or by the next charged operation
         switch e.kind {
         case .const(let c):
             return c.value

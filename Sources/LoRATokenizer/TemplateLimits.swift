@@ -12,8 +12,10 @@ package struct TemplateLimits {
     static let maxStringBytes = 64 << 20
     /// Items of any one list a template builds (list repetition, iterating a string); checked before building it.
     static let maxListItems = 1 << 22
-    /// Work units per render: one per loop iteration or macro call, and one per `bytesPerUnit` bytes of
-    /// every string (8 bytes per item of every list) an operator, filter, test or method reads or returns.
+    /// Work units per render: one per statement executed, expression evaluated, loop iteration or macro call,
+    /// and one per `bytesPerUnit` bytes of every string (8 bytes per item of every list) an operator, filter,
+    /// test or method reads or returns. A 1,000-turn conversation through a real template takes well under 1%;
+    /// the whole budget is about a second of a release build.
     package static let maxWork = 10_000_000
     static let bytesPerUnit = 64
 

@@ -95,6 +95,11 @@ final class TemplateLimitsTests: XCTestCase {
         assertLimit("{% macro f() %}{% endmacro %}{% for i in range(1000) %}{% for j in range(100) %}{{ f() }}{% endfor %}{% endfor %}", "maxWork", maxWork: small)
         assertLimit(#"{% set s = "x" * 1000000 %}{% for i in range(100000) %}{% if "y" in s %}{% endif %}{% endfor %}"#, "maxWork", maxWork: small)
         XCTAssertEqual(try render("{% for i in range(250) %}{% for j in range(250) %}{% endfor %}{% endfor %}ok", maxWork: small), "ok")
+        // Statements and expressions count, not only iterations: 1,000 iterations of 100 statements each were
+        // 1,000 units (the fuzzer found a 700 × 700 loop of assignments that took 14 s under ASan in budget).
+        let body = String(repeating: "{% set x = i + 1 %}", count: 100)
+        assertLimit("{% for i in range(1000) %}\(body){% endfor %}", "maxWork", maxWork: small)
+        XCTAssertEqual(try render("{% for i in range(100) %}\(body){% endfor %}ok", maxWork: small), "ok")
     }
 
     /// A long conversation through a real model's template and tokenizer: linear, and far inside every limit.
@@ -159,6 +164,13 @@ final class TemplateLimitsTests: XCTestCase {
             return Date().timeIntervalSince(t0)
         }
         _ = try seconds(100)  // warm up
+        // 1,000 turns take under 1% of the work budget (what TemplateLimits.maxWork promises).
+        var lean = tpl
+        lean.maxWork = TemplateLimits.maxWork / 100
+        let turns: [JSONValue] = (0..<1000).map { i in
+            .object(JSONObject([("role", .string(i % 2 == 0 ? "user" : "assistant")), ("content", .string("Turn \(i).") )]))
+        }
+        XCTAssertNoThrow(try lean.render(messages: turns, addGenerationPrompt: true, variables: tok.templateVariables))
         let t1k = try seconds(1000), t4k = try seconds(4000)
         print("1000 turns: \(t1k) s, 4000 turns: \(t4k) s")
         XCTAssertLessThan(t4k, 10)
