@@ -38,6 +38,9 @@ public final class Tokenizer: @unchecked Sendable {
     public let bosTokenId: Int?, eosTokenId: Int?, padTokenId: Int?, unkTokenId: Int?
     /// Jinja source of the chat template (chat_template.jinja, else tokenizer_config.json's default one).
     public let chatTemplate: String?
+    /// The chat template named "tool_use", when tokenizer_config.json has a list of named templates with one:
+    /// transformers renders it instead of the default one for a conversation with tools.
+    public let toolUseChatTemplate: String?
     /// encode(…, addSpecialTokens: true) starts with BOS / ends with EOS: what the post-processor does.
     public let addBosToken: Bool, addEosToken: Bool
 
@@ -122,6 +125,7 @@ public final class Tokenizer: @unchecked Sendable {
         padToken = special("pad_token", nil)
         unkToken = special("unk_token", model.unkToken)
         chatTemplate = config.chatTemplate
+        toolUseChatTemplate = config.toolUseTemplate
         let vocab = model.vocabBytes
         let lookup = { (t: String?) -> Int? in
             t.flatMap { byContent.find(Array($0.utf8)) ?? vocab.find(Array($0.utf8)) }.map { Int($0.0) }

@@ -8,6 +8,9 @@ struct TokenizerConfig {
     /// Per key: absent (no entry), explicitly none (null), or the token string.
     var specials: [String: String?] = [:]
     var chatTemplate: String?
+    /// The template named "tool_use" of a named-template list, which transformers renders instead of the default one
+    /// when tools are passed.
+    var toolUseTemplate: String?
 
     /// Reads the optional files of a model folder; any of them may be missing.
     static func load(directory: String) throws -> TokenizerConfig {
@@ -41,7 +44,10 @@ struct TokenizerConfig {
                 guard let v = o[k] else { continue }
                 c.specials[k] = try token(v, path: path, key: k)
             }
-            if path == configPath, let t = o["chat_template"] { c.chatTemplate = try template(t, path: path) }
+            if path == configPath, let t = o["chat_template"] {
+                c.chatTemplate = try template(t, path: path)
+                c.toolUseTemplate = try template(t, path: path, name: "tool_use")
+            }
         }
         if let j = chatTemplateFile { c.chatTemplate = j }  // transformers prefers the separate file
         return c
@@ -71,17 +77,18 @@ struct TokenizerConfig {
         }
     }
 
-    /// chat_template: a string, or a list of {"name", "template"} from which "default" is taken.
-    static func template(_ v: JSONValue, path: String) throws -> String? {
+    /// chat_template: a string, or a list of {"name", "template"} from which `name` ("default") is taken. A plain
+    /// string is the default template and has no other names.
+    static func template(_ v: JSONValue, path: String, name wanted: String = "default") throws -> String? {
         switch v {
         case .null: return nil
-        case .string(let s): return s
+        case .string(let s): return wanted == "default" ? s : nil
         case .array(let list):
             for (i, e) in list.enumerated() {
                 guard let name = e["name"]?.stringValue, let t = e["template"]?.stringValue else {
                     throw TokenizerError.badValue(path: path, key: "chat_template[\(i)]", reason: "expected {\"name\": ..., \"template\": ...}")
                 }
-                if name == "default" { return t }
+                if name == wanted { return t }
             }
             return nil
         default:

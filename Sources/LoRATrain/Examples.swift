@@ -69,6 +69,8 @@ extension Example {
 public struct ExampleBuilder {
     public let tokenizer: Tokenizer
     public let template: ChatTemplate?
+    /// The template transformers renders for a conversation with tools, when the model names one ("tool_use").
+    public let toolUseTemplate: ChatTemplate?
     public let maskPrompt: Bool?     // nil: default (off for text, on for the others)
     public let path: String
     /// The tokens a chat example is cut to afterwards (--seq-len), or nil: turns that start beyond it are not
@@ -82,11 +84,8 @@ public struct ExampleBuilder {
         self.maskPrompt = maskPrompt
         self.path = path
         self.maxTokens = maxTokens
-        if let src = tokenizer.chatTemplate {
-            template = try ChatTemplate(src, name: "chat_template")
-        } else {
-            template = nil
-        }
+        template = try tokenizer.chatTemplate.map { try ChatTemplate($0, name: "chat_template") }
+        toolUseTemplate = try tokenizer.toolUseChatTemplate.map { try ChatTemplate($0, name: "chat_template[tool_use]") }
     }
 
     public static func format(of o: JSONObject) -> DataFormat? {
@@ -140,7 +139,7 @@ public struct ExampleBuilder {
                 .object(JSONObject([("role", .string("user")), ("content", .string(user))])),
                 .object(JSONObject([("role", .string("assistant")), ("content", .string(out))])),
             ]
-            return try chat(msgs, line: r.line, mask: mask, format: f)
+            return try chat(msgs, tools: nil, line: r.line, mask: mask, format: f)
         case .messages, .sharegpt:
             let key = f == .messages ? "messages" : "conversations"
             guard var arr = o[key]?.arrayValue, !arr.isEmpty else {
@@ -154,8 +153,13 @@ public struct ExampleBuilder {
                 if let c = mo["content"], c.stringValue == nil, !c.isNull, c.arrayValue == nil {
                     throw DataError.badRecord(path: path, line: r.line, reason: "messages[\(i)].content must be a string")
                 }
+                if let c = mo["tool_calls"], !c.isNull, !(c.arrayValue?.allSatisfy { $0.objectValue != nil } ?? false) {
+                    throw DataError.badRecord(path: path, line: r.line,
+                        reason: "messages[\(i)].tool_calls must be a list of calls ({\"type\": \"function\", \"function\": {\"name\": ..., \"arguments\": ...}}), found a \(c.typeName)")
+                }
             }
-            return try chat(arr, line: r.line, mask: mask, format: f)
+            let tools = try ExampleBuilder.tools(o, sharegpt: f == .sharegpt, path: path, line: r.line)
+            return try chat(arr, tools: tools, line: r.line, mask: mask, format: f)
         }
     }
 
@@ -171,12 +175,17 @@ public struct ExampleBuilder {
         String(decoding: Array(s.utf8.dropFirst(p.utf8.count)), as: UTF8.self)
     }
 
-    /// Renders a conversation; each assistant turn (content through its end-of-turn token) is a target.
-    func chat(_ msgs: [JSONValue], line: Int, mask: Bool, format: DataFormat) throws -> Example {
-        guard let tpl = template else { throw DataError.noChatTemplate(path: path, line: line, format: format.rawValue) }
-        let vars = tokenizer.templateVariables
-        func render(_ m: [JSONValue], _ gen: Bool) throws -> String {
-            do { return try tpl.render(messages: m, addGenerationPrompt: gen, variables: vars) } catch {
+    /// Renders a conversation; each assistant turn (content through its end-of-turn token) is a target. `tools`
+    /// (function definitions) reach the template as transformers' `apply_chat_template(tools=...)` passes them, and
+    /// select its "tool_use" template when the model has one.
+    func chat(_ msgs: [JSONValue], tools: JSONValue?, line: Int, mask: Bool, format: DataFormat) throws -> Example {
+        guard let tpl = (tools != nil ? toolUseTemplate : nil) ?? template else {
+            throw DataError.noChatTemplate(path: path, line: line, format: format.rawValue)
+        }
+        var vars = tokenizer.templateVariables
+        if let tools { vars["tools"] = tools }
+        func render(_ m: [JSONValue], _ gen: Bool, _ v: [String: JSONValue]? = nil) throws -> String {
+            do { return try tpl.render(messages: m, addGenerationPrompt: gen, variables: v ?? vars) } catch {
                 throw DataError.badRecord(path: path, line: line, reason: "chat template: \(error)")
             }
         }
@@ -184,6 +193,23 @@ public struct ExampleBuilder {
         var done = ""   // text already tokenized
         var cut = false  // stopped placing turns at maxTokens
         let full = try render(msgs, false)
+        // Tools and tool calls the template does not render would vanish from the text trained on: refused, never dropped.
+        // (A render that fails without them depends on them.)
+        if tools != nil, (try? render(msgs, false, tokenizer.templateVariables)) == full {
+            throw DataError.badRecord(path: path, line: line,
+                reason: "the model's chat template does not render \"tools\", so the function definitions would not be in the text trained on; use a model whose chat template renders tools (e.g. Qwen2.5, Llama 3.1), or describe the tools in the system message")
+        }
+        if let i = msgs.firstIndex(where: { !($0["tool_calls"]?.arrayValue?.isEmpty ?? true) }) {
+            let stripped = msgs.map { m -> JSONValue in
+                guard var o = m.objectValue, o["tool_calls"] != nil else { return m }
+                o["tool_calls"] = nil
+                return .object(o)
+            }
+            if (try? render(stripped, false)) == full {
+                throw DataError.badRecord(path: path, line: line,
+                    reason: "the model's chat template does not render \"tool_calls\" (messages[\(i)]), so the calls would not be in the text trained on; use a model whose chat template renders tool calls, or write the call into the message's content")
+            }
+        }
         for i in msgs.indices where msgs[i]["role"]?.stringValue == "assistant" {
             if let cap = maxTokens, ids.count > cap { cut = true; break }
             let before = try render(Array(msgs[..<i]), true)
@@ -238,6 +264,33 @@ extension ExampleBuilder {
     static let shareGPTRoles = ["human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
                                 "function_call": "assistant", "observation": "tool", "tool": "tool"]
 
+    /// A row's `tools`: a list of function definitions, passed to the chat template as they are (ShareGPT files
+    /// from LLaMA-Factory hold the list as a JSON string, which is parsed). nil when the row has none.
+    static func tools(_ o: JSONObject, sharegpt: Bool, path: String, line: Int) throws -> JSONValue? {
+        guard var t = o["tools"], !t.isNull else { return nil }
+        if sharegpt, let s = t.stringValue {
+            if s.trimmingCharacters(in: .whitespaces).isEmpty { return nil }
+            do { t = try JSONParser().parse(s) } catch {
+                throw DataError.badRecord(path: path, line: line, reason: "\"tools\" is a string that is not JSON (\(error)); give the list of function definitions")
+            }
+        }
+        guard let list = t.arrayValue, list.allSatisfy({ $0.objectValue != nil }) else {
+            throw DataError.badRecord(path: path, line: line,
+                reason: "\"tools\" must be a list of function definitions ({\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": ...}}), found a \(t.typeName)")
+        }
+        return t
+    }
+
+    /// A ShareGPT `function_call` turn's value as the assistant's `tool_calls` when it is a call (`{"name",
+    /// "arguments"}`) or a list of calls, so templates that render tool calls render it as one; other text stays
+    /// the content.
+    static func shareGPTCalls(_ value: String) -> JSONValue? {
+        guard let v = try? JSONParser().parse(value) else { return nil }
+        let calls = v.arrayValue ?? [v]
+        guard !calls.isEmpty, calls.allSatisfy({ $0["name"]?.stringValue != nil }) else { return nil }
+        return .array(calls.map { .object(JSONObject([("type", .string("function")), ("function", $0)])) })
+    }
+
     /// A ShareGPT conversation (`[{"from", "value"}]`) as `messages`; other keys of a turn (`weight`) are kept.
     static func fromShareGPT(_ turns: [JSONValue], path: String, line: Int) throws -> [JSONValue] {
         try turns.enumerated().map { i, t in
@@ -252,6 +305,10 @@ extension ExampleBuilder {
                 throw DataError.badRecord(path: path, line: line, reason: "conversations[\(i)] needs a string \"value\"")
             }
             var m = JSONObject([("role", .string(role)), ("content", v)])
+            if from == "function_call", let calls = shareGPTCalls(v.stringValue!) {
+                m["content"] = JSONValue.null
+                m["tool_calls"] = calls
+            }
             for k in o.keys where k != "from" && k != "value" { m[k] = o[k] }
             return .object(m)
         }

@@ -119,6 +119,74 @@ final class DataFormatsTests: XCTestCase {
         XCTAssertEqual(ExampleBuilder.shareGPTRoles["observation"], "tool")
     }
 
+    /// A model folder whose tokenizer_config.json has the chat fixture `template` (e.g. qwen2.5) as its chat template.
+    func model(withTemplate template: String) throws -> String {
+        let m = dir + "/model-" + template
+        try TinyModel.write(to: m)
+        let src = try String(contentsOfFile: Fixtures.path("chat/\(template).jinja"), encoding: .utf8)
+        let p = m + "/tokenizer_config.json"
+        var cfg = try JSONParser().parse(try Data(contentsOf: URL(fileURLWithPath: p))).objectValue!
+        cfg["chat_template"] = .string(src)
+        try JSONValue.object(cfg).serialized().write(toFile: p, atomically: true, encoding: .utf8)
+        return m
+    }
+
+    /// The decoded text of each run of trained tokens.
+    func trainedRuns(_ e: Example, _ tok: Tokenizer) -> [String] {
+        var runs: [String] = [], cur: [Int] = []
+        for (id, t) in zip(e.ids, e.targets) {
+            if t { cur.append(Int(id)) } else if !cur.isEmpty { runs.append(tok.decode(cur)); cur = [] }
+        }
+        if !cur.isEmpty { runs.append(tok.decode(cur)) }
+        return runs
+    }
+
+    func testToolsAndToolCallsReachTheChatTemplateAsInTransformers() throws {
+        // transformers' rendering of a tool conversation (chat fixtures, scripts/gen_chat_fixtures.py).
+        let cases = try JSONParser().parse(try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("chat/cases.json"))))["cases"]!.arrayValue!
+        let c = cases.first { $0["template"]?.stringValue == "qwen2.5" && $0["name"]?.stringValue == "tools/no_system" }!
+        let tools = c["variables"]!["tools"]!
+        let qwen = try model(withTemplate: "qwen2.5")
+        let tok = try Tokenizer.load(directory: qwen)
+        let b = try ExampleBuilder(tokenizer: tok, maskPrompt: nil, path: "d.jsonl")
+        let row = JSONObject([("messages", c["messages"]!), ("tools", tools)])
+        let e = try b.build(JSONLRecord(line: 1, value: row))
+        XCTAssertEqual(tok.decode(e.ids.map(Int.init)), c["expected"]!.stringValue!)
+        // Trained: the tool call (content null) and the answer, each through <|im_end|>; not the tool's response.
+        let runs = trainedRuns(e, tok)
+        XCTAssertEqual(runs.count, 2)
+        XCTAssertTrue(runs[0].hasPrefix("<tool_call>\n{\"name\": \"get_weather\""), runs[0])
+        XCTAssertTrue(runs[0].hasSuffix("</tool_call><|im_end|>"), runs[0])
+        XCTAssertEqual(runs[1], "It is 21 °C and clear.<|im_end|>")
+
+        // ShareGPT (LLaMA-Factory): "tools" as a JSON string, a function_call turn, an observation.
+        let call = #"{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}"#
+        let sg = try jsonObject(#"{"conversations": [{"from": "human", "value": "Weather in Paris?"}, {"from": "function_call", "value": "\#(call)"}, {"from": "observation", "value": "{\"temp\": 21, \"sky\": \"clear\"}"}, {"from": "gpt", "value": "It is 21 °C and clear."}], "tools": \#(JSONValue.string(tools.serialized()).serialized())}"#)
+        let es = try b.build(JSONLRecord(line: 1, value: sg.objectValue!))
+        let sgText = tok.decode(es.ids.map(Int.init))
+        XCTAssertTrue(sgText.contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\""), sgText)
+        XCTAssertTrue(sgText.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}\n</tool_call><|im_end|>"), sgText)
+        XCTAssertTrue(sgText.contains("<tool_response>\n{\"temp\": 21, \"sky\": \"clear\"}\n</tool_response>"), sgText)
+        XCTAssertEqual(trainedRuns(es, tok).count, 2)
+
+        // A named "tool_use" template is the one rendered when tools are given (the qwen2 fixture's: {{ tools }}).
+        let named = try Tokenizer.load(directory: model)
+        let nb = try ExampleBuilder(tokenizer: named, maskPrompt: false, path: "d.jsonl")
+        let withTools = try nb.build(JSONLRecord(line: 1, value: try jsonObject(#"{"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function", "function": {"name": "ping"}}]}"#).objectValue!))
+        XCTAssertEqual(named.decode(withTools.ids.map(Int.init)), "[{'type': 'function', 'function': {'name': 'ping'}}]")
+
+        // Tools or calls the template does not render are refused, never dropped.
+        let chatml = try ExampleBuilder(tokenizer: try Tokenizer.load(directory: try model(withTemplate: "chatml")), maskPrompt: nil, path: "d.jsonl")
+        let plain = JSONObject([("messages", try jsonObject(#"[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]"#)), ("tools", tools)])
+        assertThrows(try chatml.build(JSONLRecord(line: 4, value: plain)), contains: #"d.jsonl:4: the model's chat template does not render "tools""#)
+        let silentCall = try jsonObject(#"{"messages": [{"role": "user", "content": "Ping?"}, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "ping", "arguments": {}}}]}]}"#)
+        assertThrows(try chatml.build(JSONLRecord(line: 5, value: silentCall.objectValue!)), contains: #"d.jsonl:5: the model's chat template does not render "tool_calls" (messages[1])"#)
+        assertThrows(try b.build(JSONLRecord(line: 6, value: try jsonObject(#"{"messages": [{"role": "user", "content": "Hi"}], "tools": {"name": "x"}}"#).objectValue!)),
+                     contains: #""tools" must be a list of function definitions"#)
+        assertThrows(try b.build(JSONLRecord(line: 7, value: try jsonObject(#"{"messages": [{"role": "assistant", "content": null, "tool_calls": "ping()"}]}"#).objectValue!)),
+                     contains: "messages[0].tool_calls must be a list of calls")
+    }
+
     func testWeightZeroExcludesAnAssistantTurn() throws {
         let tok = try Tokenizer.load(directory: model)
         let b = try ExampleBuilder(tokenizer: tok, maskPrompt: nil, path: "d.jsonl")
