@@ -18,6 +18,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // --config run files: YAML 1.1 (comments, nested sections, lists, anchors and merge keys) through libyaml.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -125,6 +127,7 @@ let package = Package(
             dependencies: [
                 "LoRAShared",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ],
             path: "Sources/LoRACLI"
         ),

@@ -1,115 +1,239 @@
-// ConfigFile: `--config FILE` for tools with many flags: a JSON object, or flat YAML (`key: value` lines,
-// `#` comments, quoted strings), keys spelled like the flags (`batch-size` or `batch_size`). Flags win; a key no
-// flag reads is a usage error naming the closest valid key (a typo must not train at a default silently).
+// ConfigFile: `--config FILE`, a run config shared by lora-init, lora-train, lora-eval and the pipelines. YAML (through
+// Yams/libyaml: comments, nested sections, lists, anchors, merge keys) or JSON; sections mirror the flag groups
+// (RunConfig.sections: lora, data, training, eval, compute), and flat `key: value` files and training_config.json
+// still work. Every key of the file is checked against the one table of all tools' keys (RunConfig.keys): a key that
+// belongs to no tool is a usage error naming the key and the closest valid one, so a typo never trains at a default
+// silently; each tool then reads its own keys and leaves the others' alone. Flags win over the file.
 import Foundation
 import LoRAShared
+import Yams
 
 public final class ConfigFile {
     public let path: String
-    var values: [String: JSONValue] = [:]
-    /// Every key a tool has looked up: the keys it understands.
-    private(set) var known: Set<String> = []
+    /// The tool reading the file (its keys are the ones looked up).
+    public let tool: String
+    /// Values by qualified key ("training.lr"; top-level keys and flat ones by their name), with their line.
+    private var values: [String: (value: JSONValue, line: Int?)] = [:]
 
-    public init(path: String) throws {
+    /// A config file bigger than this is not a config file.
+    static let maxBytes = 1 << 20
+    /// Nodes a file may expand to through aliases (a "billion laughs" file is refused, not expanded).
+    static let maxNodes = 100_000
+
+    public init(path: String, tool: String) throws {
         self.path = path
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw FileError.notFound(path: path, hint: "--config expects a JSON or YAML file")
+        self.tool = tool
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw FileError.notFound(path: path, hint: "--config expects a YAML or JSON run config (see pipelines/run.example.yaml)")
         }
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if trimmed.hasPrefix("{") {
-            do {
-                guard let o = try JSONParser().parse(trimmed).objectValue else { throw UsageError("\(path): not a JSON object") }
-                for (k, v) in o.entries { values[ConfigFile.norm(k)] = v }
-            } catch let e as JSONParseError {
-                throw UsageError("\(path): invalid JSON: \(e)")
-            }
+        guard data.count <= ConfigFile.maxBytes else {
+            throw UsageError("\(path): \(data.count) bytes is too large for a config file (at most \(ConfigFile.maxBytes))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw UsageError("\(path): not UTF-8 text") }
+        let top: [(key: String, value: Tree, line: Int?)]
+        if text.drop(while: { $0.isWhitespace }).hasPrefix("{") {
+            let v: JSONValue
+            do { v = try JSONParser().parse(text) } catch { throw UsageError("\(path): invalid JSON: \(error)") }
+            guard let o = v.objectValue else { throw UsageError("\(path): not a JSON object") }
+            top = o.entries.map { ($0.key, Tree(json: $0.value), nil) }
         } else {
-            for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                var line = String(raw)
-                if let h = line.firstIndex(of: "#"), !line[..<h].contains("\"") { line = String(line[..<h]) }
-                line = line.trimmingCharacters(in: .whitespaces)
-                if line.isEmpty || line == "---" { continue }
-                guard let colon = line.firstIndex(of: ":") else {
-                    throw UsageError("\(path):\(i + 1): expected `key: value` (flat YAML)")
-                }
-                let key = line[..<colon].trimmingCharacters(in: .whitespaces)
-                var val = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-                if val.isEmpty { throw UsageError("\(path):\(i + 1): '\(key)' has no value (nested YAML is not supported)") }
-                let parsed: JSONValue
-                if (val.hasPrefix("\"") && val.hasSuffix("\"")) || (val.hasPrefix("'") && val.hasSuffix("'")) {
-                    val = String(val.dropFirst().dropLast())
-                    parsed = .string(val)
-                } else if val == "true" || val == "yes" { parsed = .bool(true) }
-                else if val == "false" || val == "no" { parsed = .bool(false) }
-                else if val == "null" || val == "~" { parsed = .null }
-                else if let i = Int64(val) { parsed = .int(i) }
-                else if let d = Double(val) { parsed = .double(d) }
-                else { parsed = .string(val) }
-                values[ConfigFile.norm(key)] = parsed
+            top = try ConfigFile.parseYAML(text, path: path)
+        }
+        try load(top)
+    }
+
+    /// A parsed value: a scalar (with its text and whether it was quoted), a list or a mapping.
+    indirect enum Tree {
+        case scalar(String, quoted: Bool, json: JSONValue?)
+        case list([Tree])
+        case map([(key: String, value: Tree, line: Int?)])
+
+        init(json v: JSONValue) {
+            switch v {
+            case .array(let a): self = .list(a.map { Tree(json: $0) })
+            case .object(let o): self = .map(o.entries.map { ($0.key, Tree(json: $0.value), nil) })
+            case .string(let s): self = .scalar(s, quoted: true, json: v)
+            default: self = .scalar(v.serialized(), quoted: false, json: v)
             }
         }
+    }
+
+    static func parseYAML(_ text: String, path: String) throws -> [(key: String, value: Tree, line: Int?)] {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw UsageError("\(path): invalid YAML: " + "\(error)".split(separator: "\n").joined(separator: " "))
+        }
+        guard let root else { return [] }  // an empty file (or only comments)
+        var budget = maxNodes
+        func tree(_ n: Node) throws -> Tree {
+            budget -= 1
+            guard budget >= 0 else { throw UsageError("\(path): the file expands to more than \(maxNodes) values (through aliases); it is not a run config") }
+            switch n {
+            case .scalar(let s):
+                return .scalar(s.string, quoted: s.style != .plain && s.style != .any, json: nil)
+            case .sequence(let seq):
+                return .list(try seq.map(tree))
+            case .mapping(let m):
+                var out: [(key: String, value: Tree, line: Int?)] = []
+                var merged: [(key: String, value: Tree, line: Int?)] = []
+                for (k, v) in m {
+                    guard case .scalar(let ks) = k else {
+                        throw UsageError("\(path):\(k.mark?.line ?? 0): a key must be a plain name")
+                    }
+                    if ks.string == "<<" && ks.style == .plain {  // a merge key: the mapping(s) it names, under the explicit keys
+                        let sources: [Node] = v.sequence.map(Array.init) ?? [v]
+                        for src in sources {
+                            guard case .map(let entries) = try tree(src) else {
+                                throw UsageError("\(path):\(v.mark?.line ?? 0): '<<' must name a mapping (an anchor of a section)")
+                            }
+                            merged += entries
+                        }
+                        continue
+                    }
+                    out.append((ks.string, try tree(v), k.mark?.line))
+                }
+                for e in merged where !out.contains(where: { $0.key == e.key }) { out.append(e) }
+                return .map(out)
+            case .alias(let a):
+                throw UsageError("\(path):\(a.mark?.line ?? 0): an unresolved alias")
+            }
+        }
+        guard case .map(let top) = try tree(root) else {
+            throw UsageError("\(path): a run config is a mapping of keys (and sections) to values, not a \(root.sequence != nil ? "list" : "single value")")
+        }
+        return top
     }
 
     static func norm(_ k: String) -> String { k.replacingOccurrences(of: "_", with: "-") }
 
-    public var keys: [String] { Array(values.keys) }
-
-    public func int(_ k: String) throws -> Int? {
-        known.insert(k)
-        guard let v = values[k], !v.isNull else { return nil }
-        guard let i = v.intValue else { throw UsageError("\(path): '\(k)' must be an integer") }
-        return Int(i)
-    }
-    public func double(_ k: String) throws -> Double? {
-        known.insert(k)
-        guard let v = values[k], !v.isNull else { return nil }
-        guard let d = v.doubleValue else { throw UsageError("\(path): '\(k)' must be a number") }
-        return d
-    }
-    public func bool(_ k: String) throws -> Bool? {
-        known.insert(k)
-        guard let v = values[k], !v.isNull else { return nil }
-        guard let b = v.boolValue else { throw UsageError("\(path): '\(k)' must be true or false") }
-        return b
-    }
-    public func string(_ k: String) throws -> String? {
-        known.insert(k)
-        guard let v = values[k], !v.isNull else { return nil }
-        guard let s = v.stringValue else { throw UsageError("\(path): '\(k)' must be a string") }
-        return s
-    }
-
-    /// Common names from other trainers (transformers' TrainingArguments, PEFT's LoraConfig, axolotl) and what
-    /// to write instead.
-    static let aliases: [String: String] = [
-        "learning-rate": "lr", "num-train-epochs": "epochs", "num-epochs": "epochs",
-        "per-device-train-batch-size": "batch-size", "micro-batch-size": "batch-size", "train-batch-size": "batch-size",
-        "gradient-accumulation-steps": "grad-accum", "max-seq-length": "seq-len", "sequence-len": "seq-len",
-        "max-length": "seq-len", "cutoff-len": "seq-len", "lora-dropout": "dropout", "output-dir": "output",
-        "train-file": "data", "dataset": "data", "validation-file": "valid", "eval-file": "valid",
-        "lr-scheduler-type": "lr-schedule", "lr-scheduler": "lr-schedule", "gradient-checkpointing": "grad-checkpoint",
-        "warmup": "warmup-steps", "logging-steps": "log-every",
-        "save-steps": "save-every", "eval-steps": "eval-every", "save-total-limit": "keep-last",
-        "r": "lora-init --rank (the rank is the adapter's)", "rank": "lora-init --rank (the rank is the adapter's)",
-        "lora-r": "lora-init --rank (the rank is the adapter's)", "lora-alpha": "lora-init --alpha (alpha is the adapter's)",
-        "alpha": "lora-init --alpha (alpha is the adapter's)", "target-modules": "lora-init --targets (targets are the adapter's)",
-    ]
-
-    /// Refuses any key no lookup asked for (call after reading everything), naming the closest known key.
-    public func rejectUnknown() throws {
-        let unknown = values.keys.filter { !known.contains($0) }.sorted()
-        guard let k = unknown.first else { return }
-        var hint: String
-        if let a = ConfigFile.aliases[k] {
-            hint = a.contains(" ") ? "; use \(a)" : "; did you mean '\(a)'?"
-        } else if let best = known.min(by: { (editDistance(k, $0), $0) < (editDistance(k, $1), $1) }), editDistance(k, best) <= max(2, k.count / 3) {
-            hint = "; did you mean '\(best)'?"
-        } else {
-            hint = "; valid keys: " + known.sorted().joined(separator: ", ")
+    private func load(_ top: [(key: String, value: Tree, line: Int?)]) throws {
+        let sectionNames = RunConfig.sections.map(\.name)
+        for (rawKey, value, line) in top {
+            let k = ConfigFile.norm(rawKey)
+            if sectionNames.contains(k), case .map(let entries) = value {
+                for (rk, v, l) in entries {
+                    let name = ConfigFile.norm(rk)
+                    guard let key = RunConfig.keys.first(where: { $0.section == k && $0.name == name }) else {
+                        throw unknown(name, section: k, line: l ?? line)
+                    }
+                    values[key.qualified] = (try convert(v, key, spelled: "\(k).\(rk)", line: l ?? line), l ?? line)
+                }
+                continue
+            }
+            if RunConfig.recordOnly.contains(k) {
+                guard case .scalar = value else { throw UsageError("\(where_(line)) '\(rawKey)' must be a single value") }
+                continue
+            }
+            // A top-level key: a flat one (any tool's, by its flat name) or a top-level key of the table.
+            guard let key = RunConfig.keys.first(where: { ($0.section.isEmpty && $0.name == k) || $0.flat == k }) else {
+                if sectionNames.contains(k) {
+                    throw UsageError("\(where_(line)) '\(rawKey)' is a section: give it keys (e.g. \(rawKey):\\n  \(RunConfig.keys.first { $0.section == k }!.name): ...)")
+                }
+                throw unknown(k, section: "", line: line)
+            }
+            values[key.flat] = (try convert(value, key, spelled: rawKey, line: line), line)
         }
-        if unknown.count > 1 { hint += " (also unknown: \(unknown.dropFirst().joined(separator: ", ")))" }
-        throw UsageError("\(path): unknown key '\(k)'\(hint)")
     }
+
+    private func where_(_ line: Int?) -> String { line.map { "\(path):\($0):" } ?? "\(path):" }
+
+    /// The error for a key that belongs to no tool (in `section`): the section it belongs in, a common name from
+    /// another trainer, or the closest valid key.
+    private func unknown(_ k: String, section: String, line: Int?) -> UsageError {
+        let place = section.isEmpty ? "" : " in section '\(section)'"
+        if let elsewhere = RunConfig.keys.first(where: { $0.name == k && $0.section != section }) {
+            return UsageError("\(where_(line)) '\(k)'\(place) belongs in \(elsewhere.section.isEmpty ? "the top level" : "section '\(elsewhere.section)'") (\(elsewhere.tools.joined(separator: ", ")))")
+        }
+        if let a = ConfigFile.aliases[k], let key = RunConfig.keys.first(where: { $0.qualified == a }) {
+            let spelled = key.section.isEmpty || key.section == section ? key.name : "\(key.name)' in section '\(key.section)"
+            return UsageError("\(where_(line)) unknown key '\(k)'\(place); did you mean '\(spelled)'?")
+        }
+        let candidates = section.isEmpty
+            ? RunConfig.keys.filter { $0.section.isEmpty }.map(\.name) + RunConfig.sections.map(\.name) + RunConfig.keys.map(\.flat)
+            : RunConfig.keys.filter { $0.section == section }.map(\.name)
+        if let best = candidates.min(by: { (editDistance(k, $0), $0) < (editDistance(k, $1), $1) }), editDistance(k, best) <= max(2, k.count / 3) {
+            return UsageError("\(where_(line)) unknown key '\(k)'\(place); did you mean '\(best)'?")
+        }
+        return UsageError("\(where_(line)) unknown key '\(k)'\(place); valid keys: \(Set(candidates).sorted().joined(separator: ", "))")
+    }
+
+    /// A value as the key's kind: numbers written as YAML 1.1 leaves them (`2e-4` is a string there) are numbers.
+    private func convert(_ t: Tree, _ key: RunConfig.Key, spelled: String, line: Int?) throws -> JSONValue {
+        let bad = UsageError("\(where_(line)) '\(spelled)' must be \(key.kind == .int ? "an integer" : key.kind == .list ? "a list of names (or a comma list)" : key.kind == .bool ? "true or false" : "a \(key.kind.rawValue)")")
+        if case .list(let items) = t {
+            guard key.kind == .list else { throw bad }
+            let names = try items.map { item -> String in
+                guard case .scalar(let s, _, _) = item, !s.isEmpty, !s.contains(",") else { throw bad }
+                return s
+            }
+            guard !names.isEmpty else { throw bad }
+            return .string(names.joined(separator: ","))
+        }
+        guard case .scalar(let s, let quoted, let json) = t else { throw bad }
+        let plainNull = !quoted && ["", "~", "null", "Null", "NULL"].contains(s)
+        if json?.isNull ?? plainNull { return .null }
+        switch key.kind {
+        case .string, .list:
+            return .string(s)
+        case .bool:
+            if let b = json?.boolValue { return .bool(b) }
+            guard json == nil else { throw bad }
+            switch s.lowercased() {
+            case "true", "yes", "on": return .bool(true)
+            case "false", "no", "off": return .bool(false)
+            default: throw bad
+            }
+        case .int:
+            if let j = json, let i = j.intValue { return .int(i) }
+            guard json == nil || json?.stringValue != nil, let i = Int64(s.replacingOccurrences(of: "_", with: "")) else { throw bad }
+            return .int(i)
+        case .number:
+            if let j = json, let d = j.doubleValue { return .double(d) }
+            guard json == nil || json?.stringValue != nil, let d = Double(s.replacingOccurrences(of: "_", with: "")), d.isFinite else { throw bad }
+            return .double(d)
+        }
+    }
+
+    /// The value the file gives this tool's `flag`: the first key of the table this tool reads for it that the file
+    /// sets (in a section), else the flat spelling.
+    private func lookup(_ flag: String) -> JSONValue? {
+        // The tool's own section first (eval.seq-len before data.seq-len for lora-eval), then the table's order.
+        let own = ["lora-init": "lora", "lora-train": "training", "lora-eval": "eval"][tool]
+        let mine = RunConfig.keys.filter { $0.flag == flag && $0.tools.contains(tool) }.enumerated()
+            .sorted { ($0.element.section == own ? 0 : 1, $0.offset) < ($1.element.section == own ? 0 : 1, $1.offset) }.map(\.element)
+        precondition(!mine.isEmpty, "\(tool) looks up '\(flag)', which RunConfig.keys does not give it")
+        for k in mine { if let v = values[k.qualified], !k.section.isEmpty { return v.value.isNull ? nil : v.value } }
+        for k in mine { if let v = values[k.flat] { return v.value.isNull ? nil : v.value } }
+        return nil
+    }
+
+    public func int(_ flag: String) throws -> Int? { lookup(flag)?.intValue.map { Int(clamping: $0) } }
+    public func double(_ flag: String) throws -> Double? { lookup(flag)?.doubleValue }
+    public func bool(_ flag: String) throws -> Bool? { lookup(flag)?.boolValue }
+    public func string(_ flag: String) throws -> String? { lookup(flag)?.stringValue }
+
+    /// Whether the file sets a key of another tool (e.g. lora.rank for lora-train), for cross-checks.
+    public func other(_ qualified: String) -> JSONValue? {
+        guard let k = RunConfig.keys.first(where: { $0.qualified == qualified }) else { return nil }
+        return (values[k.qualified] ?? (k.section.isEmpty ? nil : values[k.flat]))?.value
+    }
+
+    /// Common names from other trainers (transformers' TrainingArguments, PEFT's LoraConfig, axolotl, mlx-lm) and
+    /// the key to write instead.
+    static let aliases: [String: String] = [
+        "learning-rate": "training.lr", "num-train-epochs": "training.epochs", "num-epochs": "training.epochs",
+        "per-device-train-batch-size": "training.batch-size", "micro-batch-size": "training.batch-size",
+        "train-batch-size": "training.batch-size", "gradient-accumulation-steps": "training.grad-accum",
+        "max-seq-length": "data.seq-len", "sequence-len": "data.seq-len", "max-length": "data.seq-len", "cutoff-len": "data.seq-len",
+        "max-seq-len": "data.seq-len", "lora-dropout": "lora.dropout", "output-dir": "output", "train-file": "data.train",
+        "dataset": "data.train", "validation-file": "data.valid", "eval-file": "data.valid", "lr-scheduler-type": "training.lr-schedule",
+        "lr-scheduler": "training.lr-schedule", "gradient-checkpointing": "training.grad-checkpoint", "warmup": "training.warmup-steps",
+        "logging-steps": "training.log-every", "save-steps": "training.save-every", "eval-steps": "training.eval-every",
+        "save-total-limit": "training.keep-last", "r": "lora.rank", "lora-r": "lora.rank", "lora-rank": "lora.rank",
+        "lora-alpha": "lora.alpha", "target-modules": "lora.targets", "lora-target-modules": "lora.targets",
+        "iters": "training.max-steps", "max-steps": "training.max-steps", "use-rslora": "lora.rslora",
+    ]
 }
 
 /// Levenshtein distance, for "did you mean" hints.

@@ -5,7 +5,7 @@ import Foundation
 import LoRAShared
 
 public enum DataDir {
-    static func isDirectory(_ p: String) -> Bool {
+    public static func isDirectory(_ p: String) -> Bool {
         var d: ObjCBool = false
         return p != "-" && FileManager.default.fileExists(atPath: p, isDirectory: &d) && d.boolValue
     }

@@ -9,8 +9,8 @@ public struct CommonOptions: ParsableArguments {
     /// The seed: the flag, else 0 (lora-train also reads its config file's `seed`).
     public var seed: UInt64 { seedFlag ?? 0 }
 
-    @Option(help: "Threads for BLAS, oneDNN and our own kernels alike (0: one per core).")
-    public var threads: Int = 0
+    @Option(help: "Threads for BLAS, oneDNN and our own kernels alike (0: one per core). [default: 0]")
+    public var threads: Int?
 
     @Flag(name: .shortAndLong, help: "No progress or log lines on stderr (errors still print).")
     public var quiet = false
@@ -18,16 +18,30 @@ public struct CommonOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
-        guard (0...Limits.maxThreads).contains(threads) else { throw ValidationError("--threads must be in 0...\(Limits.maxThreads)") }
+        if let t = threads, !(0...Limits.maxThreads).contains(t) { throw ValidationError("--threads must be in 0...\(Limits.maxThreads)") }
     }
 
-    public func apply() {
+    /// Applies --quiet and the threads: the flag, else the run config's compute.threads, else one per core.
+    public func apply(_ cfg: ConfigFile? = nil) throws {
         Log.quiet = quiet
-        setBLASThreads(threads)
-        if threads > 0 {
-            Parallel.cores = threads
-            OneDNN.setThreads(threads)
+        var n = threads ?? 0
+        if threads == nil, let c = cfg, let t = try c.int("threads") {
+            guard (0...Limits.maxThreads).contains(t) else { throw UsageError("\(c.path): 'compute.threads' must be in 0...\(Limits.maxThreads)") }
+            n = t
         }
+        setBLASThreads(n)
+        if n > 0 {
+            Parallel.cores = n
+            OneDNN.setThreads(n)
+        }
+    }
+
+    /// --seed, else the run config's seed, else the default.
+    public func seed(_ cfg: ConfigFile?) throws -> UInt64 {
+        if let s = seedFlag { return s }
+        guard let c = cfg, let s = try c.int("seed") else { return UInt64(Defaults.seed) }
+        guard s >= 0 else { throw UsageError("\(c.path): 'seed' must be a non-negative integer") }
+        return UInt64(s)
     }
 }
 

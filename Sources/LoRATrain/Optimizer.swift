@@ -4,11 +4,11 @@
 import Foundation
 
 public struct AdamWConfig: Sendable, Codable, Equatable {
-    public var lr: Double = 2e-4
-    public var beta1: Double = 0.9
-    public var beta2: Double = 0.999
-    public var eps: Double = 1e-8
-    public var weightDecay: Double = 0.0
+    public var lr: Double = Defaults.lr
+    public var beta1: Double = Defaults.adamBeta1
+    public var beta2: Double = Defaults.adamBeta2
+    public var eps: Double = Defaults.adamEps
+    public var weightDecay: Double = Defaults.weightDecay
     public init() {}
 }
 

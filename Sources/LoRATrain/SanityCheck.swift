@@ -8,9 +8,9 @@ import Foundation
 
 public struct SanityOptions: Sendable {
     /// Most optimizer steps (`--sanity-steps`).
-    public var steps = 100
+    public var steps = Defaults.sanitySteps
     /// Examples in the batch (`--sanity-examples`): the first ones of the data, in file order.
-    public var examples = 8
+    public var examples = Defaults.sanityExamples
     /// Passed when the loss falls to `relative` × the first loss or to `absolute`, whichever is higher.
     public var relative = 0.05, absolute = 0.05
     /// Stopped as stalled when after `stallSteps` steps the loss has fallen less than `stallFraction` of the first.

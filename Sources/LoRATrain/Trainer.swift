@@ -5,23 +5,23 @@
 import Foundation
 
 public struct TrainOptions: Sendable {
-    public var seqLen = 512
-    public var batchSize = 4
-    public var gradAccum = 1
-    public var epochs = 1
+    public var seqLen = Defaults.seqLen
+    public var batchSize = Defaults.batchSize
+    public var gradAccum = Defaults.gradAccum
+    public var epochs = Defaults.epochs
     public var maxSteps: Int? = nil
     public var adam = AdamWConfig()
-    public var schedule = LRSchedule.linear
+    public var schedule = LRSchedule(rawValue: Defaults.lrSchedule) ?? .linear
     public var warmupSteps: Int? = nil
-    public var warmupRatio = 0.0
-    public var maxGradNorm = 1.0
+    public var warmupRatio = Defaults.warmupRatio
+    public var maxGradNorm = Defaults.maxGradNorm
     public var packing = false
     public var seed: UInt64 = 0
     public var dropout: Double = 0
-    public var logEvery = 10
-    public var evalEvery = 0
-    public var saveEvery = 0
-    public var keepLast = 3
+    public var logEvery = Defaults.logEvery
+    public var evalEvery = Defaults.evalEvery
+    public var saveEvery = Defaults.saveEvery
+    public var keepLast = Defaults.keepLast
     public var gradCheckpoint = false
     /// The compute dtype the model runs with (recorded in the fingerprint when not f32, in the checkpoint and
     /// in training_config.json; a resume must use the same).

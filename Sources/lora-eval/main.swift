@@ -24,7 +24,7 @@ struct Eval: ParsableCommand {
     var adapter: String?
 
     @Option(help: "Data: JSONL (or a JSON array, gzip too), '-' for stdin, or a folder with test.jsonl.")
-    var data: String
+    var data: String?
 
     @Option(name: .customLong("mask-prompt"), help: "Score only completion / assistant tokens: true or false (default: true for prompt/completion, instruction and messages rows, false for text).")
     var maskPrompt: Bool?
@@ -35,11 +35,14 @@ struct Eval: ParsableCommand {
     @Option(help: "Window advance for texts longer than --seq-len (default: --seq-len, no overlap).")
     var stride: Int?
 
-    @Option(help: "Sequences per forward pass.")
-    var batchSize: Int = 4
+    @Option(help: "Sequences per forward pass. [default: \(Defaults.evalBatchSize)]")
+    var batchSize: Int?
 
-    @Flag(help: "Count and report malformed lines instead of stopping at the first.")
-    var skipBadLines = false
+    @Flag(name: .customLong("skip-bad-lines"), help: "Count and report malformed lines instead of stopping at the first.")
+    var skipBadLinesFlag = false
+
+    @Option(help: "Run config (YAML or JSON): data.test (or the data folder), data.seq-len, data.mask-prompt, the eval section and compute; flags win. See pipelines/run.example.yaml.")
+    var config: String?
 
     @Option(help: "Print the first N examples as evaluation builds them (masking, --seq-len truncation, windows), then exit without running the model.")
     var showExamples: Int?
@@ -51,21 +54,33 @@ struct Eval: ParsableCommand {
     @OptionGroup var computeOptions: ComputeOptions
 
     func validate() throws {
-        if let s = seqLen, s < 2 { throw ValidationError("--seq-len must be at least 2") }
-        if let s = stride, s < 1 { throw ValidationError("--stride must be at least 1") }
-        if let s = stride, let l = seqLen, s > l { throw ValidationError("--stride \(s) must not exceed --seq-len \(l)") }
-        guard (1...Limits.maxBatchSize).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...\(Limits.maxBatchSize)") }
         if let n = showExamples, n < 1 { throw ValidationError("--show-examples must be at least 1 (got \(n))") }
         if showExamples == nil && format != .text { throw ValidationError("--format applies to --show-examples only") }
     }
 
     func run() throws {
-        common.apply()
+        let cfg = try config.map { try ConfigFile(path: $0, tool: "lora-eval") }
+        try common.apply(cfg)
+        // Each value: the flag, else the run config, else the default.
+        let seqLen = try self.seqLen ?? cfg?.int("seq-len")
+        let stride = try self.stride ?? cfg?.int("stride")
+        let batchSize = try self.batchSize ?? cfg?.int("batch-size") ?? Defaults.evalBatchSize
+        let maskPrompt = try self.maskPrompt ?? cfg?.bool("mask-prompt")
+        let skipBadLines = try skipBadLinesFlag || (cfg?.bool("skip-bad-lines") ?? false)
+        // A run config's data folder (data: DIR) gives lora-eval its test split, as --data DIR does.
+        let dataFolder = cfg?.other("data.train")?.stringValue.flatMap { DataDir.isDirectory($0) ? $0 : nil }
+        guard let data = try data ?? cfg?.string("data") ?? dataFolder else {
+            throw UsageError("--data is required (a JSONL file, a folder with test.jsonl, or '-'; or data.test in --config)")
+        }
+        if let s = seqLen, s < 2 { throw UsageError("--seq-len must be at least 2") }
+        if let s = stride, s < 1 { throw UsageError("--stride must be at least 1") }
+        if let s = stride, let l = seqLen, s > l { throw UsageError("--stride \(s) must not exceed --seq-len \(l)") }
+        guard (1...Limits.maxBatchSize).contains(batchSize) else { throw UsageError("--batch-size must be in 1...\(Limits.maxBatchSize)") }
         let started = Date()
         let m = try ModelDir(path: model)
         try m.validate()
         let ctx = m.config.maxPositionEmbeddings
-        let L = seqLen ?? min(ctx, 2048)
+        let L = seqLen ?? min(ctx, Defaults.evalMaxSeqLen)
         guard L <= ctx else {
             throw UsageError("--seq-len \(L) exceeds the model's context of \(ctx) tokens (max_position_embeddings); lower --seq-len")
         }
@@ -109,7 +124,7 @@ struct Eval: ParsableCommand {
         try Limits.checkMemory(Transformer.inferenceWorkspaceBytes(config: m.config, rows: rows, seq: longest, maxR: maxR),
                                for: "evaluating \(min(batchSize, windows.count)) windows of \(longest) tokens at once", fix: "lower --batch-size or --seq-len")
         let transformer = try Transformer(model: m)
-        transformer.compute = try computeOptions.resolve()
+        transformer.compute = try computeOptions.resolve(cfg)
         if let a = loaded {
             try transformer.attach(a, linears: try m.linearModules())
         }

@@ -75,7 +75,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        common.apply()
+        try common.apply()
         let m = try ModelDir(path: model)
         try m.validate()
         let tokenizer = try Tokenizer.load(directory: model)

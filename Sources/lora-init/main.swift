@@ -21,52 +21,64 @@ struct Init: ParsableCommand {
     @Option(name: .shortAndLong, help: "Adapter folder to create, or '-' for a single-file stream on stdout.")
     var output: String
 
-    @Option(help: "LoRA rank r.")
-    var rank: Int = 16
+    @Option(help: "LoRA rank r. [default: \(Defaults.rank)]")
+    var rank: Int?
 
-    @Option(help: "lora_alpha (default: 2 × rank).")
+    @Option(help: "lora_alpha. [default: 2 × rank]")
     var alpha: Double?
 
-    @Option(help: "LoRA dropout on A's input, used when training.")
-    var dropout: Double = 0.05
+    @Option(help: "LoRA dropout on A's input, used when training. [default: \(Defaults.dropout)]")
+    var dropout: Double?
 
-    @Option(help: "Comma list of module names matched as PEFT does (exact or '.'-suffix), or all-linear.")
-    var targets: String = "q_proj,k_proj,v_proj,o_proj"
+    @Option(help: "Comma list of module names matched as PEFT does (exact or '.'-suffix), or all-linear. [default: \(Defaults.targets)]")
+    var targets: String?
 
     @Flag(help: "Rank-stabilized scaling alpha/√r instead of alpha/r.")
     var rslora = false
 
-    @Option(name: .customLong("init"), help: "Initialization of A: kaiming or gaussian.")
-    var initMode: LoRAInit = .kaiming
+    @Option(name: .customLong("init"), help: "Initialization of A: kaiming or gaussian. [default: kaiming]")
+    var initMode: LoRAInit?
 
     @Option(help: "base_model_name_or_path recorded in adapter_config.json (default: the model path).")
     var baseName: String?
+
+    @Option(help: "Run config (YAML or JSON): its lora section (rank, alpha, dropout, targets, rslora, init), seed and compute.threads; flags win. See pipelines/run.example.yaml.")
+    var config: String?
 
     @Flag(help: "Replace an existing adapter folder.")
     var force = false
 
     @OptionGroup var common: CommonOptions
 
-    func validate() throws {
-        guard (1...LoRAConfig.maxRank).contains(rank) else { throw ValidationError("--rank must be in 1...\(LoRAConfig.maxRank)") }
-        guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1)") }
-        if let a = alpha, !(a > 0) || !a.isFinite { throw ValidationError("--alpha must be a positive number") }
-        let names = targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !names.isEmpty, !names.contains(where: \.isEmpty) else {
-            throw ValidationError("--targets must be a comma list of module names such as q_proj,v_proj, or all-linear")
-        }
-    }
-
     func run() throws {
-        common.apply()
-        let names = targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let file = try config.map { try ConfigFile(path: $0, tool: "lora-init") }
+        try common.apply(file)
+        // Each value: the flag, else the run config's lora section, else the default.
+        let rank = try self.rank ?? file?.int("rank") ?? Defaults.rank
+        let alpha = try self.alpha ?? file?.double("alpha")
+        let dropout = try self.dropout ?? file?.double("dropout") ?? Defaults.dropout
+        let targets = try self.targets ?? file?.string("targets") ?? Defaults.targets
+        let rslora = try self.rslora || (file?.bool("rslora") ?? false)
+        var initMode = self.initMode ?? .kaiming
+        if self.initMode == nil, let c = file, let s = try c.string("init") {
+            guard let v = LoRAInit(rawValue: s) else { throw UsageError("\(c.path): 'lora.init' must be kaiming or gaussian (got '\(s)')") }
+            initMode = v
+        }
+        let origin = config == nil ? "--" : "\(config!): lora."
+        guard (1...LoRAConfig.maxRank).contains(rank) else { throw UsageError("\(origin)rank must be in 1...\(LoRAConfig.maxRank)") }
+        guard dropout >= 0 && dropout < 1 else { throw UsageError("\(origin)dropout must be in [0, 1)") }
+        if let a = alpha, !(a > 0) || !a.isFinite { throw UsageError("\(origin)alpha must be a positive number") }
+        let names = targets.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !names.isEmpty, !names.contains(where: \.isEmpty) else {
+            throw UsageError("\(origin)targets must be a comma list of module names such as q_proj,v_proj, or all-linear")
+        }
         let t: TargetModules = names == ["all-linear"] ? .allLinear : .names(names)
-        let cfg = LoRAConfig(r: rank, alpha: alpha ?? 2 * Double(rank), dropout: dropout, targets: t,
+        let cfg = LoRAConfig(r: rank, alpha: alpha ?? Defaults.alpha(rank: rank), dropout: dropout, targets: t,
                              useRslora: rslora, initLoraWeights: initMode == .kaiming ? .bool(true) : .string("gaussian"),
                              baseModelNameOrPath: baseName ?? model)
         let m = try ModelDir(path: model)
         try m.validate()
-        let adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: common.seed)
+        let adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: try common.seed(file))
         if output == "-" {
             let sink = FDSink.standardOutput()
             try adapter.write(stream: sink)

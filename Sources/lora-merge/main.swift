@@ -60,7 +60,7 @@ struct Merge: ParsableCommand {
     }
 
     func run() throws {
-        common.apply()
+        try common.apply()
         let started = Date()
         var inputs: [MergeInput] = []
         var described: [JSONValue] = []

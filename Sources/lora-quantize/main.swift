@@ -51,7 +51,7 @@ struct Quantize: ParsableCommand {
     }
 
     func run() throws {
-        common.apply()
+        try common.apply()
         var o = QuantizeOptions()
         o.quantType = quantType
         o.blocksize = blockSize

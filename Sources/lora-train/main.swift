@@ -48,7 +48,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the latest checkpoint in OUT.") var resume = false
     @Option(help: "Continue from this checkpoint folder.") var resumeFrom: String?
     @Option(help: "JSON or flat-YAML file of flag values (flags win).") var config: String?
-    @Flag(help: "Count and report malformed lines and unusable examples instead of stopping.") var skipBadLines = false
+    @Flag(name: .customLong("skip-bad-lines"), help: "Count and report malformed lines and unusable examples instead of stopping.") var skipBadLinesFlag = false
     @Flag(help: "Train into an OUT that already holds a finished adapter or checkpoints, starting over.") var force = false
     @Option(help: "Print the first N examples as training builds them (masking, --seq-len truncation, packing), then exit without training or writing anything.") var showExamples: Int?
     @Option(help: "--show-examples output: text (trained tokens marked) or jsonl (ids, tokens, labels). [default: text]") var format: ShowFormat = .text
@@ -59,9 +59,10 @@ struct Train: ParsableCommand {
     @OptionGroup var computeOptions: ComputeOptions
 
     func run() throws {
-        common.apply()
+        let cfg = try config.map { try ConfigFile(path: $0, tool: "lora-train") }
+        try common.apply(cfg)
         Interrupt.graceful = true
-        let cfg = try config.map { try ConfigFile(path: $0) }
+        let skipBadLines = try skipBadLinesFlag || (cfg?.bool("skip-bad-lines") ?? false)
         // The config's value is read (and type-checked) even when the flag wins, so every key it has is known.
         func pick<T>(_ flag: T?, _ key: String, _ get: (ConfigFile, String) throws -> T?, _ def: T) rethrows -> T {
             let fromConfig = try cfg.flatMap { try get($0, key) }
@@ -73,6 +74,8 @@ struct Train: ParsableCommand {
         if sanityCheck && showExamples != nil { throw UsageError("--sanity-check and --show-examples are separate runs; pass one") }
         if !sanityCheck && (sanitySteps != nil || sanityExamples != nil) { throw UsageError("--sanity-steps and --sanity-examples apply to --sanity-check only") }
         var sanity = SanityOptions()
+        let sanitySteps = try self.sanitySteps ?? (sanityCheck ? cfg?.int("sanity-steps") : nil)
+        let sanityExamples = try self.sanityExamples ?? (sanityCheck ? cfg?.int("sanity-examples") : nil)
         if let n = sanitySteps { guard (1...Limits.maxSteps).contains(n) else { throw UsageError("--sanity-steps must be in 1...\(Limits.maxSteps)") }; sanity.steps = n }
         if let n = sanityExamples { guard (1...4096).contains(n) else { throw UsageError("--sanity-examples must be in 1...4096") }; sanity.examples = n }
         if sanityCheck && (resume || resumeFrom != nil) { throw UsageError("--sanity-check starts from the adapter given; it does not resume (drop --resume)") }
@@ -83,42 +86,39 @@ struct Train: ParsableCommand {
             if output == nil && outFromConfig == nil && !sanityCheck { throw UsageError("--output is required") }
         }
         var o = TrainOptions()
-        o.seqLen = try pick(seqLen, "seq-len", { try $0.int($1) }, 512)
-        o.batchSize = try pick(batchSize, "batch-size", { try $0.int($1) }, 4)
-        o.gradAccum = try pick(gradAccum, "grad-accum", { try $0.int($1) }, 1)
-        o.epochs = try pick(epochs, "epochs", { try $0.int($1) }, 1)
+        o.seqLen = try pick(seqLen, "seq-len", { try $0.int($1) }, Defaults.seqLen)
+        o.batchSize = try pick(batchSize, "batch-size", { try $0.int($1) }, Defaults.batchSize)
+        o.gradAccum = try pick(gradAccum, "grad-accum", { try $0.int($1) }, Defaults.gradAccum)
+        o.epochs = try pick(epochs, "epochs", { try $0.int($1) }, Defaults.epochs)
         let maxStepsFromConfig = try cfg?.int("max-steps")
         o.maxSteps = maxSteps ?? maxStepsFromConfig
-        o.adam.lr = try pick(lr, "lr", { try $0.double($1) }, 2e-4)
+        o.adam.lr = try pick(lr, "lr", { try $0.double($1) }, Defaults.lr)
         o.schedule = try pick(lrSchedule, "lr-schedule", { c, k in try c.string(k).map { s in
             guard let v = LRSchedule(rawValue: s) else { throw UsageError("\(c.path): lr-schedule must be constant, linear or cosine") }
-            return v } }, .linear)
+            return v } }, LRSchedule(rawValue: Defaults.lrSchedule)!)
         let warmupFromConfig = try cfg?.int("warmup-steps")
         o.warmupSteps = warmupSteps ?? warmupFromConfig
-        o.warmupRatio = try pick(warmupRatio, "warmup-ratio", { try $0.double($1) }, 0)
-        o.adam.weightDecay = try pick(weightDecay, "weight-decay", { try $0.double($1) }, 0)
-        o.adam.beta1 = try pick(adamBeta1, "adam-beta1", { try $0.double($1) }, 0.9)
-        o.adam.beta2 = try pick(adamBeta2, "adam-beta2", { try $0.double($1) }, 0.999)
-        o.adam.eps = try pick(adamEps, "adam-eps", { try $0.double($1) }, 1e-8)
-        o.maxGradNorm = try pick(maxGradNorm, "max-grad-norm", { try $0.double($1) }, 1.0)
+        o.warmupRatio = try pick(warmupRatio, "warmup-ratio", { try $0.double($1) }, Defaults.warmupRatio)
+        o.adam.weightDecay = try pick(weightDecay, "weight-decay", { try $0.double($1) }, Defaults.weightDecay)
+        o.adam.beta1 = try pick(adamBeta1, "adam-beta1", { try $0.double($1) }, Defaults.adamBeta1)
+        o.adam.beta2 = try pick(adamBeta2, "adam-beta2", { try $0.double($1) }, Defaults.adamBeta2)
+        o.adam.eps = try pick(adamEps, "adam-eps", { try $0.double($1) }, Defaults.adamEps)
+        o.maxGradNorm = try pick(maxGradNorm, "max-grad-norm", { try $0.double($1) }, Defaults.maxGradNorm)
         let packingFromConfig = try cfg?.bool("packing") ?? false
         o.packing = packing || packingFromConfig
         let gcFromConfig = try cfg?.bool("grad-checkpoint") ?? false
         o.gradCheckpoint = gradCheckpoint || gcFromConfig
-        o.logEvery = try pick(logEvery, "log-every", { try $0.int($1) }, 10)
-        o.evalEvery = try pick(evalEvery, "eval-every", { try $0.int($1) }, 0)
-        o.saveEvery = try pick(saveEvery, "save-every", { try $0.int($1) }, 0)
-        o.keepLast = try pick(keepLast, "keep-last", { try $0.int($1) }, 3)
-        o.seed = try seedValue(cfg)
+        o.logEvery = try pick(logEvery, "log-every", { try $0.int($1) }, Defaults.logEvery)
+        o.evalEvery = try pick(evalEvery, "eval-every", { try $0.int($1) }, Defaults.evalEvery)
+        o.saveEvery = try pick(saveEvery, "save-every", { try $0.int($1) }, Defaults.saveEvery)
+        o.keepLast = try pick(keepLast, "keep-last", { try $0.int($1) }, Defaults.keepLast)
+        o.seed = try common.seed(cfg)
         let maskFromConfig = try cfg?.bool("mask-prompt"), validFromConfig = try cfg?.string("valid")
         let mask = maskPrompt ?? maskFromConfig
         let (dataPath, validPath) = try DataDir.forTraining(data: dataArg, valid: valid ?? validFromConfig)
         if dataPath != dataArg { Log.info("data: \(dataPath)\(validPath.map { ", validation: \($0)" } ?? "")") }
         let dropoutFromConfig = try cfg?.double("dropout")
         let compute = try computeOptions.resolve(cfg)
-        // training_config.json works as a --config: the positional arguments win over its model and adapter.
-        for k in ["model", "adapter", "compute-backend"] { _ = try cfg?.string(k) }
-        try cfg?.rejectUnknown()
         try TrainCLI.validate(o)
 
         let m = try ModelDir(path: model)
@@ -139,6 +139,15 @@ struct Train: ParsableCommand {
         }
         let adapter = adapter!
         let startAdapter = try Adapter.load(adapter)
+        // The run config's lora section is lora-init's; an adapter made with other values is named, not overridden.
+        if let c = cfg {
+            if let r = c.other("lora.rank")?.intValue, Int(r) != startAdapter.config.r {
+                Log.warn("\(c.path): lora.rank is \(r) but the adapter \(adapter) has r = \(startAdapter.config.r); training the adapter as it is (lora-init makes it from the lora section)")
+            }
+            if let al = c.other("lora.alpha")?.doubleValue, al != startAdapter.config.alpha {
+                Log.warn("\(c.path): lora.alpha is \(al) but the adapter \(adapter) has lora_alpha = \(startAdapter.config.alpha); training the adapter as it is")
+            }
+        }
         let maxR = startAdapter.moduleNames.map { startAdapter.modules[$0]!.r }.max() ?? 1
         try Limits.checkMemory(
             Transformer.trainWorkspaceBytes(config: m.config, rows: Limits.product(o.batchSize, o.seqLen) ?? Int.max, seq: o.seqLen,
@@ -202,13 +211,6 @@ struct Train: ParsableCommand {
         if trainer.state.step > 0 { Log.info("resumed at step \(trainer.state.step) of \(trainer.totalSteps)") }
         try TrainCLI.saveConfig(out, o, model: model, adapter: adapter, data: dataPath, valid: validPath, maskPrompt: mask)
         try TrainCLI.run(trainer, stats: stats, out: out)
-    }
-
-    /// --seed wins over the config's seed, which wins over the default (0).
-    func seedValue(_ cfg: ConfigFile?) throws -> UInt64 {
-        let fromConfig = try cfg?.int("seed")
-        if let s = fromConfig, s < 0 { throw UsageError("\(cfg!.path): 'seed' must be a non-negative integer") }
-        return common.seedFlag ?? fromConfig.map { UInt64($0) } ?? 0
     }
 }
 

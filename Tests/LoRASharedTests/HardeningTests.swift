@@ -127,13 +127,13 @@ final class HardeningTests: XCTestCase {
     /// closest key, and --seed on the command line wins over the config's seed.
     func testConfigKeysAndSeedPrecedence() throws {
         let typo = write("typo.yaml", ["max-steps: 1", "learning_rate: 0.01"])
-        assertToolError(try train(dir + "/o", ["--config", typo]), contains: "unknown key 'learning-rate'; did you mean 'lr'?", code: 64)
+        assertToolError(try train(dir + "/o", ["--config", typo]), contains: "typo.yaml:2: unknown key 'learning-rate'; did you mean 'lr' in section 'training'?", code: 64)
         let near = write("near.yaml", ["max-steps: 1", "batch-sise: 2"])
         assertToolError(try train(dir + "/o", ["--config", near]), contains: "did you mean 'batch-size'?", code: 64)
-        let rank = write("rank.yaml", ["rank: 8"])
-        assertToolError(try train(dir + "/o", ["--config", rank]), contains: "lora-init --rank", code: 64)
+        let rank = write("rank.yaml", ["max-steps: 1", "training:", "  rank: 8"])
+        assertToolError(try train(dir + "/o", ["--config", rank]), contains: "rank.yaml:3: 'rank' in section 'training' belongs in section 'lora' (lora-init)", code: 64)
         let badType = write("type.yaml", ["max-steps: many"])
-        assertToolError(try train(dir + "/o", ["--config", badType]), contains: "'max-steps' must be an integer", code: 64)
+        assertToolError(try train(dir + "/o", ["--config", badType]), contains: "type.yaml:1: 'max-steps' must be an integer", code: 64)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/o"))
         // Seeds: the flag beats the config, the config beats the default.
         let seeded = write("seed.yaml", ["max-steps: 2", "seed: 5", "dropout: 0.2"])
