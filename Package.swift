@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "lora-merge", targets: ["lora-merge"]),
         .executable(name: "lora-generate", targets: ["lora-generate"]),
         .executable(name: "lora-inspect", targets: ["lora-inspect"]),
+        .executable(name: "lora-export", targets: ["lora-export"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -85,10 +86,11 @@ let package = Package(
             path: "Sources/LoRAModel",
             swiftSettings: [.unsafeFlags(["-O"])]
         ),
-        // Model folder → model folder: the quantizer and the merger. Checked (-O); never sees the engine.
+        // Model folder → model folder (the quantizer and the merger) and → GGUF (lora-export, which reads the
+        // tokenizer for llama.cpp's vocabulary metadata). Checked (-O); never sees the engine.
         .target(
             name: "LoRAConvert",
-            dependencies: ["LoRAModel"],
+            dependencies: ["LoRAModel", "LoRATokenizer"],
             path: "Sources/LoRAConvert",
             swiftSettings: [.unsafeFlags(["-O"])]
         ),
@@ -144,6 +146,8 @@ let package = Package(
         .executableTarget(name: "lora-generate", dependencies: ["LoRACLI", "LoRAShared",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "lora-inspect", dependencies: ["LoRACLI", "LoRAShared", "LoRAInspect",
+            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "lora-export", dependencies: ["LoRACLI", "LoRAShared",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "LoRASharedTests",

@@ -102,6 +102,16 @@ public struct GGUFTensor {
     }
 }
 
+/// A tensor's place in a file before its bytes exist: name, numpy-order shape and type.
+public struct GGUFTensorPlan: Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var type: GGMLType
+    public init(name: String, shape: [Int], type: GGMLType) { self.name = name; self.shape = shape; self.type = type }
+    public var count: Int { shape.reduce(1, *) }
+    public var byteCount: Int { count / type.blockSize * type.blockBytes }
+}
+
 /// Encoding and decoding of tensor data.
 public enum GGUFCodec {
     /// fp32 values as `type`'s bytes (little-endian). Q8_0 needs a count that is a multiple of 32.
@@ -177,6 +187,15 @@ public enum GGUFWriter {
     /// The whole file as bytes to a sink; returns the number of bytes written.
     @discardableResult
     public static func write(metadata: [(String, GGUFValue)], tensors: [GGUFTensor], to sink: ByteSink) throws -> Int {
+        try write(metadata: metadata, plan: tensors.map { GGUFTensorPlan(name: $0.name, shape: $0.shape, type: $0.type) },
+                  to: sink) { tensors[$0].data }
+    }
+
+    /// The whole file with each tensor's bytes made when the writer reaches it (`data(i)` for `plan[i]`), so one
+    /// tensor at a time is in memory. The bytes must be the plan's size (shape and type); returns the bytes written.
+    @discardableResult
+    public static func write(metadata: [(String, GGUFValue)], plan tensors: [GGUFTensorPlan], to sink: ByteSink,
+                             data: (Int) throws -> [UInt8]) throws -> Int {
         var h = [UInt8]()
         h += Array("GGUF".utf8)
         GGUFCodec.appendLE(&h, UInt32(3))
@@ -191,7 +210,7 @@ public enum GGUFWriter {
         var offsets = [Int]()
         for t in tensors {
             offsets.append(offset)
-            offset += pad(t.data.count)
+            offset += pad(t.byteCount)
         }
         for (t, off) in zip(tensors, offsets) {
             appendString(&h, t.name)
@@ -203,11 +222,13 @@ public enum GGUFWriter {
         h += [UInt8](repeating: 0, count: pad(h.count) - h.count)
         try sink.write(h)
         var total = h.count
-        for t in tensors {
-            try sink.write(t.data)
-            let p = pad(t.data.count) - t.data.count
+        for (i, t) in tensors.enumerated() {
+            let bytes = try data(i)
+            precondition(bytes.count == t.byteCount, "GGUF tensor '\(t.name)': \(bytes.count) bytes, its plan says \(t.byteCount)")
+            try sink.write(bytes)
+            let p = pad(bytes.count) - bytes.count
             if p > 0 { try sink.write([UInt8](repeating: 0, count: p)) }
-            total += t.data.count + p
+            total += bytes.count + p
         }
         return total
     }
