@@ -59,6 +59,9 @@ struct Generate: ParsableCommand {
     @Flag(help: "Keep generating past end-of-turn / EOS tokens until --max-tokens (benchmarks).")
     var ignoreEos = false
 
+    @Option(help: .hidden)  // debugging / llama.cpp parity: every next-token distribution's logits, fp32 little-endian, appended
+    var logitsOut: String?
+
     @OptionGroup var common: CommonOptions
     @OptionGroup var computeOptions: ComputeOptions
 
@@ -95,6 +98,7 @@ struct Generate: ParsableCommand {
         let stops = try StopTokens.of(model: model, config: m.config, tokenizer: tokenizer)
         let ctx = min(m.config.maxPositionEmbeddings, 1 << 20)
         var sampler = Sampler(options: SamplingOptions(temperature: temperature, topK: topK, topP: topP), seed: common.seed)
+        let logitsSink = try logitsOut.map { try AtomicFile(path: $0) }
 
         func promptIDs(messages: [JSONValue]?, text: String, system sys: String?) throws -> [Int] {
             if let tpl = template {
@@ -125,6 +129,7 @@ struct Generate: ParsableCommand {
             let t1 = Date()
             var one: [Int32] = [0]  // reused: a decoded token allocates nothing in the model
             while r.ids.count < budget {
+                if let f = logitsSink { try cache.logits.withUnsafeBytes { try f.write($0) } }
                 let next = sampler.next(cache.logits)
                 if !ignoreEos && stops.contains(next) { r.finish = "stop"; break }
                 r.ids.append(next)
@@ -212,6 +217,7 @@ struct Generate: ParsableCommand {
                 }
                 Profiler.shared.report()
             }
+            try logitsSink?.commit()
             return
         }
 
@@ -235,6 +241,7 @@ struct Generate: ParsableCommand {
         let r = try generate(p, stream: { piece in try? out.write(piece); try? out.flush() })
         try out.write("\n")
         try out.flush()
+        try logitsSink?.commit()
         Profiler.shared.report()
         Log.info("generate: \(r.ids.count) tokens in \(String(format: "%.2f", r.seconds)) s (\(rate(r)) tokens/s), finish: \(r.finish), compute \(transformer.compute.label); prompt \(p.count) tokens in \(String(format: "%.2f", r.promptSeconds)) s")
     }
