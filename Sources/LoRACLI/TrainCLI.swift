@@ -104,7 +104,10 @@ public enum TrainCLI {
             if stopped && !resume && !force {
                 throw FileError.cannotWrite(path: out, reason: "holds the checkpoints of a stopped run; pass --resume to continue it, --force to start over, or choose another folder")
             }
-            if force && !resume { try? fm.removeItem(atPath: out + "/checkpoints") }
+            if force && !resume {
+                try? fm.removeItem(atPath: out + "/checkpoints")
+                try? fm.removeItem(atPath: out + "/" + TrainCLI.lossCurveName)  // the old run's curve
+            }
         }
         // Probe writability now rather than after the first hour of training.
         let probe = out + "/.write-test-\(getpid())"
@@ -133,14 +136,37 @@ public enum TrainCLI {
 
     static func round(_ x: Double, _ digits: Double = 1e6) -> JSONValue { .double((x * digits).rounded() / digits) }
 
-    public static func run(_ t: Trainer, stats: DataStats, out: String) throws {
+    /// The loss curve in the output folder (see LossPlot).
+    public static let lossCurveName = "loss.svg"
+
+    /// Trains, printing a metrics line per logged step, and keeps OUT/loss.svg up to date (written atomically at
+    /// each logged step, with the points from before a resume). `model` names the run in the curve's title.
+    public static func run(_ t: Trainer, stats: DataStats, out: String, model: String = "") throws {
         var bar: ProgressBar? = nil
+        let curvePath = out + "/" + lossCurveName
+        let title = LossPlot.title(model: model.isEmpty ? out : model, r: t.model.lora.values.map(\.r).max() ?? 0, lr: t.options.adam.lr,
+                                   steps: t.totalSteps)
+        var curveFailed = false
+        // A curve that cannot be written (disk full) is warned about once; training goes on.
+        func writeCurve() {
+            guard !t.history.isEmpty else { return }
+            do { try LossPlot(title: title, points: t.history).write(to: curvePath) } catch {
+                if !curveFailed { Log.warn("cannot write the loss curve: \(error)") }
+                curveFailed = true
+            }
+        }
+        if t.state.step > 0 {
+            if let p = t.historyProblem { Log.info("\(p); the loss curve starts at step \(t.state.step + 1)") }
+            writeCurve()
+        }
         var lastValid: Double? = nil
         var lossSum = 0.0, lossCount = 0
         t.stopRequested = { Interrupt.received != 0 }
         t.onProgress = { done, total in
             if bar == nil { bar = ProgressBar(total: total, label: "train", unit: " steps") }
-            bar!.update(done, detail: String(format: "loss %.4f", t.state.lastLoss))
+            // On a terminal the line ends with a sparkline of the recent logged losses.
+            let spark = bar!.isTTY ? Sparkline.render(t.history.map(\.loss)) : ""
+            bar!.update(done, detail: String(format: "loss %.4f", t.state.lastLoss) + (spark.isEmpty ? "" : " " + spark))
         }
         t.onCheckpoint = {
             PendingOutputs.shared.remove(out)  // it holds a usable checkpoint now: keep it even if the run fails
@@ -155,6 +181,7 @@ public enum TrainCLI {
             if let v = r.validLoss { o["valid_loss"] = round(v); o["valid_ppl"] = round(Foundation.exp(v), 1e4); lastValid = v }
             lossSum += r.loss; lossCount += 1
             emitJSON(.object(o))
+            writeCurve()
         }
         let finished = try t.run()
         if !finished {
@@ -163,6 +190,7 @@ public enum TrainCLI {
         }
         try t.currentAdapter().save(into: out)
         PendingOutputs.shared.remove(out)
+        writeCurve()
         Profiler.shared.report()
         var ru = rusage()
         getrusage(RUSAGE_SELF.rawValue, &ru)
@@ -175,6 +203,7 @@ public enum TrainCLI {
         o["truncated"] = .int(Int64(stats.truncated)); o["dropped"] = .int(Int64(stats.dropped))
         o["seconds"] = round(t.state.elapsedSeconds, 100); o["peak_rss_mb"] = round(Double(ru.ru_maxrss) / 1024, 10)
         o["adapter"] = .string(out)
+        o["loss_curve"] = !curveFailed && FileManager.default.fileExists(atPath: curvePath) ? .string(curvePath) : .null
         o["compute_dtype"] = .string(t.options.compute.label)
         emitJSON(.object(o))
     }

@@ -1,6 +1,7 @@
 // Checkpoint: OUT/checkpoints/step-NNNNNNN/ with the adapter (PEFT layout), optimizer.safetensors (AdamW
-// moments, F32, `<module>.lora_{A,B}.weight.exp_avg[_sq]`) and trainer_state.json (step, epoch, position in
-// the data order, the run's fingerprint). Built under a temporary name and renamed; never trusted blindly.
+// moments, F32, `<module>.lora_{A,B}.weight.exp_avg[_sq]`), trainer_state.json (step, epoch, position in
+// the data order, the run's fingerprint) and log_history.json (the logged points, for the loss curve). Built under
+// a temporary name and renamed; never trusted blindly.
 import Foundation
 
 public struct TrainerState: Codable, Sendable, Equatable {
@@ -75,7 +76,8 @@ public enum Checkpoint {
         }.sorted { $0.0 < $1.0 }
     }
 
-    public static func save(to outDir: String, adapter: Adapter, optimizer: AdamWState, state: TrainerState, keepLast: Int) throws -> String {
+    public static func save(to outDir: String, adapter: Adapter, optimizer: AdamWState, state: TrainerState, keepLast: Int,
+                            history: [LogPoint] = []) throws -> String {
         let dir = outDir + "/checkpoints"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         removeLeftovers(dir)
@@ -92,6 +94,7 @@ public enum Checkpoint {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(String(decoding: try enc.encode(state), as: UTF8.self) + "\n", to: d.file("trainer_state.json"))
+        try AtomicFile.write(try LogHistory.encode(history), to: d.file(LogHistory.fileName))
         try d.commit(replace: true)
         // Only now that the new checkpoint is complete, drop the oldest beyond keepLast: each is first renamed
         // to a hidden name (atomic), so a kill during the deletion never leaves a half-deleted checkpoint under

@@ -64,6 +64,11 @@ public final class Trainer {
     public var onCheckpoint: (String) -> Void = { _ in }
     public var onProgress: (Int, Int) -> Void = { _, _ in }
     public private(set) var lastCheckpoint: String?
+    /// Every logged point of the run so far (restored by resume from the checkpoint's log_history.json), saved with
+    /// each checkpoint; the loss curve is drawn from it.
+    public private(set) var history: [LogPoint] = []
+    /// Set by resume when the checkpoint holds no usable history (the curve then starts at the resume).
+    public private(set) var historyProblem: String?
     /// Test hook: LORA_TEST_NAN_AT_STEP=k makes step k's loss NaN, to exercise the stop-and-keep-checkpoint path.
     static let nanAtStep = ProcessInfo.processInfo.environment["LORA_TEST_NAN_AT_STEP"].flatMap(Int.init)
 
@@ -124,10 +129,12 @@ public final class Trainer {
         optimizer = opt
         state = st
         lastCheckpoint = path
+        (history, historyProblem) = LogHistory.load(checkpoint: path, upTo: st.step)
     }
 
     func checkpoint() throws {
-        let p = try Checkpoint.save(to: outDir, adapter: currentAdapter(), optimizer: optimizer, state: state, keepLast: options.keepLast)
+        let p = try Checkpoint.save(to: outDir, adapter: currentAdapter(), optimizer: optimizer, state: state, keepLast: options.keepLast,
+                                     history: history)
         lastCheckpoint = p
         onCheckpoint(p)
     }
@@ -201,6 +208,7 @@ public final class Trainer {
                 if isLast || (options.evalEvery > 0 && state.step % options.evalEvery == 0) { validLoss = try validationLoss() }
                 if state.step % max(1, options.logEvery) == 0 || isLast || validLoss != nil {
                     let dt = Date().timeIntervalSince(windowStart)
+                    history.append(LogPoint(step: state.step, loss: loss, lr: lr, validLoss: validLoss))
                     onStep(StepReport(step: state.step, totalSteps: total,
                                       epoch: Double(epoch) + Double(bi) / Double(batches.count), loss: loss, lr: lr,
                                       gradNorm: Double(norm), tokens: state.tokensSeen,

@@ -152,6 +152,8 @@ struct Eval: ParsableCommand {
         o["skipped_lines"] = .int(Int64(file.skipped.count + skippedRows))
         o["seq_len"] = .int(Int64(L))
         o["adapter"] = adapter.map { .string($0) } ?? .null
+        // The loss curve of the lora-train run the adapter comes from (its folder, or the run of a checkpoint).
+        if let c = adapter.flatMap(LossPlot.curve(forAdapter:)) { o["loss_curve"] = .string(c) }
         o["compute_dtype"] = .string(transformer.compute.label)
         o["tokens_per_s"] = .double((Double(inputTokens) / dt * 10).rounded() / 10)
         o["seconds"] = .double((Date().timeIntervalSince(started) * 100).rounded() / 100)

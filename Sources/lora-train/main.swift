@@ -21,7 +21,7 @@ struct Train: ParsableCommand {
     @Argument(help: "Adapter to train: a PEFT folder (lora-init), a single-file adapter, or '-' for stdin (not needed with --show-examples).")
     var adapter: String?
     @Option(help: "Training data: JSONL (or a JSON array, gzip too), '-' for stdin, or a folder with train.jsonl (and valid.jsonl, used for validation unless --valid is given).") var data: String?
-    @Option(name: .shortAndLong, help: "Output folder: final adapter, checkpoints/, training_config.json.") var output: String?
+    @Option(name: .shortAndLong, help: "Output folder: final adapter, checkpoints/, training_config.json, loss.svg (the loss curve, updated at each logged step).") var output: String?
     @Option(help: "Validation data (JSONL), evaluated every --eval-every steps and at the end.") var valid: String?
     @Option(help: "Validation interval in steps (0: only at the end). [default: 0]") var evalEvery: Int?
     @Option(help: "Tokens per sequence; longer examples are truncated (counted). [default: 512]") var seqLen: Int?
@@ -210,7 +210,7 @@ struct Train: ParsableCommand {
         }
         if trainer.state.step > 0 { Log.info("resumed at step \(trainer.state.step) of \(trainer.totalSteps)") }
         try TrainCLI.saveConfig(out, o, model: model, adapter: adapter, data: dataPath, valid: validPath, maskPrompt: mask)
-        try TrainCLI.run(trainer, stats: stats, out: out)
+        try TrainCLI.run(trainer, stats: stats, out: out, model: model)
     }
 }
 
