@@ -115,7 +115,7 @@ public final class ConfigFile {
                 for (rk, v, l) in entries {
                     let name = ConfigFile.norm(rk)
                     guard let key = RunConfig.keys.first(where: { $0.section == k && $0.name == name }) else {
-                        throw unknown(name, section: k, line: l ?? line)
+                        throw unknown(name, spelled: rk, section: k, line: l ?? line)
                     }
                     values[key.qualified] = (try convert(v, key, spelled: "\(k).\(rk)", line: l ?? line), l ?? line)
                 }
@@ -130,7 +130,7 @@ public final class ConfigFile {
                 if sectionNames.contains(k) {
                     throw UsageError("\(where_(line)) '\(rawKey)' is a section: give it keys (e.g. \(rawKey):\\n  \(RunConfig.keys.first { $0.section == k }!.name): ...)")
                 }
-                throw unknown(k, section: "", line: line)
+                throw unknown(k, spelled: rawKey, section: "", line: line)
             }
             values[key.flat] = (try convert(value, key, spelled: rawKey, line: line), line)
         }
@@ -140,22 +140,22 @@ public final class ConfigFile {
 
     /// The error for a key that belongs to no tool (in `section`): the section it belongs in, a common name from
     /// another trainer, or the closest valid key.
-    private func unknown(_ k: String, section: String, line: Int?) -> UsageError {
+    private func unknown(_ k: String, spelled: String, section: String, line: Int?) -> UsageError {
         let place = section.isEmpty ? "" : " in section '\(section)'"
         if let elsewhere = RunConfig.keys.first(where: { $0.name == k && $0.section != section }) {
-            return UsageError("\(where_(line)) '\(k)'\(place) belongs in \(elsewhere.section.isEmpty ? "the top level" : "section '\(elsewhere.section)'") (\(elsewhere.tools.joined(separator: ", ")))")
+            return UsageError("\(where_(line)) '\(spelled)'\(place) belongs in \(elsewhere.section.isEmpty ? "the top level" : "section '\(elsewhere.section)'") (\(elsewhere.tools.joined(separator: ", ")))")
         }
         if let a = ConfigFile.aliases[k], let key = RunConfig.keys.first(where: { $0.qualified == a }) {
-            let spelled = key.section.isEmpty || key.section == section ? key.name : "\(key.name)' in section '\(key.section)"
-            return UsageError("\(where_(line)) unknown key '\(k)'\(place); did you mean '\(spelled)'?")
+            let hint = key.section.isEmpty || key.section == section ? key.name : "\(key.name)' in section '\(key.section)"
+            return UsageError("\(where_(line)) unknown key '\(spelled)'\(place); did you mean '\(hint)'?")
         }
         let candidates = section.isEmpty
             ? RunConfig.keys.filter { $0.section.isEmpty }.map(\.name) + RunConfig.sections.map(\.name) + RunConfig.keys.map(\.flat)
             : RunConfig.keys.filter { $0.section == section }.map(\.name)
         if let best = candidates.min(by: { (editDistance(k, $0), $0) < (editDistance(k, $1), $1) }), editDistance(k, best) <= max(2, k.count / 3) {
-            return UsageError("\(where_(line)) unknown key '\(k)'\(place); did you mean '\(best)'?")
+            return UsageError("\(where_(line)) unknown key '\(spelled)'\(place); did you mean '\(best)'?")
         }
-        return UsageError("\(where_(line)) unknown key '\(k)'\(place); valid keys: \(Set(candidates).sorted().joined(separator: ", "))")
+        return UsageError("\(where_(line)) unknown key '\(spelled)'\(place); valid keys: \(Set(candidates).sorted().joined(separator: ", "))")
     }
 
     /// A value as the key's kind: numbers written as YAML 1.1 leaves them (`2e-4` is a string there) are numbers.

@@ -24,7 +24,7 @@ public enum Defaults {
     public static let maxGradNorm = 1.0
     public static let logEvery = 10
     public static let evalEvery = 0
-    public static let saveEvery = 0
+    public static let saveEvery = 50
     public static let keepLast = 3
     public static let sanitySteps = 100
     public static let sanityExamples = 8

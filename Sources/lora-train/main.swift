@@ -11,7 +11,7 @@ struct Train: ParsableCommand {
         abstract: "Train LoRA adapters (PEFT layout) on JSONL data; QLoRA on a 4-bit base; resumable.",
         discussion: """
             Data rows as lora-eval: text, prompt/completion, instruction or messages. Every flag can also come from \
-            --config FILE (JSON or flat YAML, keys spelled like the flags); flags win. The effective configuration is \
+            --config FILE (a run config, YAML or JSON, shared with lora-init and lora-eval); flags win. The effective configuration is \
             saved as OUT/training_config.json. Exit codes: 0 done; 1 error; 64 bad flags; 130 / 143 stopped by \
             SIGINT / SIGTERM after finishing the step and writing a checkpoint (continue with --resume).
             """)
@@ -23,38 +23,38 @@ struct Train: ParsableCommand {
     @Option(help: "Training data: JSONL (or a JSON array, gzip too), '-' for stdin, or a folder with train.jsonl (and valid.jsonl, used for validation unless --valid is given).") var data: String?
     @Option(name: .shortAndLong, help: "Output folder: final adapter, checkpoints/, training_config.json, loss.svg (the loss curve, updated at each logged step).") var output: String?
     @Option(help: "Validation data (JSONL), evaluated every --eval-every steps and at the end.") var valid: String?
-    @Option(help: "Validation interval in steps (0: only at the end). [default: 0]") var evalEvery: Int?
-    @Option(help: "Tokens per sequence; longer examples are truncated (counted). [default: 512]") var seqLen: Int?
-    @Option(help: "Sequences per micro-batch. [default: 4]") var batchSize: Int?
-    @Option(help: "Micro-batches per optimizer step. [default: 1]") var gradAccum: Int?
-    @Option(help: "Passes over the data (ignored with --max-steps). [default: 1]") var epochs: Int?
+    @Option(help: "Validation interval in steps (0: only at the end). [default: \(Defaults.evalEvery)]") var evalEvery: Int?
+    @Option(help: "Tokens per sequence; longer examples are truncated (counted). [default: \(Defaults.seqLen)]") var seqLen: Int?
+    @Option(help: "Sequences per micro-batch. [default: \(Defaults.batchSize)]") var batchSize: Int?
+    @Option(help: "Micro-batches per optimizer step. [default: \(Defaults.gradAccum)]") var gradAccum: Int?
+    @Option(help: "Passes over the data (ignored with --max-steps). [default: \(Defaults.epochs)]") var epochs: Int?
     @Option(help: "Stop after this many optimizer steps.") var maxSteps: Int?
-    @Option(help: "Peak learning rate. [default: 2e-4]") var lr: Double?
-    @Option(help: "constant, linear or cosine (after warmup). [default: linear]") var lrSchedule: LRSchedule?
+    @Option(help: "Peak learning rate. [default: \(Defaults.lr)]") var lr: Double?
+    @Option(help: "constant, linear or cosine (after warmup). [default: \(Defaults.lrSchedule)]") var lrSchedule: LRSchedule?
     @Option(help: "Warmup steps (overrides --warmup-ratio).") var warmupSteps: Int?
-    @Option(help: "Warmup as a fraction of all steps. [default: 0]") var warmupRatio: Double?
-    @Option(help: "AdamW decoupled weight decay. [default: 0]") var weightDecay: Double?
-    @Option(help: "AdamW beta1. [default: 0.9]") var adamBeta1: Double?
-    @Option(help: "AdamW beta2. [default: 0.999]") var adamBeta2: Double?
-    @Option(help: "AdamW epsilon. [default: 1e-8]") var adamEps: Double?
-    @Option(help: "Clip gradients to this global norm (0: off). [default: 1.0]") var maxGradNorm: Double?
+    @Option(help: "Warmup as a fraction of all steps. [default: \(Defaults.warmupRatio)]") var warmupRatio: Double?
+    @Option(help: "AdamW decoupled weight decay. [default: \(Defaults.weightDecay)]") var weightDecay: Double?
+    @Option(help: "AdamW beta1. [default: \(Defaults.adamBeta1)]") var adamBeta1: Double?
+    @Option(help: "AdamW beta2. [default: \(Defaults.adamBeta2)]") var adamBeta2: Double?
+    @Option(help: "AdamW epsilon. [default: \(Defaults.adamEps)]") var adamEps: Double?
+    @Option(help: "Clip gradients to this global norm (0: off). [default: \(Defaults.maxGradNorm)]") var maxGradNorm: Double?
     @Option(help: "LoRA dropout on A's input. [default: the adapter's lora_dropout]") var dropout: Double?
     @Option(name: .customLong("mask-prompt"), help: "Score only completion / assistant tokens: true or false. [default: true except for text rows]") var maskPrompt: Bool?
     @Flag(help: "Pack several examples into each sequence (attention never crosses examples).") var packing = false
     @Flag(help: "Activation checkpointing: keep only each layer's input, recompute the layer in backward (less memory, one more forward).") var gradCheckpoint = false
-    @Option(help: "Log a metrics line every N steps. [default: 10]") var logEvery: Int?
-    @Option(help: "Write a checkpoint every N steps (0: only when stopped). [default: 0]") var saveEvery: Int?
-    @Option(help: "Checkpoints to keep. [default: 3]") var keepLast: Int?
+    @Option(help: "Log a metrics line every N steps. [default: \(Defaults.logEvery)]") var logEvery: Int?
+    @Option(help: "Write a checkpoint every N steps (0: only when stopped). [default: \(Defaults.saveEvery)]") var saveEvery: Int?
+    @Option(help: "Checkpoints to keep. [default: \(Defaults.keepLast)]") var keepLast: Int?
     @Flag(help: "Continue from the latest checkpoint in OUT.") var resume = false
     @Option(help: "Continue from this checkpoint folder.") var resumeFrom: String?
-    @Option(help: "JSON or flat-YAML file of flag values (flags win).") var config: String?
+    @Option(help: "Run config (YAML or JSON): its data, training and compute sections, seed and output (flat key: value files and training_config.json too); flags win. See pipelines/run.example.yaml.") var config: String?
     @Flag(name: .customLong("skip-bad-lines"), help: "Count and report malformed lines and unusable examples instead of stopping.") var skipBadLinesFlag = false
     @Flag(help: "Train into an OUT that already holds a finished adapter or checkpoints, starting over.") var force = false
     @Option(help: "Print the first N examples as training builds them (masking, --seq-len truncation, packing), then exit without training or writing anything.") var showExamples: Int?
     @Option(help: "--show-examples output: text (trained tokens marked) or jsonl (ids, tokens, labels). [default: text]") var format: ShowFormat = .text
     @Flag(help: "Train up to --sanity-steps steps on one fixed batch (the first --sanity-examples examples) with dropout and weight decay 0, and report whether the loss falls near zero, naming the likely cause if not; writes nothing. Exit 0: passed, 1: failed.") var sanityCheck = false
-    @Option(help: "--sanity-check: most steps. [default: 100]") var sanitySteps: Int?
-    @Option(help: "--sanity-check: examples in the batch. [default: 8]") var sanityExamples: Int?
+    @Option(help: "--sanity-check: most steps. [default: \(Defaults.sanitySteps)]") var sanitySteps: Int?
+    @Option(help: "--sanity-check: examples in the batch. [default: \(Defaults.sanityExamples)]") var sanityExamples: Int?
     @OptionGroup var common: CommonOptions
     @OptionGroup var computeOptions: ComputeOptions
 

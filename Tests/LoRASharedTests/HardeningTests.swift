@@ -127,7 +127,7 @@ final class HardeningTests: XCTestCase {
     /// closest key, and --seed on the command line wins over the config's seed.
     func testConfigKeysAndSeedPrecedence() throws {
         let typo = write("typo.yaml", ["max-steps: 1", "learning_rate: 0.01"])
-        assertToolError(try train(dir + "/o", ["--config", typo]), contains: "typo.yaml:2: unknown key 'learning-rate'; did you mean 'lr' in section 'training'?", code: 64)
+        assertToolError(try train(dir + "/o", ["--config", typo]), contains: "typo.yaml:2: unknown key 'learning_rate'; did you mean 'lr' in section 'training'?", code: 64)
         let near = write("near.yaml", ["max-steps: 1", "batch-sise: 2"])
         assertToolError(try train(dir + "/o", ["--config", near]), contains: "did you mean 'batch-size'?", code: 64)
         let rank = write("rank.yaml", ["max-steps: 1", "training:", "  rank: 8"])

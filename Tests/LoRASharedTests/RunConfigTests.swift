@@ -101,8 +101,8 @@ final class RunConfigTests: XCTestCase {
         func error(_ text: String, tool: String = "lora-train") -> String {
             do { _ = try ConfigFile(path: write("bad.yaml", text), tool: tool); return "no error" } catch { return "\(error)" }
         }
-        XCTAssertEqual(error("training:\n  learning_rate: 1e-3\n"), "bad.yaml:2: unknown key 'learning-rate' in section 'training'; did you mean 'lr'?".withPath(dir))
-        XCTAssertEqual(error("learning_rate: 1e-3\n"), "bad.yaml:1: unknown key 'learning-rate'; did you mean 'lr' in section 'training'?".withPath(dir))
+        XCTAssertEqual(error("training:\n  learning_rate: 1e-3\n"), "bad.yaml:2: unknown key 'learning_rate' in section 'training'; did you mean 'lr'?".withPath(dir))
+        XCTAssertEqual(error("learning_rate: 1e-3\n"), "bad.yaml:1: unknown key 'learning_rate'; did you mean 'lr' in section 'training'?".withPath(dir))
         XCTAssertEqual(error("trainig:\n  lr: 1\n"), "bad.yaml:1: unknown key 'trainig'; did you mean 'training'?".withPath(dir))
         XCTAssertEqual(error("data:\n  rank: 8\n"), "bad.yaml:2: 'rank' in section 'data' belongs in section 'lora' (lora-init)".withPath(dir))
         XCTAssertEqual(error("lora:\n  r: 8\n"), "bad.yaml:2: unknown key 'r' in section 'lora'; did you mean 'rank'?".withPath(dir))
