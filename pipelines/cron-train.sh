@@ -15,7 +15,9 @@
 #   - SANITY=1: before a new run trains, `lora-train --sanity-check` (one batch, ~100 steps at most) must pass; when
 #     it fails (the prompt trained, no EOS, nothing trained, a learning rate that cannot move the loss, ...) the
 #     round trains nothing and exits 4, its report in WORK/sanity.json and its causes in the error line.
-#   - Logs: LOG_DIR/train-YYYYmmdd-HHMMSS.log, every line prefixed with a timestamp (also shown on a terminal);
+#   - Logs: LOG_DIR/train-YYYYmmdd-HHMMSS.log, every line prefixed with a timestamp (also shown on a terminal),
+#     and beside it the round's loss curve, LOG_DIR/train-YYYYmmdd-HHMMSS.loss.svg (a copy of lora-train's
+#     WORK/run/loss.svg; a promoted release holds it too); both are removed after KEEP_LOGS_DAYS;
 #     stdout gets one JSON summary line, stderr the error line of a failure (so cron mails only failures when
 #     stdout goes to /dev/null).
 #
@@ -227,7 +229,7 @@ fi
 printf '%s\n' "$$" > "$LOCK"
 log "started (pid $$); log $log_file"
 log "model $MODEL, data $DATA, valid $VALID, work $WORK, deploy $DEPLOY"
-find "$LOG_DIR" -maxdepth 1 -name 'train-*.log' -mtime +"$KEEP_LOGS_DAYS" -delete 2>/dev/null || true
+find "$LOG_DIR" -maxdepth 1 \( -name 'train-*.log' -o -name 'train-*.loss.svg' \) -mtime +"$KEEP_LOGS_DAYS" -delete 2>/dev/null || true
 
 # ---- signals: forward to the tool running (lora-train checkpoints, then exits 130/143), then exit 130/143
 child=""
@@ -386,6 +388,10 @@ else
     log "lora-train: ${train[*]}"
     rc=0
     run_tool lora-train "${train[@]}" || rc=$?
+    # this round's loss curve (the points from before a resume included), kept beside its log
+    if [ -f "$run/loss.svg" ]; then
+        cp -f "$run/loss.svg" "${log_file%.log}.loss.svg" 2>/dev/null || log "warning: could not copy $run/loss.svg into $LOG_DIR"
+    fi
     if [ -n "$got_signal" ]; then
         if has_checkpoint; then log "training stopped by SIG$got_signal with a checkpoint in $run; the next run resumes"; fi
         signal_exit

@@ -3,6 +3,7 @@
 #   eval-before.json, eval-after.json     lora-eval of the base, then base + trained adapter (test set)
 #   eval-merged.json      (optional)      lora-eval of the merged model
 #   train.jsonl, train-params (optional)  lora-train's metrics lines, the hyperparameters
+#   run/loss.svg          (optional)      lora-train's loss curve, named in the report when present
 #   gen-before.jsonl, gen-after.jsonl     lora-generate --jsonl answers of the base and the merged model
 #   prompts.jsonl                         the prompts they answer, line by line
 # It prints the perplexity before and after and their ratio, then each prompt with a sample answer before
@@ -15,7 +16,7 @@ here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 json_get="$here/lib/json-get"
 
 if [ "$#" -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
     [ "$#" -eq 1 ] && exit 0 || exit 64
 fi
 out=${1%/}
@@ -65,6 +66,9 @@ if [ -r "$out/train.jsonl" ] && [ -s "$out/train.jsonl" ]; then
         printf 'trained:     %s steps in %s s, final train loss %s%s\n' "$(field steps)" "$(field seconds)" \
             "$(field train_loss)" "$([ "$valid_loss" = null ] || printf ', valid loss %s' "$valid_loss")"
     fi
+fi
+if [ -r "$out/run/loss.svg" ]; then
+    echo "loss curve:  $out/run/loss.svg (train and valid loss, learning rate; open in a browser)"
 fi
 if [ -r "$out/eval-params" ]; then
     eval_model=$(sed -n 's/^model=//p' "$out/eval-params")

@@ -105,6 +105,7 @@ echo '{"step": 1, "loss": 2.5}'
 echo "loss=${FAKE_LOSS:-2.0}" > "$out/adapter_model.safetensors"
 echo '{"r": 8}' > "$out/adapter_config.json"
 echo '{"lr": 1}' > "$out/training_config.json"
+echo '<svg xmlns="http://www.w3.org/2000/svg"/>' > "$out/loss.svg"
 echo '{"final": true, "steps": 2, "train_loss": 1.5, "valid_loss": 1.75, "seconds": 0.5, "adapter": "'"$out"'"}'
 EOF
 cat > "$fake/lora-inspect" <<'EOF'
@@ -229,9 +230,15 @@ check "first run: every log line starts with a timestamp" \
 check "first run: log name logs/train-YYYYmmdd-HHMMSS.log" \
     test -n "$(basename "$last_log" | grep -E '^train-[0-9]{8}-[0-9]{6}(-[0-9]+)?\.log$')"
 check "first run: lora-train output (JSON lines) is in the log" contains "$last_log" '"final": true'
+check "first run: the loss curve is kept beside the log and in the release" \
+    test -n "$last_log" -a -f "${last_log%.log}.loss.svg" -a -f "$deploy/current/loss.svg"
 
+touch -d '40 days ago' "$work/logs/train-20000101-000000.log" "$work/logs/train-20000101-000000.loss.svg"
 cron_run unchanged
 check "unchanged inputs: exit 0, nothing trained" test "$rc" = 0 -a "$(calls_of lora-train)" = 0
+check "logs and loss curves older than KEEP_LOGS_DAYS are removed, recent ones kept" \
+    test ! -e "$work/logs/train-20000101-000000.log" -a ! -e "$work/logs/train-20000101-000000.loss.svg" \
+    -a -n "$(find "$work/logs" -name 'train-*.loss.svg')"
 check "unchanged inputs: summary says unchanged" contains "$tmp/cron.out" '"result": "unchanged"'
 
 # (a) the lock
@@ -486,6 +493,7 @@ check "make demo: the report shows perplexity before/after and the ratio" \
 check "make demo: the report shows each prompt with both answers" \
     test -n "$(grep -F '[2] Who "wrote" it?' "$tmp/make.out")" -a -n "$(grep -F 'before: base answer 2 second line' "$tmp/make.out")" \
     -a -n "$(grep -F 'after:  tuned answer 2 second line' "$tmp/make.out")"
+check "make demo: the report points to the run's loss curve" contains "$tmp/make.out" "^loss curve:  $out/run/loss.svg"
 check "make demo: generation input is JSONL from prompts.txt" \
     test "$(cat "$out/prompts.jsonl" 2>/dev/null)" = "$(printf '%s\n' '{"prompt":"What is the capital?"}' '{"prompt":"Who \"wrote\" it?"}')"
 
