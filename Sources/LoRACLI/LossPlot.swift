@@ -206,7 +206,7 @@ public struct LossPlot {
 
         func label(_ v: Double) -> String {
             if abs(v) < step * 1e-6 { return "0" }
-            if scientific { return LossPlot.number(v) }
+            if scientific { return LossPlot.scientific(v) }
             return String(format: "%.\(decimals)f", v)
         }
     }
@@ -227,6 +227,12 @@ public struct LossPlot {
             if s.hasSuffix(".") { s.removeLast() }
             return s
         }
+        return scientific(v)
+    }
+
+    /// Mantissa (up to 3 decimals) and exponent: 2e-4, 1.5e-3.
+    static func scientific(_ v: Double) -> String {
+        guard v.isFinite, v != 0 else { return "0" }
         var e = Int(log10(abs(v)).rounded(.down))
         var m = v / pow(10, Double(e))
         m = (m * 1000).rounded() / 1000

@@ -137,6 +137,9 @@ final class LossCurveTests: XCTestCase {
         XCTAssertEqual(LossPlot.number(1.5e-5), "1.5e-5")
         XCTAssertEqual(LossPlot.number(0.01), "0.01")
         XCTAssertEqual(LossPlot.number(3), "3")
+        // An axis in steps below 1e-3 labels every tick the same way.
+        let lr = LossPlot.Axis(lo: 0, hi: 2e-3, integer: false, floorAtZero: true)
+        XCTAssertEqual(lr.ticks.map { lr.label($0) }, ["0", "5e-4", "1e-3", "1.5e-3", "2e-3"])
         let a = LossPlot.Axis(lo: 1.23, hi: 3.41, integer: false, floorAtZero: false)
         XCTAssertEqual(a.ticks.map { a.label($0) }, ["1.0", "1.5", "2.0", "2.5", "3.0", "3.5"])
         let s = LossPlot.Axis(lo: 7, hi: 7, integer: true, floorAtZero: false)
