@@ -128,6 +128,12 @@ elif [ -f "$model/merged-loss" ]; then
 fi
 awk -v l="$loss" 'BEGIN { printf "{\"loss\": %s, \"perplexity\": %.6f, \"tokens\": 100, \"adapter\": null}\n", l, exp(l) }'
 EOF
+cat > "$fake/lora-export" <<'EOF'
+#!/usr/bin/env bash
+. "$(dirname "$0")/common.sh"; record "$@"
+out=$(opt -o "$@"); echo GGUF > "$out"
+echo '{"output": "'"$out"'"}'
+EOF
 cat > "$fake/lora-merge" <<'EOF'
 #!/usr/bin/env bash
 . "$(dirname "$0")/common.sh"; record "$@"
@@ -512,6 +518,17 @@ check "make inspect before anything is made: the model, and null for the rest" \
 mk inspect-fail inspect FAKE_INSPECT=fail
 check "make inspect: a failing lora-inspect fails make and leaves no inspect.json.tmp" \
     test "$rc" != 0 -a ! -e "$out/inspect.json.tmp"
+
+mk export export
+check "make export: lora-export of the merged model, and of the adapter on the model it was trained on" \
+    test "$rc" = 0 -a "$(calls_of lora-export)" = 2 -a -n "$(grep "^lora-export $out/merged -o $out/merged.gguf --force" "$calls")" \
+    -a -n "$(grep "^lora-export $out/base-nf4 --adapter $out/run -o $out/adapter.gguf --force" "$calls")" \
+    -a -s "$out/merged.gguf" -a -s "$out/export-model.json" -a -s "$out/export-adapter.json"
+mk export-again export
+check "make export again: nothing to do" test "$rc" = 0 -a ! -s "$calls"
+mk export-q8 export EXPORT_TYPE=q8_0 OLLAMA_NAME=demo
+check "EXPORT_TYPE=q8_0 OLLAMA_NAME=demo: both exported again with --type q8_0, the model with --ollama demo" \
+    test "$rc" = 0 -a "$(grep -c -e '^lora-export .*--type q8_0' "$calls")" = 2 -a -n "$(grep -e '^lora-export .*--ollama demo' "$calls")"
 
 mk again FAKE_LOSS=2.0
 check "second make demo: no tool runs" test "$rc" = 0 -a ! -s "$calls"
