@@ -43,10 +43,13 @@
 #   DEPLOY         deployment folder (current, previous, releases/); default WORK/deploy
 #   BIN            folder of the lora-* tools; default: .build/release of this repository
 #   LOG_DIR        default WORK/logs;  LOCK: default WORK/cron-train.lock
-#   RANK 16, ALPHA (lora-init's default 2*RANK), DROPOUT (0.05), TARGETS (q_proj,k_proj,v_proj,o_proj),
+#   CONFIG         a run config (YAML or JSON, pipelines/run.example.yaml) passed as --config to lora-init,
+#                  lora-train and lora-eval: the hyperparameters. Unset: the tools' own defaults.
+#   RANK, ALPHA, DROPOUT, TARGETS (lora-init), LR, EPOCHS, MAX_STEPS, SEQ_LEN, BATCH, GRAD_ACCUM, SEED,
+#   SAVE_EVERY (lora-train), THREADS, EVAL_SEQ_LEN (lora-eval): each, when set, is passed as the tool's flag,
+#                  which wins over CONFIG; unset, CONFIG's value or the tool's default applies (one set of
+#                  defaults, the tools'; see pipelines/run.example.yaml)
 #   ADAPTER_INIT   start from this adapter instead of a new lora-init one
-#   LR 2e-4, EPOCHS 1, MAX_STEPS (unset: EPOCHS), SEQ_LEN 512, BATCH 4, GRAD_ACCUM 1, SEED 0, SAVE_EVERY 50,
-#   THREADS (unset: one per core), EVAL_SEQ_LEN (unset: SEQ_LEN),
 #   TRAIN_ARGS, EVAL_ARGS, INIT_ARGS  extra flags, split on spaces
 #   MIN_IMPROVEMENT 0    promote only when new loss < deployed loss - MIN_IMPROVEMENT
 #   TRAIN_TIMEOUT        e.g. 5h: stop training then (checkpoint, exit 3) and resume in the next run
@@ -83,7 +86,7 @@ fi
 [ "$#" -le 1 ] || die $EX_USAGE "too many arguments ($#), on the command line; usage: cron-train.sh [CONFIG_FILE]"
 
 # ---- configuration: the environment wins over the config file
-CONFIG_VARS=(MODEL DATA VALID WORK DEPLOY BIN LOG_DIR LOCK RANK ALPHA DROPOUT TARGETS ADAPTER_INIT LR EPOCHS
+CONFIG_VARS=(MODEL DATA VALID WORK DEPLOY BIN LOG_DIR LOCK CONFIG RANK ALPHA DROPOUT TARGETS ADAPTER_INIT LR EPOCHS
     MAX_STEPS SEQ_LEN BATCH GRAD_ACCUM SEED SAVE_EVERY THREADS EVAL_SEQ_LEN TRAIN_ARGS EVAL_ARGS INIT_ARGS
     MIN_IMPROVEMENT TRAIN_TIMEOUT NICE KEEP_RELEASES KEEP_LOGS_DAYS FORCE SANITY SANITY_ARGS)
 config=${1:-${CRON_TRAIN_CONFIG:-}}
@@ -113,20 +116,11 @@ LOG_DIR=$(absolute "${LOG_DIR:-$WORK/logs}")
 LOCK=$(absolute "${LOCK:-$WORK/cron-train.lock}")
 ADAPTER_INIT=${ADAPTER_INIT:-}
 [ -z "$ADAPTER_INIT" ] || ADAPTER_INIT=$(absolute "$ADAPTER_INIT")
-RANK=${RANK:-16}
-ALPHA=${ALPHA:-}
-DROPOUT=${DROPOUT:-0.05}
-TARGETS=${TARGETS:-q_proj,k_proj,v_proj,o_proj}
-LR=${LR:-2e-4}
-EPOCHS=${EPOCHS:-1}
-MAX_STEPS=${MAX_STEPS:-}
-SEQ_LEN=${SEQ_LEN:-512}
-BATCH=${BATCH:-4}
-GRAD_ACCUM=${GRAD_ACCUM:-1}
-SEED=${SEED:-0}
-SAVE_EVERY=${SAVE_EVERY:-50}
-THREADS=${THREADS:-}
-EVAL_SEQ_LEN=${EVAL_SEQ_LEN:-$SEQ_LEN}
+CONFIG=${CONFIG:-}
+[ -z "$CONFIG" ] || CONFIG=$(absolute "$CONFIG")
+# Hyperparameters: no defaults here (the tools', or CONFIG's); a value set becomes the tool's flag.
+HYPER_VARS=(RANK ALPHA DROPOUT TARGETS LR EPOCHS MAX_STEPS SEQ_LEN BATCH GRAD_ACCUM SEED SAVE_EVERY THREADS EVAL_SEQ_LEN)
+for v in "${HYPER_VARS[@]}"; do printf -v "$v" '%s' "${!v:-}"; done
 TRAIN_ARGS=${TRAIN_ARGS:-}
 EVAL_ARGS=${EVAL_ARGS:-}
 INIT_ARGS=${INIT_ARGS:-}
@@ -141,16 +135,26 @@ SANITY_ARGS=${SANITY_ARGS:-}
 
 is_uint() { case "$1" in '' | *[!0-9]*) return 1 ;; esac; }
 is_number() { [[ $1 =~ ^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]]; }
-for v in RANK EPOCHS SEQ_LEN BATCH GRAD_ACCUM SEED SAVE_EVERY KEEP_RELEASES KEEP_LOGS_DAYS EVAL_SEQ_LEN; do
+for v in KEEP_RELEASES KEEP_LOGS_DAYS; do
     is_uint "${!v}" || die $EX_USAGE "$v=${!v} is not a whole number; set $v to one"
 done
-for v in MAX_STEPS THREADS; do
+for v in RANK EPOCHS SEQ_LEN BATCH GRAD_ACCUM SEED SAVE_EVERY EVAL_SEQ_LEN MAX_STEPS THREADS; do
     [ -z "${!v}" ] || is_uint "${!v}" || die $EX_USAGE "$v=${!v} is not a whole number; set $v to one or leave it unset"
 done
 [[ $NICE =~ ^-?[0-9]+$ ]] || die $EX_USAGE "NICE=$NICE is not a whole number; set NICE to a nice level such as 10"
-for v in LR MIN_IMPROVEMENT; do
-    is_number "${!v}" || die $EX_USAGE "$v=${!v} is not a number; set $v to one"
+is_number "$MIN_IMPROVEMENT" || die $EX_USAGE "MIN_IMPROVEMENT=$MIN_IMPROVEMENT is not a number; set it to one"
+for v in LR ALPHA DROPOUT; do
+    [ -z "${!v}" ] || is_number "${!v}" || die $EX_USAGE "$v=${!v} is not a number; set $v to one or leave it unset"
 done
+[ -z "$CONFIG" ] || [ -r "$CONFIG" ] || die $EX_USAGE "run config $CONFIG not readable; set CONFIG to a YAML or JSON run config (pipelines/run.example.yaml)"
+# flag NAME VALUE...: "--NAME VALUE" when VALUE is set, else nothing (for the tools' argument arrays)
+flag() { if [ -n "$2" ]; then printf '%s\0%s\0' "$1" "$2"; fi; }
+config_flag=()
+[ -z "$CONFIG" ] || config_flag=(--config "$CONFIG")
+# lora-train's flags shared by the sanity check and the training run
+train_flags=()
+mapfile -d '' train_flags < <(flag --seq-len "$SEQ_LEN"; flag --batch-size "$BATCH"; flag --grad-accum "$GRAD_ACCUM"
+    flag --lr "$LR"; flag --seed "$SEED"; flag --threads "$THREADS")
 [ -f "$MODEL/config.json" ] || die $EX_USAGE "no model at $MODEL (config.json missing); set MODEL to a model folder"
 [ -r "$DATA" ] || die $EX_USAGE "training data $DATA not readable; set DATA to a JSONL file"
 [ -r "$VALID" ] || die $EX_USAGE "validation data $VALID not readable; set VALID to a JSONL file"
@@ -294,17 +298,19 @@ sha_of() { sha256sum "$@" | cut -c1-64; }
 model_files=$(find "$MODEL" -maxdepth 1 -type f \( -name '*.safetensors' -o -name '*.json' \) -printf '%f %s %T@\n' | sort)
 train_params="rank=$RANK alpha=$ALPHA dropout=$DROPOUT targets=$TARGETS adapter_init=$ADAPTER_INIT lr=$LR"
 train_params+=" epochs=$EPOCHS max_steps=$MAX_STEPS seq_len=$SEQ_LEN batch=$BATCH grad_accum=$GRAD_ACCUM"
-train_params+=" seed=$SEED save_every=$SAVE_EVERY train_args=$TRAIN_ARGS init_args=$INIT_ARGS"
+train_params+=" seed=$SEED save_every=$SAVE_EVERY train_args=$TRAIN_ARGS init_args=$INIT_ARGS config=$CONFIG"
+config_sig=""
+[ -z "$CONFIG" ] || config_sig=$(sha_of "$CONFIG")
 init_sig=""
 if [ -n "$ADAPTER_INIT" ]; then
     init_sig=$(find "$ADAPTER_INIT" -type f -print0 | sort -z | xargs -0 cat | sha_of)
 fi
 inputs_sig=$(
-    printf 'model=%s\n%s\ndata=%s\n%s\n%s\n' "$MODEL" "$model_files" "$DATA" "$train_params" "$init_sig"
+    printf 'model=%s\n%s\ndata=%s\n%s\n%s\n%s\n' "$MODEL" "$model_files" "$DATA" "$train_params" "$init_sig" "$config_sig"
     sha_of "$DATA" "$MODEL/config.json"
 )
 inputs_sig=$(printf '%s\n' "$inputs_sig" | sha_of)
-eval_sig=$( (printf 'model=%s\n%s\nseq_len=%s args=%s\n' "$MODEL" "$model_files" "$EVAL_SEQ_LEN" "$EVAL_ARGS"
+eval_sig=$( (printf 'model=%s\n%s\nseq_len=%s args=%s config=%s\n' "$MODEL" "$model_files" "$EVAL_SEQ_LEN" "$EVAL_ARGS" "$config_sig"
     sha_of "$VALID") | sha_of)
 
 run="$WORK/run"
@@ -342,11 +348,10 @@ else
     else
         start_adapter="$WORK/adapter-init"
         if [ "${#mode[@]}" = 0 ] || [ ! -f "$start_adapter/adapter_model.safetensors" ]; then
-            init=("$BIN/lora-init" "$MODEL" -o "$start_adapter" --rank "$RANK" --dropout "$DROPOUT"
-                --targets "$TARGETS" --seed "$SEED" --force)
-            [ -z "$ALPHA" ] || init+=(--alpha "$ALPHA")
-            [ -z "$THREADS" ] || init+=(--threads "$THREADS")
-            init+=("${init_extra[@]}")
+            init=("$BIN/lora-init" "$MODEL" -o "$start_adapter" --force)
+            mapfile -d '' -O "${#init[@]}" init < <(flag --rank "$RANK"; flag --alpha "$ALPHA"; flag --dropout "$DROPOUT"
+                flag --targets "$TARGETS"; flag --seed "$SEED"; flag --threads "$THREADS")
+            init+=("${config_flag[@]}" "${init_extra[@]}")
             log "lora-init: ${init[*]}"
             rc=0
             run_tool lora-init "${init[@]}" || rc=$?
@@ -355,10 +360,8 @@ else
         fi
     fi
     if [ "$SANITY" = 1 ] && [ "${#mode[@]}" = 0 ]; then
-        check=("$BIN/lora-train" "$MODEL" "$start_adapter" --data "$DATA" --sanity-check --seq-len "$SEQ_LEN"
-            --batch-size "$BATCH" --grad-accum "$GRAD_ACCUM" --lr "$LR" --seed "$SEED")
-        [ -z "$THREADS" ] || check+=(--threads "$THREADS")
-        check+=("${train_extra[@]}" "${sanity_extra[@]}")
+        check=("$BIN/lora-train" "$MODEL" "$start_adapter" --data "$DATA" --sanity-check "${train_flags[@]}")
+        check+=("${config_flag[@]}" "${train_extra[@]}" "${sanity_extra[@]}")
         log "sanity check: ${check[*]}"
         rc=0
         run_tool lora-train "${check[@]}" > "$WORK/sanity.json.tmp" || rc=$?
@@ -379,11 +382,9 @@ else
         *) die $EX_FAIL "the sanity check could not run (exit $rc); see $log_file" ;;
         esac
     fi
-    train=("$BIN/lora-train" "$MODEL" "$start_adapter" --data "$DATA" -o "$run" --seq-len "$SEQ_LEN"
-        --batch-size "$BATCH" --grad-accum "$GRAD_ACCUM" --lr "$LR" --seed "$SEED" --save-every "$SAVE_EVERY")
-    if [ -n "$MAX_STEPS" ]; then train+=(--max-steps "$MAX_STEPS"); else train+=(--epochs "$EPOCHS"); fi
-    [ -z "$THREADS" ] || train+=(--threads "$THREADS")
-    train+=("${train_extra[@]}" "${mode[@]}")
+    train=("$BIN/lora-train" "$MODEL" "$start_adapter" --data "$DATA" -o "$run" "${train_flags[@]}")
+    mapfile -d '' -O "${#train[@]}" train < <(flag --save-every "$SAVE_EVERY"; flag --max-steps "$MAX_STEPS"; flag --epochs "$EPOCHS")
+    train+=("${config_flag[@]}" "${train_extra[@]}" "${mode[@]}")
     [ -z "$TRAIN_TIMEOUT" ] || train=(timeout --signal=TERM "$TRAIN_TIMEOUT" "${train[@]}")
     log "lora-train: ${train[*]}"
     rc=0
@@ -418,9 +419,10 @@ fi
 
 # ---- evaluate: eval_adapter ADAPTER OUT_JSON
 eval_adapter() {
-    local cmd=("$BIN/lora-eval" "$MODEL" --adapter "$1" --data "$VALID" --seq-len "$EVAL_SEQ_LEN" --seed "$SEED")
-    [ -z "$THREADS" ] || cmd+=(--threads "$THREADS")
-    cmd+=("${eval_extra[@]}")
+    # evaluated at EVAL_SEQ_LEN, else the training SEQ_LEN, else CONFIG's or lora-eval's own
+    local cmd=("$BIN/lora-eval" "$MODEL" --adapter "$1" --data "$VALID")
+    mapfile -d '' -O "${#cmd[@]}" cmd < <(flag --seq-len "${EVAL_SEQ_LEN:-$SEQ_LEN}"; flag --seed "$SEED"; flag --threads "$THREADS")
+    cmd+=("${config_flag[@]}" "${eval_extra[@]}")
     log "lora-eval: ${cmd[*]}"
     local rc=0
     run_tool lora-eval "${cmd[@]}" > "$2.tmp" || rc=$?

@@ -3,6 +3,7 @@
 #   eval-before.json, eval-after.json     lora-eval of the base, then base + trained adapter (test set)
 #   eval-merged.json      (optional)      lora-eval of the merged model
 #   train.jsonl, train-params (optional)  lora-train's metrics lines, the hyperparameters
+#   run/training_config.json, run/adapter_config.json (optional)  the values the run used (preferred)
 #   run/loss.svg          (optional)      lora-train's loss curve, named in the report when present
 #   gen-before.jsonl, gen-after.jsonl     lora-generate --jsonl answers of the base and the merged model
 #   prompts.jsonl                         the prompts they answer, line by line
@@ -16,7 +17,7 @@ here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 json_get="$here/lib/json-get"
 
 if [ "$#" -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
     [ "$#" -eq 1 ] && exit 0 || exit 64
 fi
 out=${1%/}
@@ -52,7 +53,16 @@ loss_after=$(value loss "$out/eval-after.json")
 tokens=$(value tokens "$out/eval-after.json")
 
 echo "== lora-pipeline report: $out =="
-if [ -r "$out/train-params" ]; then
+if [ -r "$out/run/training_config.json" ]; then
+    # the values the run used (flags, CONFIG and the tools' defaults together), as lora-train and lora-init saved them
+    tc=$(tr '\n' ' ' < "$out/run/training_config.json")
+    ac=$(tr '\n' ' ' < "$out/run/adapter_config.json" 2>/dev/null || echo '{}')
+    get() { printf '%s\n' "$tc" | "$json_get" "$1"; }
+    aget() { printf '%s\n' "$ac" | "$json_get" "$1"; }
+    steps=$(get max-steps)
+    if [ "$steps" = null ]; then steps="epochs=$(get epochs)"; else steps="max_steps=$steps"; fi
+    echo "training:    model=$(get model)  train=$(get data)  rank=$(aget r)  alpha=$(aget lora_alpha)  targets=$(aget target_modules | tr -d '" ')  lr=$(get lr)  $steps  seq_len=$(get seq-len)  batch=$(get batch-size)  seed=$(get seed)"
+elif [ -r "$out/train-params" ]; then
     # key=value lines -> one line of the ones that describe the run
     params=$(awk -F= '$1 ~ /^(model|train|rank|alpha|targets|lr|epochs|max_steps|seq_len|batch|seed)$/ && $2 != "" {
         printf "%s%s=%s", sep, $1, $2; sep = "  " }' "$out/train-params")

@@ -412,6 +412,33 @@ check "config file (cron-like empty environment): exit 0, promoted into WORK fro
     test "$rc" = 0 -a -L "$tmp/work2/deploy/current"
 check "config file: its values used (--rank 4), the environment wins (--lr 5e-4)" \
     test -n "$(grep -e '^lora-init .*--rank 4' "$calls")" -a -n "$(grep -e '^lora-train .*--lr 5e-4' "$calls")"
+check "no hyperparameter of its own: unset ones are not passed (the tools' defaults apply)" \
+    test -z "$(grep -e '--seq-len\|--batch-size\|--epochs\|--dropout\|--targets' "$calls")"
+
+# a run config (CONFIG) goes to lora-init, lora-train and lora-eval; a changed one trains anew
+printf 'lora:\n  rank: 4\ntraining:\n  lr: 1e-3\n' > "$tmp/run.yaml"
+rounds=""
+for round in 1 2 3; do
+    [ "$round" != 3 ] || printf 'lora:\n  rank: 8\n' > "$tmp/run.yaml"
+    : > "$calls"
+    rc=0
+    env MODEL="$model" DATA="$cdata/train.jsonl" VALID="$cdata/valid.jsonl" WORK="$tmp/work3" BIN="$fake" NICE=0 \
+        CONFIG="$tmp/run.yaml" FAKE_CALLS="$calls" "$cw" > /dev/null 2> "$tmp/cron.err" || rc=$?
+    for t in init train eval; do
+        rounds+=" $t$round=$(grep -c "^lora-$t .*--config $tmp/run.yaml" "$calls")"
+    done
+    rounds+=" rc$round=$rc"
+done
+detail="rounds:$rounds: $(cat "$tmp/cron.err")"
+check "CONFIG: passed to lora-init, lora-train and lora-eval" \
+    test -n "$(printf '%s' "$rounds" | grep -E ' init1=1 train1=1 eval1=[1-9] rc1=0 ')"
+check "CONFIG unchanged: nothing to do; changed: trains anew" \
+    test -n "$(printf '%s' "$rounds" | grep -E ' init2=0 train2=0 eval2=0 rc2=0 init3=1 train3=1 eval3=[1-9] rc3=0$')"
+rc=0
+env MODEL="$model" DATA="$cdata/train.jsonl" VALID="$cdata/valid.jsonl" WORK="$tmp/work3" BIN="$fake" CONFIG="$tmp/none.yaml" "$cw" \
+    > /dev/null 2> "$tmp/cron.err" || rc=$?
+detail="exit $rc: $(cat "$tmp/cron.err")"
+check "a missing CONFIG: exit 64 naming it" test "$rc" = 64 -a -n "$(grep -F 'run config '"$tmp"'/none.yaml not readable' "$tmp/cron.err")"
 
 rc=0
 env MODEL="$model" DATA="$cdata/train.jsonl" VALID="$cdata/valid.jsonl" WORK="$work" BIN="$fake" LR=fast "$cw" \
@@ -482,7 +509,8 @@ detail="exit $rc: $(cat "$tmp/make.out")"
 check "make -n demo (repository defaults) parses" test "$rc" = 0 -a -n "$(grep lora-train "$tmp/make.out")"
 rc=0
 make -C "$pipelines" --no-print-directory help > "$tmp/make.out" 2>&1 || rc=$?
-check "make help lists targets and variables" test "$rc" = 0 -a -n "$(grep -E '^  LR +2e-3' "$tmp/make.out")"
+check "make help lists targets and variables (CONFIG the demo's run config)" \
+    test "$rc" = 0 -a -n "$(grep -E '^  CONFIG +.*/pipelines/demo\.yaml$' "$tmp/make.out")" -a -n "$(grep -E '^  LR *$' "$tmp/make.out")"
 make -C "$pipelines" --no-print-directory help OUT="$tmp/help-out" > /dev/null 2>&1
 check "make help writes nothing (no OUT created)" test ! -e "$tmp/help-out"
 
@@ -491,7 +519,7 @@ check "make demo: exit 0" test "$rc" = 0
 check "make demo: each tool ran (quantize 1, init 1, train 1, eval 2, merge 1, generate 2)" \
     test "$(calls_of lora-quantize)$(calls_of lora-init)$(calls_of lora-train)$(calls_of lora-eval)$(calls_of lora-merge)$(calls_of lora-generate)" = 111212
 check "make demo: QLoRA: trains on the NF4 copy, merges with --base-full MODEL" \
-    test -n "$(grep "^lora-train $out/base-nf4 $out/adapter-init --data $mdata/train.jsonl --valid $mdata/valid.jsonl --eval-every 50 -o $out/run" "$calls")" \
+    test -n "$(grep "^lora-train $out/base-nf4 $out/adapter-init --data $mdata/train.jsonl --valid $mdata/valid.jsonl -o $out/run --config $pipelines/demo.yaml" "$calls")" \
     -a -n "$(grep "^lora-merge $out/base-nf4 --base-full $model --adapter $out/run -o $out/merged --force" "$calls")"
 check "make demo: the report shows perplexity before/after and the ratio" \
     test -n "$(grep -E '^perplexity: +before 20\.0855 \(loss 3\.0000\) +after 7\.3891 \(loss 2\.0000\)' "$tmp/make.out")" \
@@ -546,6 +574,19 @@ mk lr LR=1e-3
 check "LR=1e-3 retrains (--lr 1e-3)" test "$rc" = 0 -a -n "$(grep -e '^lora-train .*--lr 1e-3' "$calls")" -a "$(calls_of lora-init)" = 0
 mk lr-again LR=1e-3
 check "LR=1e-3 again: nothing to do" test "$rc" = 0 -a ! -s "$calls"
+printf 'training:\n  lr: 1e-3\n' > "$tmp/mk-run.yaml"
+mk config CONFIG="$tmp/mk-run.yaml" LR=1e-3
+check "CONFIG=FILE: every tool that reads it gets --config FILE; a new config redoes init, train and eval" \
+    test "$rc" = 0 -a "$(grep -c -e "--config $tmp/mk-run.yaml" "$calls")" = "$(grep -c '^lora-\(init\|train\|eval\)' "$calls")" \
+    -a "$(calls_of lora-init)$(calls_of lora-train)" = 11
+mk config-again CONFIG="$tmp/mk-run.yaml" LR=1e-3
+check "CONFIG=FILE again: nothing to do" test "$rc" = 0 -a ! -s "$calls"
+sleep 0.01
+printf 'training:\n  lr: 1e-3\n  epochs: 2\n' > "$tmp/mk-run.yaml"
+mk config-edited CONFIG="$tmp/mk-run.yaml" LR=1e-3
+check "an edited CONFIG retrains" test "$rc" = 0 -a "$(calls_of lora-train)" = 1
+mk config-missing CONFIG="$tmp/nothing.yaml" LR=1e-3
+check "a missing CONFIG: make fails naming it" test "$rc" != 0 -a -n "$(grep -F "$tmp/nothing.yaml is missing" "$tmp/make.out")"
 mk rank RANK=4 LR=1e-3
 check "RANK=4: new lora-init and training, no new quantize" \
     test "$rc" = 0 -a "$(calls_of lora-init)$(calls_of lora-train)$(calls_of lora-quantize)" = 110
