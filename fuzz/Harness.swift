@@ -7,6 +7,7 @@
 //   jinja        a chat template: lex, parse, render a fixed conversation
 //   jsonl        a data file (JSONL, a JSON array, gzip) → examples (text, prompt/completion, instruction, messages, ShareGPT)
 //   checkpoint   trainer_state.json → TrainerState and its range checks
+//   gguf         a .gguf file (lora-inspect reads them): header, metadata, tensor infos, every small tensor decoded
 // A thrown error is the expected outcome of bad input; a crash, hang or sanitizer report is a finding.
 // fuzz/run.sh builds the seed corpora from the test fixtures and runs a target for N seconds.
 import Foundation
@@ -34,8 +35,8 @@ public func initialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutabl
         dataTokenizer = try! Tokenizer.load(directory: dir)
         builder = try! ExampleBuilder(tokenizer: dataTokenizer!, maskPrompt: nil, path: "fuzz.jsonl", maxTokens: 512)
     }
-    guard ["safetensors", "json", "config", "adapter", "tokenizer", "jinja", "jsonl", "checkpoint"].contains(target) else {
-        FileHandle.standardError.write(Data("error: set LORA_FUZZ_TARGET to safetensors, json, config, adapter, tokenizer, jinja, jsonl or checkpoint\n".utf8))
+    guard ["safetensors", "json", "config", "adapter", "tokenizer", "jinja", "jsonl", "checkpoint", "gguf"].contains(target) else {
+        FileHandle.standardError.write(Data("error: set LORA_FUZZ_TARGET to safetensors, json, config, adapter, tokenizer, jinja, jsonl, checkpoint or gguf\n".utf8))
         exit(64)
     }
     return 0
@@ -87,6 +88,14 @@ public func testOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     case "checkpoint":
         if let s = try? JSONDecoder().decode(TrainerState.self, from: Data(bytes)) {
             _ = try? s.validate(path: "ck", totalSteps: 1000, batchesPerEpoch: 50, maxTokensPerStep: 4096)
+        }
+    case "gguf":
+        if let f = try? GGUFFile(path: asFile(bytes)) {
+            var sum: Float = 0
+            for t in f.tensors where t.count < 1 << 20 { sum += f.floats(t).reduce(0, +) }
+            _ = f["general.architecture"]?.string
+            _ = f["tokenizer.ggml.tokens"]?.array?.count
+            if sum.isNaN { _ = 0 }
         }
     default:
         break

@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_BUILD:-$root/.build-fuzz}
 secs=${1:-60}; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors json config adapter tokenizer jinja jsonl checkpoint)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors json config adapter tokenizer jinja jsonl checkpoint gguf)
 bin="$out/lora-fuzz"
 if [ ! -x "$bin" ] || [ -n "$(find "$root/Sources" "$root/fuzz" -name '*.swift' -newer "$bin" -print -quit)" ]; then
     FUZZ_BUILD="$out" bash "$root/fuzz/build.sh" >&2
@@ -27,6 +27,7 @@ seed() {  # seed TARGET DIR: the fixtures that become TARGET's corpus
         jsonl) find "$root/data" -name '*.jsonl' -size -64k -exec cp -t "$d" --backup=numbered {} +
                head -c 4000 "$root/bench/corpus.jsonl" > "$d/corpus-head.jsonl"
                cp "$root"/fuzz/seeds/jsonl/* "$d"/ ;;
+        gguf) cp "$fx"/gguf/*.gguf "$root"/fuzz/seeds/gguf/*.gguf "$d"/ ;;
         checkpoint) printf '{"step": 4, "epoch": 1, "batchInEpoch": 2, "tokensSeen": 900, "fingerprint": "ab", "elapsedSeconds": 3.5, "lastLoss": 2.5, "format": "lora-pipeline-checkpoint-1", "compute_dtype": "f32"}' > "$d/state.json" ;;
     esac
 }
