@@ -289,6 +289,26 @@ final class GGUFModelExportTests: XCTestCase {
         XCTAssertFalse(text.text.contains("TEMPLATE \"\"\""), text.text)
     }
 
+    /// lora-generate's hidden --logits-out (what scripts/check-llama-cpp compares with llama.cpp): one row of vocab
+    /// fp32 logits per next-token choice, whose argmax is the greedy token.
+    func testGenerateLogitsOut() throws {
+        let dir = try tinyLlama()
+        let tmp = makeTempDir("ggufl")
+        writeData(Data("{\"prompt\": \"Hello there\"}\n".utf8), tmp + "/p.jsonl")
+        let r = try runTool("lora-generate", [dir, "--jsonl", tmp + "/p.jsonl", "--no-chat", "--temperature", "0", "--max-tokens", "4",
+                                              "--ids", "--ignore-eos", "--compute-dtype", "f32", "--logits-out", tmp + "/l.f32", "-q"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ids = try XCTUnwrap(try jsonObject(r.stdout)["ids"]?.arrayValue).compactMap { $0.intValue.map(Int.init) }
+        XCTAssertEqual(ids.count, 4)
+        let data = try Data(contentsOf: URL(fileURLWithPath: tmp + "/l.f32"))
+        XCTAssertEqual(data.count, 4 * 1824 * 4)
+        let rows = data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        for (k, id) in ids.enumerated() {
+            let row = rows[(k * 1824)..<((k + 1) * 1824)]
+            XCTAssertEqual(row.indices.max { row[$0] < row[$1] }.map { $0 - k * 1824 }, id)
+        }
+    }
+
     func testCLIEndToEnd() throws {
         let dir = try tinyLlama()
         let outDir = makeTempDir("ggufcli")
