@@ -81,8 +81,8 @@ struct Export: ParsableCommand {
         o.tokenizerPre = tokenizerPre
         o.name = name
         o.replace = force
-        let outDir = URL(fileURLWithPath: output).deletingLastPathComponent().path
-        let modelfilePath = outDir + "/Modelfile"
+        let outDir = (output as NSString).deletingLastPathComponent
+        let modelfilePath = outDir.isEmpty ? "Modelfile" : outDir + "/Modelfile"
         if ollama != nil, !force, FileManager.default.fileExists(atPath: modelfilePath) {
             throw FileError.cannotWrite(path: modelfilePath, reason: "already exists; choose another output folder or pass --force")
         }
