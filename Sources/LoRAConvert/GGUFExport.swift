@@ -239,19 +239,21 @@ public enum GGUFExport {
         return s
     }
 
-    /// rope_freqs for llama3 rope scaling, as the converter generates them (fp32 per frequency pair).
+    /// rope_freqs for llama3 rope scaling, as the converter generates them: its arithmetic is on float32 torch
+    /// scalars (each Python number taken as float32), so ours is in Float step for step.
     static func llama3RopeFactors(_ c: ModelConfig, _ rs: RopeScaling) -> [Float] {
-        let dim = c.headDim, base = c.ropeTheta
-        let old = Double(rs.originalMaxPositionEmbeddings)
-        let lowWave = old / rs.lowFreqFactor, highWave = old / rs.highFreqFactor
+        let dim = c.headDim
+        let old = Float(rs.originalMaxPositionEmbeddings)
+        let low = Float(rs.lowFreqFactor), span = Float(rs.highFreqFactor - rs.lowFreqFactor), factor = Float(rs.factor)
+        let lowWave = Float(Double(rs.originalMaxPositionEmbeddings) / rs.lowFreqFactor)
+        let highWave = Float(Double(rs.originalMaxPositionEmbeddings) / rs.highFreqFactor)
         return stride(from: 0, to: dim, by: 2).map { i in
-            // torch: 1 / base ** (arange(0, dim, 2, float32) / dim), in fp32.
-            let freq = Float(1) / Float(pow(Float(base), Float(i) / Float(dim)))
-            let wave = 2 * Double.pi / Double(freq)
+            let freq = Float(1) / powf(Float(c.ropeTheta), Float(i) / Float(dim))
+            let wave = Float(2 * Double.pi) / freq
             if wave < highWave { return 1 }
-            if wave > lowWave { return Float(rs.factor) }
-            let smooth = (old / wave - rs.lowFreqFactor) / (rs.highFreqFactor - rs.lowFreqFactor)
-            return Float(1 / ((1 - smooth) / rs.factor + smooth))
+            if wave > lowWave { return factor }
+            let smooth = (old / wave - low) / span
+            return 1 / ((1 - smooth) / factor + smooth)
         }
     }
 

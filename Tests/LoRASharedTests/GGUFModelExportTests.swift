@@ -129,6 +129,24 @@ final class GGUFModelExportTests: XCTestCase {
         XCTAssertEqual(GGUFExport.permuteRows(GGUFExport.permuteRows(y, rows: 12, cols: 3, heads: 2), rows: 12, cols: 3, heads: 2, inverse: true), y)
     }
 
+    /// Llama 3.1's rope scaling (theta 500000, head_dim 128, factor 8, low 1, high 4, 8192): the rope_freqs values
+    /// convert_hf_to_gguf.py generates (float32 bit patterns from torch 2.13), and the tensor in the file.
+    func testLlama3RopeFreqsAsTheConverter() throws {
+        var bits = [UInt32](repeating: 0x3f80_0000, count: 29) + [0x3f9a_8ed5, 0x3fc6_d64a, 0x4001_af1d, 0x402c_732e, 0x406b_cace, 0x40a8_3c06]
+        bits += [UInt32](repeating: 0x4100_0000, count: 64 - bits.count)
+        var o = JSONObject()
+        for (k, v) in [("model_type", JSONValue.string("llama")), ("vocab_size", .int(256)), ("hidden_size", .int(256)),
+                       ("intermediate_size", .int(64)), ("num_hidden_layers", .int(1)), ("num_attention_heads", .int(2)),
+                       ("rope_theta", .double(500000)),
+                       ("rope_scaling", .object(JSONObject([("rope_type", .string("llama3")), ("factor", .double(8)), ("low_freq_factor", .double(1)),
+                                                             ("high_freq_factor", .double(4)), ("original_max_position_embeddings", .int(8192))])))] {
+            o[k] = v
+        }
+        let c = try ModelConfig(o, path: "config.json")
+        let f = GGUFExport.llama3RopeFactors(c, try XCTUnwrap(c.ropeScaling))
+        XCTAssertEqual(f.map(\.bitPattern), bits)
+    }
+
     func testSHA256() {
         XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         XCTAssertEqual(SHA256.hex([]), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
