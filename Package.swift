@@ -43,6 +43,13 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]
         ),
+        // MPI for data-parallel lora-train, loaded at run time (dlopen) only when launched by mpirun / srun: nothing
+        // links libmpi or includes mpi.h, so builds and single-process runs need no MPI installed.
+        .target(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
         // The numeric kernels (GEMM, elementwise and attention kernels, threads, the compute backend): the only
         // Swift code built with -Ounchecked, over raw pointers whose bounds the callers establish. Optimized in
         // debug builds too: the test suite runs them on a real model, and unoptimized SIMD code is two orders of
@@ -128,6 +135,7 @@ let package = Package(
             name: "LoRACLI",
             dependencies: [
                 "LoRAShared",
+                "CMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ],

@@ -45,6 +45,7 @@ public func runMain<C: ParsableCommand>(_ type: C.Type) -> Never {
         var command = try type.parseAsRoot()
         try command.run()
         fflush(stdout)
+        ProcessGroup.finish?()
         exit(0)
     } catch {
         fflush(stdout)
@@ -56,10 +57,22 @@ public func runMain<C: ParsableCommand>(_ type: C.Type) -> Never {
         let (status, raw, isUsage) = classify(error, type)
         var message = raw.replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
         if message.lowercased().hasPrefix("error: ") { message = String(message.dropFirst(7)) }
-        FileHandle.standardError.write(Data("error: \(message)\(isUsage && !message.contains("--help") ? " (see --help)" : "")\n".utf8))
+        FileHandle.standardError.write(Data("error: \(ProcessGroup.label)\(message)\(isUsage && !message.contains("--help") ? " (see --help)" : "")\n".utf8))
         PendingOutputs.shared.removeAll()
+        if let abort = ProcessGroup.abort {
+            Interrupt.graceful = false  // the launcher's SIGTERM to the aborting job ends this rank at once
+            abort(status)
+        }
         exit(status)
     }
+}
+
+/// A tool running as one of several MPI ranks (see MPIWorld.install): its errors name the rank and abort the job,
+/// and a normal exit finalizes MPI. Unset for a single process.
+public enum ProcessGroup {
+    nonisolated(unsafe) public static var label = ""
+    nonisolated(unsafe) public static var abort: ((Int32) -> Void)? = nil
+    nonisolated(unsafe) public static var finish: (() -> Void)? = nil
 }
 
 /// On SIGINT/SIGTERM, remove temporary outputs in progress and exit 130/143 (128 + signal), so an

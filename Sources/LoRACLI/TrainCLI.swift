@@ -63,6 +63,39 @@ public enum TrainCLI {
         return f.value
     }
 
+    /// What every MPI rank must share, named as the user would name it: compared across ranks at start (one max
+    /// reduction of their hashes), so a rank launched with another flag, data file or adapter is named before any
+    /// step. --threads and the like may differ per rank and are not listed.
+    public static func rankItems(model: ModelDir, adapter: Adapter, data: JSONLFile, valid: [Window], options o: TrainOptions,
+                                 maskPrompt: Bool?, output: String, resumedStep: Int) -> [(name: String, value: String)] {
+        var weights = Fingerprint()
+        for n in adapter.moduleNames {
+            let m = adapter.modules[n]!
+            weights.add(n)
+            m.a.withUnsafeBytes { weights.add($0) }
+            m.b.withUnsafeBytes { weights.add($0) }
+        }
+        var rows = Fingerprint()
+        for r in data.records { rows.add(String(r.line)); rows.add(JSONValue.object(r.value).serialized()) }
+        var v = Fingerprint()
+        for w in valid { w.ids.withUnsafeBytes { v.add($0) }; w.labels.withUnsafeBytes { v.add($0) } }
+        return [
+            ("model (config.json)", JSONValue.object(model.config.raw).serialized(sortKeys: true)),
+            ("adapter", adapter.configJSON() + weights.value),
+            ("training data (--data)", rows.value),
+            ("validation data (--valid)", v.value),
+            ("--seq-len", "\(o.seqLen)"), ("--batch-size", "\(o.batchSize)"), ("--grad-accum", "\(o.gradAccum)"),
+            ("--epochs", "\(o.epochs)"), ("--max-steps", "\(o.maxSteps ?? -1)"), ("--lr", "\(o.adam.lr)"),
+            ("--weight-decay", "\(o.adam.weightDecay)"), ("--adam-beta1", "\(o.adam.beta1)"), ("--adam-beta2", "\(o.adam.beta2)"),
+            ("--adam-eps", "\(o.adam.eps)"), ("--lr-schedule", o.schedule.rawValue), ("--warmup-steps", "\(o.warmupSteps ?? -1)"),
+            ("--warmup-ratio", "\(o.warmupRatio)"), ("--max-grad-norm", "\(o.maxGradNorm)"), ("--packing", "\(o.packing)"),
+            ("--seed", "\(o.seed)"), ("--dropout", "\(o.dropout)"), ("--mask-prompt", String(describing: maskPrompt)),
+            ("--grad-checkpoint", "\(o.gradCheckpoint)"), ("--compute-dtype", o.compute.dtype.rawValue),
+            ("--log-every", "\(o.logEvery)"), ("--eval-every", "\(o.evalEvery)"), ("--save-every", "\(o.saveEvery)"),
+            ("--keep-last", "\(o.keepLast)"), ("--output", output), ("resume step (--resume)", "\(resumedStep)"),
+        ]
+    }
+
     /// The output folder's lock: held (flock on the folder itself, so nothing is left behind) for the whole run.
     nonisolated(unsafe) static var outputLock: Int32 = -1
 
@@ -155,7 +188,8 @@ public enum TrainCLI {
                 curveFailed = true
             }
         }
-        if t.state.step > 0 {
+        let writer = t.isWriter  // MPI ranks other than 0 train and reduce, and write nothing
+        if t.state.step > 0 && writer {
             if let p = t.historyProblem { Log.info("\(p); the loss curve starts at step \(t.state.step + 1)") }
             writeCurve()
         }
@@ -163,16 +197,21 @@ public enum TrainCLI {
         var lossSum = 0.0, lossCount = 0
         t.stopRequested = { Interrupt.received != 0 }
         t.onProgress = { done, total in
+            guard writer else { return }
             if bar == nil { bar = ProgressBar(total: total, label: "train", unit: " steps") }
             // On a terminal the line ends with a sparkline of the recent logged losses.
             let spark = bar!.isTTY ? Sparkline.render(t.history.map(\.loss)) : ""
-            bar!.update(done, detail: String(format: "loss %.4f", t.state.lastLoss) + (spark.isEmpty ? "" : " " + spark))
+            // Data-parallel: the rate of all ranks together (every rank counts the whole global batch's tokens).
+            let rate = t.ranks > 1 && t.state.elapsedSeconds > 0
+                ? String(format: ", %d ranks %.0f tok/s", t.ranks, Double(t.state.tokensSeen) / t.state.elapsedSeconds) : ""
+            bar!.update(done, detail: String(format: "loss %.4f", t.state.lastLoss) + rate + (spark.isEmpty ? "" : " " + spark))
         }
         t.onCheckpoint = {
             PendingOutputs.shared.remove(out)  // it holds a usable checkpoint now: keep it even if the run fails
             Log.info("checkpoint \($0)")
         }
         t.onStep = { r in
+            guard writer else { return }
             var o = JSONObject()
             o["step"] = .int(Int64(r.step)); o["epoch"] = round(r.epoch, 1e4); o["loss"] = round(r.loss)
             o["lr"] = .double(r.lr); o["grad_norm"] = round(r.gradNorm); o["tokens_per_s"] = round(r.tokensPerSecond, 10)
@@ -186,8 +225,12 @@ public enum TrainCLI {
         let finished = try t.run()
         if !finished {
             Log.info("stopped at step \(t.state.step); continue with --resume")
-            exit(128 + Interrupt.received)
+            fflush(stdout)
+            ProcessGroup.finish?()
+            // A rank that got no signal itself stopped because another did: it exits as SIGTERM would have it.
+            exit(128 + (Interrupt.received != 0 ? Interrupt.received : SIGTERM))
         }
+        guard writer else { return }
         try t.currentAdapter().save(into: out)
         PendingOutputs.shared.remove(out)
         writeCurve()
@@ -205,6 +248,7 @@ public enum TrainCLI {
         o["adapter"] = .string(out)
         o["loss_curve"] = !curveFailed && FileManager.default.fileExists(atPath: curvePath) ? .string(curvePath) : .null
         o["compute_dtype"] = .string(t.options.compute.label)
+        if t.ranks > 1 { o["ranks"] = .int(Int64(t.ranks)) }
         emitJSON(.object(o))
     }
 }

@@ -39,12 +39,16 @@ public struct LoRADropout: Sendable {
     public var seed: UInt64
     public var step: UInt64
     public var microBatch: UInt64
+    /// Rows (tokens) of the micro-batch before the first one this pass sees: an MPI rank computing its slice of a
+    /// global micro-batch (padded to the global length) draws the mask the single process draws for those rows.
+    public var rowOffset: UInt64
 
-    public init(rate: Float, seed: UInt64, step: UInt64, microBatch: UInt64 = 0) {
+    public init(rate: Float, seed: UInt64, step: UInt64, microBatch: UInt64 = 0, rowOffset: UInt64 = 0) {
         self.rate = rate
         self.seed = seed
         self.step = step
         self.microBatch = microBatch
+        self.rowOffset = rowOffset
     }
 
     @inline(__always)
@@ -97,7 +101,7 @@ public struct LoRADropout: Sendable {
         Parallel.forRanges(rows, grain: max(1, 8192 / max(1, cols))) { r in
             for i in r {
                 let src = x + i * ld, out = dst + i * ldd
-                let e0 = UInt64(i) &* UInt64(cols)
+                let e0 = (UInt64(i) &+ rowOffset) &* UInt64(cols)
                 var j = 0
                 while j + 8 <= cols {
                     let m = LoRADropout.kept(e0 &+ UInt64(j), k0: k0, k1: k1, threshold: t)

@@ -84,8 +84,10 @@ public enum Batching {
     }
 
     /// Pads sequences to the longest and builds the model's batch.
-    public static func tokenBatch(_ seqs: [TrainSequence], packed: Bool) -> TokenBatch {
-        let T = seqs.map(\.ids.count).max() ?? 1
+    /// `length`: pad to this many tokens instead (at least the longest; an MPI rank pads its slice to the global
+    /// micro-batch's length so that LoRA dropout masks line up with the single process's).
+    public static func tokenBatch(_ seqs: [TrainSequence], packed: Bool, length: Int? = nil) -> TokenBatch {
+        let T = Swift.max(length ?? 0, seqs.map(\.ids.count).max() ?? 1)
         var tokens = [Int32](repeating: 0, count: seqs.count * T), labels = [Int32](repeating: -100, count: seqs.count * T)
         var starts = [Int32](repeating: 0, count: seqs.count * T), pos = [Int32](repeating: 0, count: seqs.count * T)
         for (b, s) in seqs.enumerated() {

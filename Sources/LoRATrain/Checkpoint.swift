@@ -15,10 +15,14 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var format = "lora-pipeline-checkpoint-1"
     /// "f32" or "bf16" (absent in checkpoints from before --compute-dtype: f32).
     public var computeDType: String?
+    /// MPI ranks of the run (absent: one process). The data order and the global batch depend on it, so a
+    /// checkpoint resumes only with the same number.
+    public var worldSize: Int?
 
     enum CodingKeys: String, CodingKey {
         case step, epoch, batchInEpoch, tokensSeen, fingerprint, elapsedSeconds, lastLoss, format
         case computeDType = "compute_dtype"
+        case worldSize = "world_size"
     }
 }
 
@@ -50,6 +54,7 @@ public enum CheckpointError: Error, CustomStringConvertible, ToolError {
     case corrupt(path: String, reason: String)
     case none(dir: String)
     case computeDType(path: String, checkpoint: String, run: String)
+    case worldSize(path: String, checkpoint: Int, run: Int)
 
     public var description: String {
         switch self {
@@ -57,6 +62,9 @@ public enum CheckpointError: Error, CustomStringConvertible, ToolError {
             return "\(p): checkpoint from another run (\(r)); resume with the same model, adapter, data and hyperparameters, or use a new output folder"
         case .corrupt(let p, let r): return "\(p): corrupt checkpoint (\(r)); resume from an earlier one with --resume PATH, or start over"
         case .none(let d): return "\(d): no checkpoint to resume from (expected checkpoints/step-NNNNNNN)"
+        case .worldSize(let p, let c, let r):
+            func ranks(_ n: Int) -> String { n == 1 ? "a single process" : "\(n) MPI ranks" }
+            return "\(p): checkpoint was written by \(ranks(c)) but this run has \(ranks(r)); the data order and the global batch depend on the rank count, so resume it with \(c == 1 ? "a plain lora-train (no mpirun)" : "mpirun -np \(c)"), or start a new run in another folder"
         case .computeDType(let p, let c, let r):
             return "\(p): checkpoint was trained with --compute-dtype \(c) but this run computes in \(r); pass --compute-dtype \(c) to resume it (on a CPU that has it), or start a new run in another folder"
         }
@@ -188,4 +196,5 @@ public struct Fingerprint {
     public mutating func add(_ bytes: UnsafeRawBufferPointer) { for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 } }
     public mutating func add(_ s: String) { var t = s + "\u{0}"; t.withUTF8 { add(UnsafeRawBufferPointer($0)) } }
     public var value: String { String(format: "%016llx", h) }
+    public var raw: UInt64 { h }
 }

@@ -56,6 +56,8 @@ public final class Trainer {
     public let options: TrainOptions
     public let outDir: String
     public let fingerprint: String
+    /// The MPI ranks training together (nil: this process alone). See DataParallel.
+    public let world: Collective?
     public var optimizer = AdamWState()
     public var state: TrainerState
     /// Set from a signal handler: finish the current step, checkpoint, return.
@@ -64,6 +66,8 @@ public final class Trainer {
     public var onCheckpoint: (String) -> Void = { _ in }
     public var onProgress: (Int, Int) -> Void = { _, _ in }
     public private(set) var lastCheckpoint: String?
+    /// Whether the last optimizer step's reduction carried a stop request from any rank (data-parallel runs).
+    public private(set) var stopAgreed = false
     /// Every logged point of the run so far (restored by resume from the checkpoint's log_history.json), saved with
     /// each checkpoint; the loss curve is drawn from it.
     public private(set) var history: [LogPoint] = []
@@ -71,9 +75,11 @@ public final class Trainer {
     public private(set) var historyProblem: String?
     /// Test hook: LORA_TEST_NAN_AT_STEP=k makes step k's loss NaN, to exercise the stop-and-keep-checkpoint path.
     static let nanAtStep = ProcessInfo.processInfo.environment["LORA_TEST_NAN_AT_STEP"].flatMap(Int.init)
+    /// Test hook: LORA_TEST_STEP_SLEEP_MS=t sleeps t ms before each step, so a test's signal lands mid-run.
+    static let stepSleep = ProcessInfo.processInfo.environment["LORA_TEST_STEP_SLEEP_MS"].flatMap(UInt32.init)
 
     public init(model: Transformer, adapterConfig: LoRAConfig, examples: [Example], valid: [Window],
-                options: TrainOptions, outDir: String, fingerprint: String) {
+                options: TrainOptions, outDir: String, fingerprint: String, world: Collective? = nil) {
         self.model = model
         self.adapterConfig = adapterConfig
         self.examples = examples
@@ -81,12 +87,26 @@ public final class Trainer {
         self.options = options
         self.outDir = outDir
         self.fingerprint = fingerprint
+        self.world = world
         state = TrainerState(step: 0, epoch: 0, batchInEpoch: 0, tokensSeen: 0, fingerprint: fingerprint, elapsedSeconds: 0, lastLoss: .nan,
-                             computeDType: options.compute.dtype.rawValue)
+                             computeDType: options.compute.dtype.rawValue, worldSize: (world?.size ?? 1) > 1 ? world!.size : nil)
+    }
+
+    /// Processes training together (1 without MPI).
+    public var ranks: Int { world?.size ?? 1 }
+    /// Whether this process writes the outputs (checkpoints, metrics, the adapter): rank 0, or the only process.
+    public var isWriter: Bool { (world?.rank ?? 0) == 0 }
+    /// Sequences of one global micro-batch: --batch-size on each rank.
+    public var globalMicroBatch: Int { options.batchSize * ranks }
+
+    /// Sequences per epoch (the data order's units: examples, or packed rows).
+    public var sequencesPerEpoch: Int {
+        Batching.epoch(examples, epoch: 0, seed: options.seed, batchSize: globalMicroBatch, seqLen: options.seqLen, packing: options.packing)
+            .reduce(0) { $0 + $1.count }
     }
 
     public var batchesPerEpoch: Int {
-        Batching.epoch(examples, epoch: 0, seed: options.seed, batchSize: options.batchSize, seqLen: options.seqLen, packing: options.packing).count
+        Batching.epoch(examples, epoch: 0, seed: options.seed, batchSize: globalMicroBatch, seqLen: options.seqLen, packing: options.packing).count
     }
 
     public var totalSteps: Int {
@@ -106,12 +126,13 @@ public final class Trainer {
     }
 
     public func resume(from path: String) throws {
-        let perStep = options.batchSize.multipliedReportingOverflow(by: options.gradAccum)
+        let perStep = globalMicroBatch.multipliedReportingOverflow(by: options.gradAccum)
         let tokens = perStep.partialValue.multipliedReportingOverflow(by: options.seqLen)
         let (adapter, opt, st) = try Checkpoint.load(path, fingerprint: fingerprint, computeDType: options.compute.dtype) { st in
+            if (st.worldSize ?? 1) != ranks { throw CheckpointError.worldSize(path: path, checkpoint: st.worldSize ?? 1, run: ranks) }
             // The bound of batchInEpoch is the batch count of the checkpoint's own epoch (packing varies it).
             let epochBatches = st.epoch >= 0 && st.epoch <= st.step
-                ? Batching.epoch(examples, epoch: st.epoch, seed: options.seed, batchSize: options.batchSize, seqLen: options.seqLen,
+                ? Batching.epoch(examples, epoch: st.epoch, seed: options.seed, batchSize: globalMicroBatch, seqLen: options.seqLen,
                                  packing: options.packing).count : 0
             try st.validate(path: path, totalSteps: totalSteps, batchesPerEpoch: epochBatches,
                             maxTokensPerStep: perStep.overflow || tokens.overflow ? Int.max : tokens.partialValue)
@@ -133,16 +154,52 @@ public final class Trainer {
     }
 
     func checkpoint() throws {
+        try checkRanksAgree()
+        guard isWriter else {  // rank 0 writes it; the others only know its name
+            lastCheckpoint = outDir + "/checkpoints/" + Checkpoint.name(step: state.step)
+            return
+        }
         let p = try Checkpoint.save(to: outDir, adapter: currentAdapter(), optimizer: optimizer, state: state, keepLast: options.keepLast,
                                      history: history)
         lastCheckpoint = p
         onCheckpoint(p)
     }
 
+    /// Data-parallel runs: every rank applied the same updates to the same weights, so the weights must be equal
+    /// bit for bit; checked (one max reduction of a hash) before each checkpoint and at the end, so what rank 0
+    /// writes is what every rank trains.
+    public func checkRanksAgree() throws {
+        guard let w = world, w.size > 1 else { return }
+        var f = Fingerprint()
+        for n in model.lora.keys.sorted() {
+            let l = model.lora[n]!
+            l.a.withUnsafeBytes { f.add($0) }
+            l.b.withUnsafeBytes { f.add($0) }
+        }
+        let h = Double(f.raw & ((1 << 52) - 1))
+        var buf = [h, -h]
+        try w.max(&buf)
+        if buf[0] != -buf[1] { throw DataParallelError.diverged(step: state.step) }
+    }
+
     public func validationLoss() throws -> Double? {
         guard !valid.isEmpty else { return nil }
-        let (nll, n) = try Evaluator.evaluate(model, windows: valid, options: EvalOptions(seqLen: options.seqLen, batchSize: options.batchSize))
-        return n > 0 ? nll / Double(n) : nil
+        let eo = EvalOptions(seqLen: options.seqLen, batchSize: options.batchSize)
+        guard let w = world, w.size > 1 else {
+            let (nll, n) = try Evaluator.evaluate(model, windows: valid, options: eo)
+            return n > 0 ? nll / Double(n) : nil
+        }
+        // Sharded: rank r evaluates windows r, r + N, r + 2N, … (of the length-sorted list, so the work is even),
+        // then one sum of (NLL, tokens).
+        let order = valid.indices.sorted { valid[$0].ids.count > valid[$1].ids.count }
+        let mine = stride(from: w.rank, to: order.count, by: w.size).map { valid[order[$0]] }
+        var buf = [0.0, 0.0]
+        if !mine.isEmpty {
+            let (nll, n) = try Evaluator.evaluate(model, windows: mine, options: eo)
+            buf = [nll, Double(n)]
+        }
+        try w.sum(&buf)
+        return buf[1] > 0 ? buf[0] / buf[1] : nil
     }
 
     /// One optimizer step (number `step`, 1-based) on `group`, micro-batches whose gradients accumulate: the loss is
@@ -151,6 +208,9 @@ public final class Trainer {
     /// norm before clipping, and the tokens seen.
     package func optimizerStep(_ group: [[TrainSequence]], grads: LoRAGradients, lr: Double, step: Int, dropout rate: Double,
                                checkpoint: String?) throws -> (loss: Double, gradNorm: Float, tokens: Int) {
+        if let w = world, w.size > 1 {
+            return try parallelStep(group, grads: grads, lr: lr, step: step, dropout: rate, checkpoint: checkpoint, world: w)
+        }
         let tbs = group.map { Batching.tokenBatch($0, packed: options.packing) }
         let scored = group.reduce(0) { acc, b in acc + b.reduce(0) { $0 + $1.scored } }
         grads.zero()
@@ -174,6 +234,72 @@ public final class Trainer {
         return (loss, norm, tokens)
     }
 
+    /// optimizerStep on one rank of N: `group` holds global micro-batches of N × --batch-size sequences (the same on
+    /// every rank); this rank runs forward and backward on its slice of each, scaled by 1 / the global scored-token
+    /// count (every rank counts it from the whole group, no communication), so the sum over ranks is the gradient
+    /// the single process computes on the whole group. One sum over ranks of [gradients…, NLL, stop flag], then
+    /// every rank clips and steps identically: the reduced buffer is the same on every rank (MPI_Allreduce returns
+    /// one result to all; checkRanksAgree verifies the weights at each checkpoint), and stepping locally costs
+    /// less than a broadcast of the new weights.
+    func parallelStep(_ group: [[TrainSequence]], grads: LoRAGradients, lr: Double, step: Int, dropout rate: Double,
+                      checkpoint: String?, world w: Collective) throws -> (loss: Double, gradNorm: Float, tokens: Int) {
+        let b = options.batchSize
+        let scored = group.reduce(0) { acc, mb in acc + mb.reduce(0) { $0 + $1.scored } }
+        let tokens = group.reduce(0) { acc, mb in acc + mb.reduce(0) { $0 + $1.ids.count } }
+        grads.zero()
+        var nll = 0.0
+        if scored > 0 {
+            for (mb, global) in group.enumerated() {
+                let mine = Array(DataParallel.shard(global, rank: w.rank, perRank: b))
+                if mine.isEmpty { continue }
+                let dropout: LoRADropout?
+                let tb: TokenBatch
+                if rate > 0 {
+                    // Padded to the global micro-batch's length, rows offset by the sequences before this slice: the
+                    // masks the single process draws for these rows.
+                    let T = global.map(\.ids.count).max() ?? 1
+                    tb = Batching.tokenBatch(mine, packed: options.packing, length: T)
+                    dropout = LoRADropout(rate: Float(rate), seed: options.seed, step: UInt64(step - 1), microBatch: UInt64(mb),
+                                          rowOffset: UInt64(w.rank * b * T))
+                } else {
+                    tb = Batching.tokenBatch(mine, packed: options.packing)
+                    dropout = nil
+                }
+                let r = try model.trainStep(tb, lossScale: 1 / Float(scored), grads: grads, dropout: dropout,
+                                            checkpointLayers: options.gradCheckpoint)
+                nll += r.nllSum
+            }
+        }
+        // One flat buffer: every A and B gradient (modules in sorted order), then the NLL as two floats (high and low
+        // parts, so the sum keeps about 48 bits), then the stop flag.
+        let keys = grads.a.keys.sorted()
+        var flat: [Float] = []
+        flat.reserveCapacity(keys.reduce(3) { $0 + grads.a[$1]!.count + grads.b[$1]!.count })
+        for k in keys { flat += grads.a[k]!; flat += grads.b[k]! }
+        let hi = Float(nll)
+        flat.append(hi)
+        flat.append(Float(nll - Double(hi)))
+        flat.append(stopRequested() ? 1 : 0)
+        try w.sum(&flat)
+        var o = 0
+        for k in keys {
+            let na = grads.a[k]!.count, nb = grads.b[k]!.count
+            grads.a[k]!.withUnsafeMutableBufferPointer { p in for i in 0..<na { p[i] = flat[o + i] } }
+            o += na
+            grads.b[k]!.withUnsafeMutableBufferPointer { p in for i in 0..<nb { p[i] = flat[o + i] } }
+            o += nb
+        }
+        stopAgreed = flat[o + 2] > 0
+        let nllAll = Double(flat[o]) + Double(flat[o + 1])
+        var loss = scored > 0 ? nllAll / Double(scored) : 0
+        if Trainer.nanAtStep == step { loss = .nan }  // test hook (LORA_TEST_NAN_AT_STEP)
+        if !loss.isFinite { throw TrainError.nonFinite(step: step, what: "the loss", checkpoint: checkpoint) }
+        let norm = AdamW.clipGradNorm(grads, maxNorm: options.maxGradNorm)
+        if !norm.isFinite { throw TrainError.nonFinite(step: step, what: "the gradient norm", checkpoint: checkpoint) }
+        AdamW.step(model: model, grads: grads, state: optimizer, lr: lr, config: options.adam)
+        return (loss, norm, tokens)
+    }
+
     /// Runs until the last step (or a stop request). Returns true when training finished.
     public func run() throws -> Bool {
         let total = totalSteps
@@ -185,12 +311,13 @@ public final class Trainer {
         var windowStart = Date()
         var epoch = state.epoch
         while state.step < total {
-            let batches = Batching.epoch(examples, epoch: epoch, seed: options.seed, batchSize: options.batchSize,
+            let batches = Batching.epoch(examples, epoch: epoch, seed: options.seed, batchSize: globalMicroBatch,
                                          seqLen: options.seqLen, packing: options.packing)
             if batches.isEmpty { throw TrainError.noExamples(reason: "the data gives no batch") }
             var bi = epoch == state.epoch ? state.batchInEpoch : 0
             while bi < batches.count && state.step < total {
                 let group = Array(batches[bi..<min(batches.count, bi + options.gradAccum)])
+                if let ms = Trainer.stepSleep { usleep(ms * 1000) }
                 let lr = options.adam.lr * options.schedule.factor(step: state.step, warmup: warmup, total: total)
                 let (loss, norm, tokens) = try optimizerStep(group, grads: grads, lr: lr, step: state.step + 1,
                                                              dropout: options.dropout, checkpoint: lastCheckpoint)
@@ -218,7 +345,9 @@ public final class Trainer {
                     windowStart = Date()
                 }
                 if options.saveEvery > 0 && state.step % options.saveEvery == 0 && !isLast { try checkpoint() }
-                if stopRequested() && !isLast {
+                // Data-parallel: the stop request rode in this step's reduction, so every rank stops at the same step.
+                let stop = ranks > 1 ? stopAgreed : stopRequested()
+                if stop && !isLast {
                     try checkpoint()
                     return false
                 }
@@ -229,6 +358,7 @@ public final class Trainer {
                 state.batchInEpoch = 0
             }
         }
+        try checkRanksAgree()
         return true
     }
 }

@@ -13,7 +13,9 @@ struct Train: ParsableCommand {
             Data rows as lora-eval: text, prompt/completion, instruction or messages. Every flag can also come from \
             --config FILE (a run config, YAML or JSON, shared with lora-init and lora-eval); flags win. The effective configuration is \
             saved as OUT/training_config.json. Exit codes: 0 done; 1 error; 64 bad flags; 130 / 143 stopped by \
-            SIGINT / SIGTERM after finishing the step and writing a checkpoint (continue with --resume).
+            SIGINT / SIGTERM after finishing the step and writing a checkpoint (continue with --resume). \
+            Under mpirun / srun it trains data-parallel: N ranks share every global batch of N × --batch-size × \
+            --grad-accum sequences, --threads is per rank, rank 0 writes (see the README, Multi-process training).
             """)
 
     @Argument(help: "Model folder (full precision, or 4-bit from lora-quantize / bitsandbytes).")
@@ -70,6 +72,18 @@ struct Train: ParsableCommand {
         }
         let dataFromConfig = try cfg?.string("data"), outFromConfig = try cfg?.string("output")
         guard let dataArg = data ?? dataFromConfig else { throw UsageError("--data is required (a JSONL file, a folder with train.jsonl, or '-')") }
+        // Data-parallel ranks (mpirun / srun), or nil: a single process never loads MPI.
+        let world = try MPIWorld.fromEnvironment()
+        if let w = world {
+            w.install()
+            Log.info("data-parallel: \(w.size) ranks (\(w.library)), global batch \(w.size) × --batch-size × --grad-accum")
+            if showExamples != nil || sanityCheck {
+                throw UsageError("--show-examples and --sanity-check run in one process; run them without mpirun / srun")
+            }
+            if dataArg == "-" || adapter == "-" {
+                throw UsageError("under mpirun / srun every rank reads the data and the adapter itself; pass files, not '-'")
+            }
+        }
         if let n = showExamples, n < 1 { throw UsageError("--show-examples must be at least 1 (got \(n))") }
         if sanityCheck && showExamples != nil { throw UsageError("--sanity-check and --show-examples are separate runs; pass one") }
         if !sanityCheck && (sanitySteps != nil || sanityExamples != nil) { throw UsageError("--sanity-steps and --sanity-examples apply to --sanity-check only") }
@@ -201,15 +215,29 @@ struct Train: ParsableCommand {
 
         let fingerprint = TrainCLI.fingerprint(model: m, adapter: startAdapter, data: file, options: o, maskPrompt: mask)
         let trainer = Trainer(model: transformer, adapterConfig: startAdapter.config, examples: examples, valid: validWindows,
-                              options: o, outDir: out, fingerprint: fingerprint)
-        try TrainCLI.prepareOutput(out, resume: resume || resumeFrom != nil, force: force)
+                              options: o, outDir: out, fingerprint: fingerprint, world: world)
+        if let w = world {
+            let seqs = trainer.sequencesPerEpoch
+            if seqs < w.size { throw DataParallelError.tooFewSequences(ranks: w.size, sequences: seqs) }
+        }
+        // Rank 0 alone owns (locks, creates, cleans) the output folder; every rank reads the checkpoint it resumes
+        // (OUT on storage all ranks see, as a cluster's shared file system).
+        if trainer.isWriter { try TrainCLI.prepareOutput(out, resume: resume || resumeFrom != nil, force: force) }
         if let p = resumeFrom { try trainer.resume(from: p) }
         else if resume {
             guard let latest = Checkpoint.list(out).last else { throw CheckpointError.none(dir: out) }
             try trainer.resume(from: latest.path)
         }
+        if let w = world {
+            let items = TrainCLI.rankItems(model: m, adapter: startAdapter, data: file, valid: validWindows, options: o, maskPrompt: mask,
+                                           output: out, resumedStep: trainer.state.step)
+            let differ = try DataParallel.differing(items, world: w)
+            if !differ.isEmpty { throw DataParallelError.mismatch(what: differ, ranks: w.size) }
+        }
         if trainer.state.step > 0 { Log.info("resumed at step \(trainer.state.step) of \(trainer.totalSteps)") }
-        try TrainCLI.saveConfig(out, o, model: model, adapter: adapter, data: dataPath, valid: validPath, maskPrompt: mask)
+        if trainer.isWriter {
+            try TrainCLI.saveConfig(out, o, model: model, adapter: adapter, data: dataPath, valid: validPath, maskPrompt: mask)
+        }
         try TrainCLI.run(trainer, stats: stats, out: out, model: model)
     }
 }

@@ -39,7 +39,7 @@ struct RunResult {
 @discardableResult
 func runTool(_ name: String, _ args: [String], stdin: Data? = nil, env: [String: String] = [:], timeout: TimeInterval = 300) throws -> RunResult {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: productsDir + "/" + name)
+    p.executableURL = URL(fileURLWithPath: name.hasPrefix("/") ? name : productsDir + "/" + name)  // a tool, or an absolute path
     p.arguments = args
     if !env.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
     let out = Pipe(), err = Pipe()
