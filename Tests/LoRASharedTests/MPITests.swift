@@ -107,9 +107,8 @@ final class MPITests: XCTestCase {
         try p.run()
         _ = pipe.fileHandleForReading.availableData  // the first metrics line: training is under way
         if oneRank {
-            let kids = (try? String(contentsOfFile: "/proc/\(p.processIdentifier)/task/\(p.processIdentifier)/children", encoding: .utf8)) ?? ""
-            let ranks = kids.split(separator: " ").compactMap { Int32($0) }
-            XCTAssertEqual(ranks.count, 2, "mpirun's children: \(kids)")
+            let ranks = children(of: p.processIdentifier)
+            XCTAssertEqual(ranks.count, 2, "mpirun's children: \(ranks)")
             if let last = ranks.last { kill(last, SIGTERM) }
         } else {
             kill(p.processIdentifier, SIGUSR1)
@@ -121,6 +120,18 @@ final class MPITests: XCTestCase {
         waitForExit(p, timeout: 60, what: "mpirun lora-train after a stop signal")
         g.wait()
         return (p.terminationStatus, String(decoding: box.data, as: UTF8.self))
+    }
+
+    /// The processes whose parent is `pid` (from /proc/*/stat; the field after the parenthesized name is the state,
+    /// then the parent).
+    func children(of pid: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { child in
+            guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid
+        }.sorted()
     }
 
     func testStopUnderMpirunThenResumeEqualsUninterrupted() throws {
