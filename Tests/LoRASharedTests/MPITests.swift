@@ -1,9 +1,9 @@
 // MPITests: data-parallel lora-train under Open MPI's mpirun on the tiny model, on one machine: 2 ranks × batch 2
 // give the adapter of 1 process × batch 4 (dropout included) to float summation order; SIGTERM to one rank, or SIGUSR1 to
 // mpirun, stops every rank at the same step with one checkpoint, and resuming it gives the uninterrupted run's bytes; a
-// checkpoint of 2 ranks is refused by a single process; ranks with different flags, more ranks than sequences,
-// and a launcher without a loadable libmpi are errors. Skipped where mpirun is not installed (scripts/setup
-// installs it).
+// checkpoint of 2 ranks is refused by a single process; two network namespaces as two hosts (TCP only) give the
+// single process's adapter too; ranks with different flags, more ranks than sequences, and a launcher without a
+// loadable libmpi are errors. Skipped where mpirun is not installed (scripts/setup installs it).
 import XCTest
 @testable import LoRAShared
 @testable import LoRAModel
@@ -159,6 +159,45 @@ final class MPITests: XCTestCase {
                            try Data(contentsOf: URL(fileURLWithPath: dir + "/full/adapter_model.safetensors")),
                            "\(name): resumed under mpirun must end with the uninterrupted run's adapter bytes")
         }
+    }
+
+    /// Two network namespaces joined by a veth pair stand in for two hosts: Open MPI starts one rank in each
+    /// (its launch agent runs `ip netns exec HOST`, where it would run ssh), the ranks talk over TCP only, and the
+    /// adapter equals the single process's on the whole batch. Needs root and `ip netns`; skipped otherwise.
+    func testTwoNetworkNamespacesAsTwoHosts() throws {
+        let m = try requireMPI()
+        guard getuid() == 0, let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw XCTSkip("needs root and iproute2's ip for network namespaces")
+        }
+        let tag = String(getpid() % 100_000)
+        let (h1, h2, v1, v2) = ("lora\(tag)a", "lora\(tag)b", "lv\(tag)a", "lv\(tag)b")
+        func sh(_ args: [String]) throws -> RunResult { try runTool(ip, args, timeout: 30) }
+        defer { _ = try? sh(["netns", "del", h1]); _ = try? sh(["netns", "del", h2]) }
+        for step in [["netns", "add", h1], ["netns", "add", h2], ["link", "add", v1, "type", "veth", "peer", "name", v2],
+                     ["link", "set", v1, "netns", h1], ["link", "set", v2, "netns", h2],
+                     ["-n", h1, "addr", "add", "10.213.0.1/24", "dev", v1], ["-n", h2, "addr", "add", "10.213.0.2/24", "dev", v2],
+                     ["-n", h1, "link", "set", v1, "up"], ["-n", h2, "link", "set", v2, "up"],
+                     ["-n", h1, "link", "set", "lo", "up"], ["-n", h2, "link", "set", "lo", "up"]] {
+            let r = try sh(step)
+            if r.status != 0 { throw XCTSkip("network namespaces unavailable here: ip \(step.joined(separator: " ")): \(r.stderr)") }
+        }
+        let agent = dir + "/netns-agent"
+        try "#!/bin/sh\nhost=$1; shift\nexec \(ip) netns exec \"$host\" /bin/sh -c \"$*\"\n".write(toFile: agent, atomically: true, encoding: .utf8)
+        chmod(agent, 0o755)
+        try "\(h1) slots=1\n\(h2) slots=1\n".write(toFile: dir + "/hosts", atomically: true, encoding: .utf8)
+        let one = try runTool("lora-train", trainArgs + ["-o", dir + "/one", "--batch-size", "4", "--max-steps", "2"])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let r = try runTool(ip, ["netns", "exec", h1, m, "-np", "2", "--hostfile", dir + "/hosts", "--mca", "plm_rsh_agent", agent,
+                                 "--mca", "btl", "self,tcp", "--mca", "oob_tcp_if_include", "10.213.0.0/24",
+                                 "--mca", "btl_tcp_if_include", "10.213.0.0/24", "--allow-run-as-root", productsDir + "/lora-train"]
+                                + trainArgs + ["-o", dir + "/two", "--batch-size", "2", "--max-steps", "2"], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let a1 = try adapterFloats(dir + "/one"), a2 = try adapterFloats(dir + "/two")
+        var worst: Float = 0
+        for (k, v) in a1 { worst = max(worst, maxAbsDiff(v, a2[k] ?? [])) }
+        XCTAssertEqual(Set(a1.keys), Set(a2.keys))
+        XCTAssertLessThan(worst, 2e-5, "max |Δ| between 2 ranks over TCP and 1 process: \(worst)")
+        print("mpi over two network namespaces: max |Δ| adapter = \(worst)")
     }
 
     func testRanksWithDifferentFlagsAreNamed() throws {
