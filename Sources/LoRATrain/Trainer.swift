@@ -225,13 +225,8 @@ public final class Trainer {
                 tokens += tb.lengths.reduce(0, +)
             }
         }
-        var loss = scored > 0 ? nll / Double(scored) : 0
-        if Trainer.nanAtStep == step { loss = .nan }  // test hook (LORA_TEST_NAN_AT_STEP)
-        if !loss.isFinite { throw TrainError.nonFinite(step: step, what: "the loss", checkpoint: checkpoint) }
-        let norm = AdamW.clipGradNorm(grads, maxNorm: options.maxGradNorm)
-        if !norm.isFinite { throw TrainError.nonFinite(step: step, what: "the gradient norm", checkpoint: checkpoint) }
-        AdamW.step(model: model, grads: grads, state: optimizer, lr: lr, config: options.adam)
-        return (loss, norm, tokens)
+        let loss = scored > 0 ? nll / Double(scored) : 0
+        return (loss, try applyUpdate(loss: loss, grads: grads, step: step, lr: lr, checkpoint: checkpoint), tokens)
     }
 
     /// optimizerStep on one rank of N: `group` holds global micro-batches of N × --batch-size sequences (the same on
@@ -291,13 +286,20 @@ public final class Trainer {
         }
         stopAgreed = flat[o + 2] > 0
         let nllAll = Double(flat[o]) + Double(flat[o + 1])
-        var loss = scored > 0 ? nllAll / Double(scored) : 0
+        let loss = scored > 0 ? nllAll / Double(scored) : 0
+        return (loss, try applyUpdate(loss: loss, grads: grads, step: step, lr: lr, checkpoint: checkpoint), tokens)
+    }
+
+    /// The end of every optimizer step, one process or many: a non-finite loss or gradient norm stops training
+    /// (naming the step and the last good checkpoint); else clip the gradients and apply AdamW. Returns the norm.
+    func applyUpdate(loss: Double, grads: LoRAGradients, step: Int, lr: Double, checkpoint: String?) throws -> Float {
+        var loss = loss
         if Trainer.nanAtStep == step { loss = .nan }  // test hook (LORA_TEST_NAN_AT_STEP)
         if !loss.isFinite { throw TrainError.nonFinite(step: step, what: "the loss", checkpoint: checkpoint) }
         let norm = AdamW.clipGradNorm(grads, maxNorm: options.maxGradNorm)
         if !norm.isFinite { throw TrainError.nonFinite(step: step, what: "the gradient norm", checkpoint: checkpoint) }
         AdamW.step(model: model, grads: grads, state: optimizer, lr: lr, config: options.adam)
-        return (loss, norm, tokens)
+        return norm
     }
 
     /// Runs until the last step (or a stop request). Returns true when training finished.
