@@ -57,29 +57,18 @@ public final class MPIWorld: Collective {
         if rc != 0 { throw MPIError("rank \(rank): MPI_Allreduce (\(what)) failed with MPI error \(rc); a rank or the network failed, resume from the last checkpoint") }
     }
 
-    public func sum(_ x: inout [Float]) throws {
+    /// One MPI_Allreduce of `x` (elements of MPI type `type`) with `op`, the result in `x` on every rank.
+    private func allreduce<T>(_ x: inout [T], type: Int32, op: Int32, _ what: String) throws {
         guard !x.isEmpty else { return }
         let input = x
         let rc = input.withUnsafeBytes { i in x.withUnsafeMutableBytes { o in
-            lp_mpi_allreduce(i.baseAddress, o.baseAddress, Int32(input.count), Int32(LP_MPI_FLOAT), Int32(LP_MPI_SUM)) } }
-        try check(rc, "sum of \(input.count) floats")
+            lp_mpi_allreduce(i.baseAddress, o.baseAddress, Int32(input.count), type, op) } }
+        try check(rc, "\(what) of \(input.count) \(T.self == Float.self ? "floats" : "doubles")")
     }
 
-    public func sum(_ x: inout [Double]) throws {
-        guard !x.isEmpty else { return }
-        let input = x
-        let rc = input.withUnsafeBytes { i in x.withUnsafeMutableBytes { o in
-            lp_mpi_allreduce(i.baseAddress, o.baseAddress, Int32(input.count), Int32(LP_MPI_DOUBLE), Int32(LP_MPI_SUM)) } }
-        try check(rc, "sum of \(input.count) doubles")
-    }
-
-    public func max(_ x: inout [Double]) throws {
-        guard !x.isEmpty else { return }
-        let input = x
-        let rc = input.withUnsafeBytes { i in x.withUnsafeMutableBytes { o in
-            lp_mpi_allreduce(i.baseAddress, o.baseAddress, Int32(input.count), Int32(LP_MPI_DOUBLE), Int32(LP_MPI_MAX)) } }
-        try check(rc, "max of \(input.count) doubles")
-    }
+    public func sum(_ x: inout [Float]) throws { try allreduce(&x, type: Int32(LP_MPI_FLOAT), op: Int32(LP_MPI_SUM), "sum") }
+    public func sum(_ x: inout [Double]) throws { try allreduce(&x, type: Int32(LP_MPI_DOUBLE), op: Int32(LP_MPI_SUM), "sum") }
+    public func max(_ x: inout [Double]) throws { try allreduce(&x, type: Int32(LP_MPI_DOUBLE), op: Int32(LP_MPI_MAX), "max") }
 
     /// Makes this process a rank of the tool: errors are labelled with the rank and abort the whole job (so no
     /// rank waits forever in a reduction), a normal exit finalizes MPI; ranks other than 0 log only warnings.
