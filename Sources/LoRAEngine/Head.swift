@@ -12,10 +12,12 @@ extension Transformer {
             let t = max(1, seq ?? tokens.count)
             throw ModelError.tokenOutOfRange(id: Int(tokens[bad]), row: bad / t, position: bad % t, vocab: v)
         }
-        embedding.withUnsafeBufferPointer { e in
-            let ep = e.baseAddress!
+        let w = embedWeight
+        let pairs = w.nibblePairs()
+        pairs.withUnsafeBufferPointer { pb in
+            let pp = pb.isEmpty ? nil : pb.baseAddress
             Parallel.forRanges(tokens.count, grain: 64) { r in
-                for i in r { (x + i * d).update(from: ep + Int(tokens[i]) * d, count: d) }
+                for i in r { w.expandRow(Int(tokens[i]), into: x + i * d, pairs: pp) }
             }
         }
     }
@@ -30,36 +32,87 @@ extension Transformer {
         case backward(lossScale: Float, dn: UnsafeMutablePointer<Float>, totalRows: Int)
     }
 
-    /// The head weight as the compute dtype multiplies it: fp32 ([vocab, hidden], tied to the embedding or
-    /// not), rounded to bf16 in bf16 compute when stored wider.
-    func headMatrix() -> [Float] {
-        let w = headWeight ?? embedding
-        guard computeDType == .bf16, !headStoredBF16 else { return w }
-        if let r = headRounded { return r }
-        var r = w
-        r.withUnsafeMutableBufferPointer { Kernels.roundToBF16InPlace($0.baseAddress!, count: $0.count) }
-        headRounded = r
-        return r
+    /// The head as fp32 [vocab, hidden] (bf16-rounded when `rounded` and not stored bf16), kept resident when
+    /// it is at most `headResidentLimit` bytes; nil when it streams.
+    func residentHead(rounded: Bool) -> [Float]? {
+        let c = config
+        guard let bytes = Limits.product(c.vocabSize, c.hiddenSize, 4), bytes <= Transformer.headResidentLimit else { return nil }
+        let round = rounded && !head.isStoredBF16
+        if let h = headResident, h.rounded == round { return h.w }
+        headResident = nil
+        var w = [Float](repeating: 0, count: c.vocabSize * c.hiddenSize)
+        w.withUnsafeMutableBufferPointer { head.expand(into: $0.baseAddress!, roundToBF16: round) }
+        headResident = (round, w)
+        return w
     }
 
-    /// out (m × vocab) = g·Wᵀ (`forward`) or g (m × hidden) = out·W on oneDNN with bf16 operands; false when
-    /// oneDNN is not the backend, the chunk is a few rows, or it failed.
+    /// Vocabulary rows per streamed head block: about 8 MB of fp32 (fewer in tests, to cross block edges).
+    nonisolated(unsafe) static var headBlockFloats = 1 << 21
+    var headBlockRows: Int { max(1, Transformer.headBlockFloats / max(1, config.hiddenSize)) }
+
+    /// out (m × vocab) = g·Wᵀ (`forward`), or g (m × hidden) = out·W, for a chunk of m rows: against the resident
+    /// fp32 head when it fits, else block by block of vocabulary rows expanded from the stored form (rounded to
+    /// bf16 with `bf16`). Every output element sums over the same k in the same order either way.
+    func headGEMM(forward: Bool, m: Int, g: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, bf16: Bool) {
+        let d = config.hiddenSize, vocab = config.vocabSize
+        if let hw = residentHead(rounded: bf16) {
+            hw.withUnsafeBufferPointer { hb in
+                let w = hb.baseAddress!
+                if forward {
+                    gemm(.none, .transpose, m: m, n: vocab, k: d, a: g, lda: d, b: w, ldb: d, c: out, ldc: vocab)
+                } else {
+                    gemm(.none, .none, m: m, n: d, k: vocab, a: out, lda: vocab, b: w, ldb: d, c: g, ldc: d)
+                }
+            }
+            return
+        }
+        let nb = headBlockRows
+        if headBlock.count < nb * d { headBlock = [Float](repeating: 0, count: nb * d) }
+        let round = bf16 && !head.isStoredBF16
+        headBlock.withUnsafeMutableBufferPointer { bb in
+            let blk = bb.baseAddress!
+            var v0 = 0
+            while v0 < vocab {
+                let n = min(nb, vocab - v0)
+                head.expandRows(v0..<(v0 + n), into: blk, roundToBF16: round)
+                if forward {
+                    gemm(.none, .transpose, m: m, n: n, k: d, a: g, lda: d, b: blk, ldb: d, c: out + v0, ldc: vocab)
+                } else {
+                    gemm(.none, .none, m: m, n: d, k: n, a: out + v0, lda: vocab, b: blk, ldb: d, beta: v0 == 0 ? 0 : 1, c: g, ldc: d)
+                }
+                v0 += n
+            }
+        }
+    }
+
+    /// out (m × vocab) = g·Wᵀ (`forward`) or g (m × hidden) = out·W on oneDNN with bf16 operands: the head as
+    /// mapped when stored bf16, else one bf16 copy; false when oneDNN is not the backend, the chunk is a few rows,
+    /// or it failed.
     func headOneDNN(forward: Bool, m: Int, g: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool {
         guard compute.backend == .onednn, m > LinearWeight.directRows else { return false }
         let c = config, d = c.hiddenSize, vocab = c.vocabSize
-        if headBF16 == nil {
-            let w = headWeight ?? embedding
-            var h = [UInt16](repeating: 0, count: w.count)
-            w.withUnsafeBufferPointer { wb in h.withUnsafeMutableBufferPointer {
-                OneDNN.convert(wb.baseAddress!, ld: d, rows: vocab, cols: d, into: $0.baseAddress!, ldd: d)
+        var mapped: UnsafePointer<UInt16>? = nil
+        if case .dense(let t) = head.storage, t.dtype == .BF16 { mapped = UnsafePointer(t.data.baseAddress!.assumingMemoryBound(to: UInt16.self)) }
+        if mapped == nil && headBF16 == nil {
+            let nb = headBlockRows
+            var h = [UInt16](repeating: 0, count: vocab * d)
+            var blk = [Float](repeating: 0, count: nb * d)
+            h.withUnsafeMutableBufferPointer { hb in blk.withUnsafeMutableBufferPointer { bb in
+                var v0 = 0
+                while v0 < vocab {
+                    let n = min(nb, vocab - v0)
+                    head.expandRows(v0..<(v0 + n), into: bb.baseAddress!, roundToBF16: false)
+                    OneDNN.convert(bb.baseAddress!, ld: d, rows: n, cols: d, into: hb.baseAddress! + v0 * d, ldd: d)
+                    v0 += n
+                }
             } }
             headBF16 = h
         }
         let need = m * (forward ? d : vocab)
         if headOperand.count < need { headOperand = [UInt16](repeating: 0, count: need) }
-        let ok = headBF16!.withUnsafeBufferPointer { hb in
+        func run(_ w: UnsafePointer<UInt16>) -> Bool {
             headOperand.withUnsafeMutableBufferPointer { ob in
-                let w = hb.baseAddress!, a = ob.baseAddress!
+                let a = ob.baseAddress!
                 if forward {
                     OneDNN.convert(g, ld: d, rows: m, cols: d, into: a, ldd: d)
                     return OneDNN.gemm(transB: true, m: m, n: vocab, k: d, a: a, lda: d, b: w, ldb: d, accumulate: false, c: out, ldc: vocab)
@@ -68,6 +121,7 @@ extension Transformer {
                 return OneDNN.gemm(transB: false, m: m, n: d, k: vocab, a: a, lda: vocab, b: w, ldb: d, accumulate: false, c: g, ldc: d)
             }
         }
+        let ok = mapped.map(run) ?? headBF16!.withUnsafeBufferPointer { run($0.baseAddress!) }
         if !ok { OneDNN.warnFallback() }
         return ok
     }
@@ -85,9 +139,7 @@ extension Transformer {
         var nll = 0.0, count = 0
         var chunkTargets = [Int32](repeating: -100, count: chunk)
         if case .backward(_, let dn, let total) = mode { dn.update(repeating: 0, count: total * d) }
-        let hw = headMatrix()
-        hw.withUnsafeBufferPointer { hwb in
-            let w = hwb.baseAddress!
+        do {
             var i0 = 0
             while i0 < rows.count {
                 let m = min(chunk, rows.count - i0)
@@ -99,20 +151,11 @@ extension Transformer {
                     if headOneDNN(forward: true, m: m, g: g, out: out) { return }
                     if bf16 { Kernels.roundToBF16InPlace(g, count: m * d) }
                     if m <= LinearWeight.directRows {
-                        // A few rows (decoding): one dot product per vocabulary row, split across cores; from the
-                        // mapped weight when it is bf16 (the same values and summation order as the fp32 copy).
-                        if let ht = headStored {
-                            let hb = ht.data.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                            Parallel.forRanges(vocab, grain: 1024) { r in
-                                for t in r { for i in 0..<m { out[i * vocab + t] = Kernels.dotBF16(hb + t * d, g + i * d, count: d) } }
-                            }
-                        } else {
-                            Parallel.forRanges(vocab, grain: 1024) { r in
-                                for t in r { for i in 0..<m { out[i * vocab + t] = Kernels.dot(w + t * d, g + i * d, count: d) } }
-                            }
-                        }
+                        // A few rows (decoding): one dot product per vocabulary row from the stored form, split across
+                        // cores (the same values and summation order as the fp32 copy).
+                        head.multiplyDirect(x: g, ldx: d, rows: m, y: out, ldy: vocab, accumulate: false, bf16: bf16)
                     } else {
-                        gemm(.none, .transpose, m: m, n: vocab, k: d, a: g, lda: d, b: w, ldb: d, c: out, ldc: vocab)
+                        headGEMM(forward: true, m: m, g: g, out: out, bf16: bf16)
                     }
                 }
                 sink?(i0, m, UnsafePointer(out))
@@ -137,7 +180,7 @@ extension Transformer {
                     prof.measure("gemm head", flops: 2.0 * Double(m * vocab * d)) {
                         if headOneDNN(forward: false, m: m, g: g, out: out) { return }
                         if bf16 { Kernels.roundToBF16InPlace(out, count: m * vocab) }
-                        gemm(.none, .none, m: m, n: d, k: vocab, a: out, lda: vocab, b: w, ldb: d, c: g, ldc: d)
+                        headGEMM(forward: false, m: m, g: g, out: out, bf16: bf16)
                     }
                     for k in 0..<m { (dn + rows[i0 + k] * d).update(from: g + k * d, count: d) }
                 }

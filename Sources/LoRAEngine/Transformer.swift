@@ -59,8 +59,10 @@ public struct LoRALayer: Sendable {
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
     let layers: [Layer]
-    let embedding: [Float]     // [vocab, hidden] fp32
-    let headWeight: [Float]?   // [vocab, hidden] when untied
+    /// The embedding [vocab, hidden] in its stored form (mmapped): rows are converted to fp32 as they are gathered.
+    let embedWeight: LinearWeight
+    /// The head [vocab, hidden] in its stored form: lm_head when untied, else the embedding.
+    let head: LinearWeight
     let finalNorm: [Float]
     public private(set) var lora: [String: LoRALayer] = [:]
     var rope: RopeTables
@@ -68,13 +70,15 @@ public final class Transformer: @unchecked Sendable {
     /// unless set.
     public var compute = ComputeChoice.f32
     public var computeDType: ComputeDType { compute.dtype }
-    /// Whether the head's stored weight is bf16 (so bf16 compute takes the fp32 copy as it is), and its
-    /// bf16-rounded copy otherwise, made on first use.
-    let headStoredBF16: Bool
-    /// The mapped bf16 head weight, for decoding's few rows (half the bytes of the fp32 copy per token).
-    let headStored: TensorView?
-    var headRounded: [Float]?
-    /// The head weight in bf16 for oneDNN, and the bf16 operand of a head chunk, made on first use.
+    /// fp32 bytes of a head small enough to keep as an fp32 copy (bf16-rounded in bf16 compute) for its GEMMs;
+    /// a larger head (Qwen2.5-7B's 152k × 3.5k is 2.2 GB) streams from its stored form in blocks of vocabulary
+    /// rows, so it costs no memory beyond its mapped bytes. Head.swift.
+    nonisolated(unsafe) public static var headResidentLimit = 1 << 30
+    /// The resident fp32 head and whether it is bf16-rounded, made on first use (Head.swift).
+    var headResident: (rounded: Bool, w: [Float])?
+    /// One block of streamed head rows, expanded to fp32.
+    var headBlock: [Float] = []
+    /// The head weight in bf16 for oneDNN when it is not stored bf16, and the bf16 operand of a head chunk.
     var headBF16: [UInt16]?
     var headOperand: [UInt16] = []
 
@@ -96,24 +100,12 @@ public final class Transformer: @unchecked Sendable {
             }
             return t.floats()
         }
-        func matrix(_ name: String, _ rows: Int, _ cols: Int) throws -> [Float] {
-            let t = try s.tensor(name)
-            guard t.shape == [rows, cols], t.dtype.isFloatingPoint else {
-                throw ModelError.shapeMismatch(dir: model.path, tensor: name, found: t.shape, expected: [rows, cols])
-            }
-            return t.floats()
-        }
-        embedding = try matrix("model.embed_tokens.weight", c.vocabSize, c.hiddenSize)
-        let untied = s.contains("lm_head.weight") && !c.tieWordEmbeddings
-        let headTensor = try s.tensor(untied ? "lm_head.weight" : "model.embed_tokens.weight")
-        headStoredBF16 = headTensor.dtype == .BF16
-        headStored = headStoredBF16 && headTensor.shape == [c.vocabSize, c.hiddenSize] ? headTensor : nil
-        if untied {
-            headWeight = try matrix("lm_head.weight", c.vocabSize, c.hiddenSize)
-        } else if !c.tieWordEmbeddings {
-            throw ModelError.missingWeight(dir: model.path, tensor: "lm_head.weight")
+        embedWeight = try LinearWeight(name: "model.embed_tokens", store: s, out: c.vocabSize, in: c.hiddenSize, hasBias: false)
+        if c.tieWordEmbeddings {
+            head = embedWeight
         } else {
-            headWeight = nil
+            guard s.contains("lm_head.weight") else { throw ModelError.missingWeight(dir: model.path, tensor: "lm_head.weight") }
+            head = try LinearWeight(name: "lm_head", store: s, out: c.vocabSize, in: c.hiddenSize, hasBias: false)
         }
         finalNorm = try vector("model.norm.weight", c.hiddenSize)
         var ls: [Layer] = []

@@ -141,6 +141,23 @@ extension LinearWeight {
         }
     }
 
+    /// Writes stored rows `rows` of the weight as fp32 [rows.count, in] into `dst` (rows split across cores),
+    /// each value rounded to bf16 with `roundToBF16`: a block of a weight too large to expand whole (the head).
+    public func expandRows(_ rows: Range<Int>, into dst: UnsafeMutablePointer<Float>, roundToBF16: Bool = false) {
+        let inF = inFeatures
+        let round = roundToBF16 && !isStoredBF16
+        let pairs = nibblePairs()
+        pairs.withUnsafeBufferPointer { pb in
+            let pp = pb.isEmpty ? nil : pb.baseAddress
+            Parallel.forRanges(rows.count, grain: max(1, (1 << 15) / max(1, inF))) { r in
+                for i in r {
+                    expandRow(rows.lowerBound + i, into: dst + i * inF, pairs: pp)
+                    if round { Kernels.roundToBF16InPlace(dst + i * inF, count: inF) }
+                }
+            }
+        }
+    }
+
     /// y[i, :] (+)= x[i, :]·Wᵀ for a few rows i < rows (≤ directRows), converting one weight row at a time
     /// (rounded to bf16 with `bf16`); output rows are split across cores.
     package func multiplyDirect(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool,
