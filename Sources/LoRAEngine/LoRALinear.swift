@@ -39,8 +39,14 @@ final class BufferPool {
 
 /// Scratch of the projections of one pass shape (rows), allocated once.
 final class ProjectionScratch {
-    /// The stacked weights of the widest projection, expanded to fp32.
+    /// Expanded fp32 weights: the stacked weights of a projection when they fit `weightTileFloats`, else one
+    /// tile of a weight's output rows at a time.
     let w: UnsafeMutablePointer<Float>
+    let wCap: Int
+    /// fp32 values of expanded weight per tile (16 MB): a small model's stacked projection is one tile, so one GEMM;
+    /// a 7B model's 18944 × 3584 gate_proj goes in tiles of output rows instead of a 270 MB copy.
+    nonisolated(unsafe) static var weightTileFloats = 1 << 22
+
     /// x·Aᵀ (rows × r); dy·B in backward.
     let t: UnsafeMutablePointer<Float>, dt: UnsafeMutablePointer<Float>?
     /// Dropped-out LoRA input (rows × in) and u·A before its mask (backward), when dropout is on.
@@ -56,7 +62,8 @@ final class ProjectionScratch {
         self.pool = pool
         widest = max(d, qd + 2 * kvd, 2 * i)
         weightCap = max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d)
-        w = pool.make(weightCap)
+        wCap = min(weightCap, max(ProjectionScratch.weightTileFloats, max(d, i, qd)))
+        w = pool.make(wCap)
         t = pool.make(rows * max(1, maxR))
         dt = backward ? pool.make(rows * max(1, maxR)) : nil
         let maxIn = max(d, i, qd)
@@ -115,11 +122,18 @@ extension Transformer {
                     col += lin.outFeatures
                 }
             }
-        } else {
+        } else if outTotal * inF <= scratch.wCap {
             expandStacked(lins, into: scratch.w, bf16: bf16)
             prof.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
                 gemm(.none, .transpose, m: rows, n: outTotal, k: inF, a: a, lda: lda,
                      b: scratch.w, ldb: inF, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+            }
+        } else {
+            forEachWeightTile(lins, scratch: scratch, bf16: bf16) { col, n, w in
+                prof.measure("gemm linear", flops: 2.0 * Double(rows * n * inF)) {
+                    gemm(.none, .transpose, m: rows, n: n, k: inF, a: a, lda: lda, b: w, ldb: inF,
+                         beta: accumulate ? 1 : 0, c: y + col, ldc: ldy)
+                }
             }
         }
         }
@@ -160,14 +174,23 @@ extension Transformer {
             && oneDNNProduct(lins, a: dy, lda: ldy, rows: rows, transposeW: false, y: dx, ldy: lddx, accumulate: true, scratch: scratch) {
             // done: dx += bf16(dy) · bf16(W) on oneDNN
         } else {
-            expandStacked(lins, into: scratch.w, bf16: bf16)
             var g = dy, ldg = ldy
             if bf16 {
                 Kernels.roundToBF16(dy, ld: ldy, rows: rows, cols: outTotal, into: scratch.op, ldd: outTotal)
                 g = UnsafePointer(scratch.op); ldg = outTotal
             }
-            Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
-                gemm(.none, .none, m: rows, n: inF, k: outTotal, a: g, lda: ldg, b: scratch.w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+            if outTotal * inF <= scratch.wCap {
+                expandStacked(lins, into: scratch.w, bf16: bf16)
+                Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+                    gemm(.none, .none, m: rows, n: inF, k: outTotal, a: g, lda: ldg, b: scratch.w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+                }
+            } else {
+                // dx += Σ over tiles of output rows: dy[:, tile]·W[tile, :].
+                forEachWeightTile(lins, scratch: scratch, bf16: bf16) { col, n, w in
+                    Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * n * inF)) {
+                        gemm(.none, .none, m: rows, n: inF, k: n, a: g + col, lda: ldg, b: w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+                    }
+                }
             }
         }
         var col = 0
@@ -192,8 +215,14 @@ extension Transformer {
                 if case .dense(let t) = lin.storage, t.dtype == .BF16 {
                     (wb + off * inF).update(from: t.data.baseAddress!.assumingMemoryBound(to: UInt16.self), count: lin.numel)
                 } else {
-                    lin.expand(into: scratch.w, roundToBF16: false)
-                    OneDNN.convert(scratch.w, ld: inF, rows: lin.outFeatures, cols: inF, into: wb + off * inF, ldd: inF)
+                    let tile = max(1, scratch.wCap / inF)
+                    var o0 = 0
+                    while o0 < lin.outFeatures {
+                        let n = min(tile, lin.outFeatures - o0)
+                        lin.expandRows(o0..<(o0 + n), into: scratch.w, roundToBF16: false)
+                        OneDNN.convert(scratch.w, ld: inF, rows: n, cols: inF, into: wb + (off + o0) * inF, ldd: inF)
+                        o0 += n
+                    }
                 }
                 off += lin.outFeatures
             }
@@ -213,6 +242,25 @@ extension Transformer {
             var off = 0
             let inF = lins[0].inFeatures
             for lin in lins { lin.expand(into: w + off * inF, roundToBF16: bf16); off += lin.outFeatures }
+        }
+    }
+
+    /// Each tile of output rows of `lins` (stacked), expanded to fp32 (bf16-rounded with `bf16`) into scratch.w:
+    /// body(first stacked output column, rows in the tile, weights [rows, in]).
+    private func forEachWeightTile(_ lins: [LinearWeight], scratch: ProjectionScratch, bf16: Bool,
+                                   _ body: (Int, Int, UnsafePointer<Float>) -> Void) {
+        let inF = lins[0].inFeatures
+        let tile = max(1, scratch.wCap / inF)
+        var col = 0
+        for lin in lins {
+            var o0 = 0
+            while o0 < lin.outFeatures {
+                let n = min(tile, lin.outFeatures - o0)
+                Profiler.shared.measure("expand weights") { lin.expandRows(o0..<(o0 + n), into: scratch.w, roundToBF16: bf16) }
+                body(col + o0, n, UnsafePointer(scratch.w))
+                o0 += n
+            }
+            col += lin.outFeatures
         }
     }
 
