@@ -73,6 +73,7 @@ public enum RunConfig {
         Key("training", "adam-beta1", .number, train, "\(Defaults.adamBeta1)", "AdamW beta1"),
         Key("training", "adam-beta2", .number, train, "\(Defaults.adamBeta2)", "AdamW beta2"),
         Key("training", "adam-eps", .number, train, "\(Defaults.adamEps)", "AdamW epsilon"),
+        Key("training", "loraplus-lr-ratio", .number, train, "\(Defaults.loraplusLrRatio)", "LoRA+: lora_B's lr = this × lr (1: plain LoRA)"),
         Key("training", "max-grad-norm", .number, train, "\(Defaults.maxGradNorm)", "clip gradients to this global norm (0: off)"),
         Key("training", "dropout", .number, train, nil, "LoRA dropout while training (default: the adapter's lora_dropout)"),
         Key("training", "grad-checkpoint", .bool, train, "false", "recompute each layer in backward (less memory)"),

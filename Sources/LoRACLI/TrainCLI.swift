@@ -21,6 +21,8 @@ public enum TrainCLI {
         try need(o.adam.weightDecay >= 0 && o.adam.weightDecay < 1, "--weight-decay must be in [0, 1)")
         try need((0..<1).contains(o.adam.beta1) && (0..<1).contains(o.adam.beta2), "--adam-beta1 and --adam-beta2 must be in [0, 1)")
         try need(o.adam.eps > 0 && o.adam.eps.isFinite, "--adam-eps must be a positive finite number")
+        try need(o.loraplusLrRatio > 0 && o.loraplusLrRatio <= 1e6 && o.loraplusLrRatio.isFinite,
+                 "--loraplus-lr-ratio \(o.loraplusLrRatio) must be a positive number (1: plain LoRA; LoRA+ uses about 2 to 32, e.g. 16)")
         try need(o.maxGradNorm >= 0 && o.maxGradNorm.isFinite, "--max-grad-norm must be a non-negative finite number")
         try need(o.logEvery >= 1 && o.evalEvery >= 0 && o.saveEvery >= 0 && o.keepLast >= 1,
                  "--log-every ≥ 1, --eval-every ≥ 0, --save-every ≥ 0 and --keep-last ≥ 1")
@@ -60,6 +62,8 @@ public enum TrainCLI {
         f.add("\(o.seqLen) \(o.batchSize) \(o.gradAccum) \(o.epochs) \(o.maxSteps ?? -1) \(o.adam) \(o.schedule) \(o.warmupSteps ?? -1) \(o.warmupRatio) \(o.maxGradNorm) \(o.packing) \(o.seed) \(o.dropout) \(String(describing: maskPrompt))")
         // f32 adds nothing, so checkpoints from before --compute-dtype (all f32) still resume.
         if o.compute.dtype != .f32 { f.add("compute-dtype \(o.compute.dtype.rawValue)") }
+        // Likewise LoRA+ off (ratio 1) adds nothing.
+        if o.loraplusLrRatio != 1 { f.add("loraplus-lr-ratio \(o.loraplusLrRatio)") }
         return f.value
     }
 
@@ -87,7 +91,7 @@ public enum TrainCLI {
             ("--seq-len", "\(o.seqLen)"), ("--batch-size", "\(o.batchSize)"), ("--grad-accum", "\(o.gradAccum)"),
             ("--epochs", "\(o.epochs)"), ("--max-steps", "\(o.maxSteps ?? -1)"), ("--lr", "\(o.adam.lr)"),
             ("--weight-decay", "\(o.adam.weightDecay)"), ("--adam-beta1", "\(o.adam.beta1)"), ("--adam-beta2", "\(o.adam.beta2)"),
-            ("--adam-eps", "\(o.adam.eps)"), ("--lr-schedule", o.schedule.rawValue), ("--warmup-steps", "\(o.warmupSteps ?? -1)"),
+            ("--adam-eps", "\(o.adam.eps)"), ("--loraplus-lr-ratio", "\(o.loraplusLrRatio)"), ("--lr-schedule", o.schedule.rawValue), ("--warmup-steps", "\(o.warmupSteps ?? -1)"),
             ("--warmup-ratio", "\(o.warmupRatio)"), ("--max-grad-norm", "\(o.maxGradNorm)"), ("--packing", "\(o.packing)"),
             ("--seed", "\(o.seed)"), ("--dropout", "\(o.dropout)"), ("--mask-prompt", String(describing: maskPrompt)),
             ("--grad-checkpoint", "\(o.gradCheckpoint)"), ("--compute-dtype", o.compute.dtype.rawValue),
@@ -157,7 +161,7 @@ public enum TrainCLI {
         c["lr"] = .double(o.adam.lr); c["lr-schedule"] = .string(o.schedule.rawValue)
         c["warmup-steps"] = o.warmupSteps.map { .int(Int64($0)) } ?? .null; c["warmup-ratio"] = .double(o.warmupRatio)
         c["weight-decay"] = .double(o.adam.weightDecay); c["adam-beta1"] = .double(o.adam.beta1); c["adam-beta2"] = .double(o.adam.beta2)
-        c["adam-eps"] = .double(o.adam.eps); c["max-grad-norm"] = .double(o.maxGradNorm); c["dropout"] = .double(o.dropout)
+        c["adam-eps"] = .double(o.adam.eps); c["loraplus-lr-ratio"] = .double(o.loraplusLrRatio); c["max-grad-norm"] = .double(o.maxGradNorm); c["dropout"] = .double(o.dropout)
         c["mask-prompt"] = maskPrompt.map { .bool($0) } ?? .null; c["packing"] = .bool(o.packing); c["seed"] = .int(Int64(o.seed))
         c["grad-checkpoint"] = .bool(o.gradCheckpoint)
         c["compute-dtype"] = .string(o.compute.dtype.rawValue)

@@ -21,6 +21,8 @@ public enum Defaults {
     public static let adamBeta1 = 0.9
     public static let adamBeta2 = 0.999
     public static let adamEps = 1e-8
+    /// LoRA+: lora_B's learning rate is this × lr (1: plain LoRA).
+    public static let loraplusLrRatio = 1.0
     public static let maxGradNorm = 1.0
     public static let logEvery = 10
     public static let evalEvery = 0

@@ -89,8 +89,11 @@ public enum AdamW {
         }
     }
 
-    /// Applies one AdamW update to every LoRA module of the model.
-    public static func step(model: Transformer, grads: LoRAGradients, state: AdamWState, lr: Double, config: AdamWConfig) {
+    /// Applies one AdamW update to every LoRA module of the model. With LoRA+ (`loraplusLrRatio` ≠ 1) the B matrices
+    /// are updated at lr × ratio, weight decay included, as the param groups of PEFT's create_loraplus_optimizer
+    /// (lora_A at lr, lora_B at lr × ratio, both with the same decay) under torch's AdamW.
+    public static func step(model: Transformer, grads: LoRAGradients, state: AdamWState, lr: Double, config: AdamWConfig,
+                            loraplusLrRatio: Double = 1) {
         state.step += 1
         for name in model.lora.keys.sorted() {
             var l = model.lora[name]!
@@ -102,7 +105,7 @@ public enum AdamW {
                 if which == "a" {
                     update(params: &l.a, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
                 } else {
-                    update(params: &l.b, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
+                    update(params: &l.b, grad: g, m: &m, v: &v, step: state.step, lr: lr * loraplusLrRatio, config: config)
                 }
                 state.m[key] = m
                 state.v[key] = v

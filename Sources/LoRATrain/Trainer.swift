@@ -11,6 +11,8 @@ public struct TrainOptions: Sendable {
     public var epochs = Defaults.epochs
     public var maxSteps: Int? = nil
     public var adam = AdamWConfig()
+    /// LoRA+ (PEFT's create_loraplus_optimizer): lora_B is updated at this × the scheduled lr (1: off).
+    public var loraplusLrRatio = Defaults.loraplusLrRatio
     public var schedule = LRSchedule(rawValue: Defaults.lrSchedule) ?? .linear
     public var warmupSteps: Int? = nil
     public var warmupRatio = Defaults.warmupRatio
@@ -298,7 +300,7 @@ public final class Trainer {
         if !loss.isFinite { throw TrainError.nonFinite(step: step, what: "the loss", checkpoint: checkpoint) }
         let norm = AdamW.clipGradNorm(grads, maxNorm: options.maxGradNorm)
         if !norm.isFinite { throw TrainError.nonFinite(step: step, what: "the gradient norm", checkpoint: checkpoint) }
-        AdamW.step(model: model, grads: grads, state: optimizer, lr: lr, config: options.adam)
+        AdamW.step(model: model, grads: grads, state: optimizer, lr: lr, config: options.adam, loraplusLrRatio: options.loraplusLrRatio)
         return norm
     }
 

@@ -39,6 +39,7 @@ struct Train: ParsableCommand {
     @Option(help: "AdamW beta1. [default: \(Defaults.adamBeta1)]") var adamBeta1: Double?
     @Option(help: "AdamW beta2. [default: \(Defaults.adamBeta2)]") var adamBeta2: Double?
     @Option(help: "AdamW epsilon. [default: \(Defaults.adamEps)]") var adamEps: Double?
+    @Option(help: "LoRA+: lora_B's learning rate is this × --lr (and × the schedule), as PEFT's create_loraplus_optimizer; 1 is plain LoRA. [default: \(Defaults.loraplusLrRatio)]") var loraplusLrRatio: Double?
     @Option(help: "Clip gradients to this global norm (0: off). [default: \(Defaults.maxGradNorm)]") var maxGradNorm: Double?
     @Option(help: "LoRA dropout on A's input. [default: the adapter's lora_dropout]") var dropout: Double?
     @Option(name: .customLong("mask-prompt"), help: "Score only completion / assistant tokens: true or false. [default: true except for text rows]") var maskPrompt: Bool?
@@ -117,6 +118,7 @@ struct Train: ParsableCommand {
         o.adam.beta1 = try pick(adamBeta1, "adam-beta1", { try $0.double($1) }, Defaults.adamBeta1)
         o.adam.beta2 = try pick(adamBeta2, "adam-beta2", { try $0.double($1) }, Defaults.adamBeta2)
         o.adam.eps = try pick(adamEps, "adam-eps", { try $0.double($1) }, Defaults.adamEps)
+        o.loraplusLrRatio = try pick(loraplusLrRatio, "loraplus-lr-ratio", { try $0.double($1) }, Defaults.loraplusLrRatio)
         o.maxGradNorm = try pick(maxGradNorm, "max-grad-norm", { try $0.double($1) }, Defaults.maxGradNorm)
         let packingFromConfig = try cfg?.bool("packing") ?? false
         o.packing = packing || packingFromConfig
