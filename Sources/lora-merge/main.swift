@@ -35,7 +35,7 @@ struct Merge: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output model folder (must not exist unless --force).")
     var output: String?
 
-    @Option(help: "Combine the adapters into one new adapter first, as PEFT's add_weighted_adapter: \(CombinationType.allCases.map(\.rawValue).joined(separator: ", ")). [default: none: the exact weighted sum of the deltas]")
+    @Option(help: "Combine the adapters into one new adapter first, as PEFT's add_weighted_adapter (dare_* draw from --seed). [default: none: the exact weighted sum of the deltas]")
     var combination: CombinationType?
 
     @Option(name: .customLong("as-adapter"), help: "With --combination: write the combined adapter as a PEFT adapter folder here (adapter_config.json + adapter_model.safetensors).")
