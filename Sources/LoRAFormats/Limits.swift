@@ -18,6 +18,27 @@ public enum Limits {
         return o ? Int.max : b
     }
 
+    /// The memory a run may use, in bytes, and where that figure comes from: LORA_MEMORY_LIMIT when set (e.g.
+    /// "12GB", for a box shared with other jobs), else the smaller of /proc/meminfo's MemAvailable and the room
+    /// left under a cgroup v2 memory.max (containers, Slurm), else physical memory.
+    public static var availableMemory: (bytes: Int, source: String) {
+        let env = ProcessInfo.processInfo.environment
+        if let v = env["LORA_MEMORY_LIMIT"], let b = ShardedWriter.parseSize(v) { return (b, "LORA_MEMORY_LIMIT=\(v)") }
+        var best = (physicalMemory, "physical memory")
+        func number(_ path: String) -> Int? {
+            (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        if let info = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+           let line = info.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+           let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }), let b = product(kb, 1024), b < best.0 {
+            best = (b, "MemAvailable in /proc/meminfo")
+        }
+        if let max = number("/sys/fs/cgroup/memory.max"), let cur = number("/sys/fs/cgroup/memory.current"), max - cur < best.0 {
+            best = (Swift.max(0, max - cur), "the cgroup's memory.max")
+        }
+        return best
+    }
+
     /// a × b × …, or nil when the product overflows an Int (or any factor is negative).
     public static func product(_ xs: Int...) -> Int? {
         var p = 1
@@ -41,18 +62,9 @@ public enum Limits {
         }
         return t
     }
-
-    /// Refuses a plan whose estimated memory (nil: overflowed) exceeds this machine's physical memory, naming
-    /// what needs it and the flags that shrink it.
-    public static func checkMemory(_ bytes: Int?, for what: String, fix: String) throws {
-        let have = physicalMemory
-        guard let b = bytes, b <= have else {
-            let need = bytes.map { String(format: "%.1f GB", Double($0) / 1e9) } ?? "more than 2^63 bytes"
-            throw MemoryLimitError(description: "\(what) needs \(need) but this machine has \(String(format: "%.1f GB", Double(have) / 1e9)) of memory; \(fix)")
-        }
-    }
 }
 
 public struct MemoryLimitError: Error, CustomStringConvertible, ToolError {
     public let description: String
+    public init(description: String) { self.description = description }
 }

@@ -121,10 +121,13 @@ struct Eval: ParsableCommand {
         let maxR = loaded.map { a in a.moduleNames.map { a.modules[$0]!.r }.max() ?? 1 } ?? 1
         let longest = windows.map(\.ids.count).max() ?? 1
         let rows = Limits.product(min(batchSize, windows.count), longest) ?? Int.max
-        try Limits.checkMemory(Transformer.inferenceWorkspaceBytes(config: m.config, rows: rows, seq: longest, maxR: maxR),
-                               for: "evaluating \(min(batchSize, windows.count)) windows of \(longest) tokens at once", fix: "lower --batch-size or --seq-len")
+        let compute = try computeOptions.resolve(cfg)
+        try MemoryPlan.estimate(model: m, workspace: Transformer.inferenceWorkspaceBytes(config: m.config, rows: rows, seq: longest, maxR: maxR),
+                                rows: rows, adapterParams: loaded?.trainableParameters ?? 0, training: false, compute: compute)
+            .check("evaluating \(model) on \(min(batchSize, windows.count)) windows of \(longest) tokens at once",
+                   fix: "lower --batch-size or --seq-len, or evaluate a 4-bit base made by lora-quantize", warn: { Log.warn($0) })
         let transformer = try Transformer(model: m)
-        transformer.compute = try computeOptions.resolve(cfg)
+        transformer.compute = compute
         if let a = loaded {
             try transformer.attach(a, linears: try m.linearModules())
         }

@@ -165,11 +165,18 @@ struct Train: ParsableCommand {
             }
         }
         let maxR = startAdapter.moduleNames.map { startAdapter.modules[$0]!.r }.max() ?? 1
-        try Limits.checkMemory(
-            Transformer.trainWorkspaceBytes(config: m.config, rows: Limits.product(o.batchSize, o.seqLen) ?? Int.max, seq: o.seqLen,
-                                            maxR: maxR, checkpointed: o.gradCheckpoint),
-            for: "training at --batch-size \(o.batchSize) × --seq-len \(o.seqLen)",
-            fix: "lower --batch-size (raise --grad-accum to keep the global batch)\(o.gradCheckpoint ? "" : ", or pass --grad-checkpoint")")
+        let rows = Limits.product(o.batchSize, o.seqLen) ?? Int.max
+        func plan(_ checkpointed: Bool) -> MemoryPlan {
+            MemoryPlan.estimate(model: m, workspace: Transformer.trainWorkspaceBytes(config: m.config, rows: rows, seq: o.seqLen, maxR: maxR,
+                                                                                    checkpointed: checkpointed),
+                                rows: rows, adapterParams: startAdapter.trainableParameters, training: true, compute: compute)
+        }
+        var fixes: [String] = []
+        if !o.gradCheckpoint { fixes.append("pass --grad-checkpoint (activations \(MemoryPlan.gb(plan(true).workspace)))") }
+        fixes.append("lower --batch-size (raise --grad-accum to keep the global batch) or --seq-len")
+        if !(try m.linearModules()).contains(where: \.quantized) { fixes.append("or train on a 4-bit base made by lora-quantize (QLoRA)") }
+        try plan(o.gradCheckpoint).check("training \(model) at --batch-size \(o.batchSize) × --seq-len \(o.seqLen)",
+                                         fix: fixes.joined(separator: ", "), warn: { Log.warn($0) })
         let linears = try m.linearModules()
         let transformer = try Transformer(model: m)
         transformer.compute = compute

@@ -262,6 +262,36 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(Limits.product(3, 5, 7), 105)
     }
 
+    /// A model too big for the memory left is refused before loading, with the estimate's parts and the fixes;
+    /// mapped weights beyond it only warn (the kernel re-reads them). LORA_MEMORY_LIMIT stands for a smaller box.
+    func testMemoryPlanRefusesWhatDoesNotFit() throws {
+        let m = try ModelDir(path: model)
+        let a = try Adapter.load(adapter)
+        let ws = Transformer.trainWorkspaceBytes(config: m.config, rows: 64, seq: 32, maxR: 4, checkpointed: false)
+        let plan = MemoryPlan.estimate(model: m, workspace: ws, rows: 64, adapterParams: a.trainableParameters, training: true, compute: .f32)
+        let onDisk = try FileManager.default.attributesOfItem(atPath: model + "/model.safetensors")[.size] as! Int
+        // Tied model: every tensor is read, so the mapped part is the file less its header.
+        XCTAssertLessThanOrEqual(plan.mappedWeights, onDisk)
+        XCTAssertGreaterThan(plan.mappedWeights, onDisk - 4096)
+        XCTAssertEqual(plan.workspace, ws)
+        XCTAssertEqual(plan.adapter, a.trainableParameters * 16)
+        XCTAssertEqual(plan.head, m.config.vocabSize * m.config.hiddenSize * 4)
+
+        let r = try train(dir + "/t", [], env: ["LORA_MEMORY_LIMIT": "100KB"])
+        assertToolError(r, contains: "needs about")
+        for part in ["weights", "mapped", "activations", "LORA_MEMORY_LIMIT=100KB", "pass --grad-checkpoint (activations", "lower --batch-size",
+                     "4-bit base"] {
+            XCTAssertTrue(r.stderr.contains(part), "\(part): \(r.stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/t"))
+        // Room for what is allocated but not for the mapped weights too: a warning, and the run goes on.
+        let between = plan.allocated + (plan.total - plan.allocated) / 2
+        let w = try train(dir + "/t2", ["--max-steps", "1"], env: ["LORA_MEMORY_LIMIT": "\(between)"])
+        XCTAssertEqual(w.status, 0, w.stderr)
+        XCTAssertTrue(w.stderr.contains("re-read from disk"), w.stderr)
+        assertToolError(try runTool("lora-eval", [model, "--data", data], env: ["LORA_MEMORY_LIMIT": "10KB"]), contains: "evaluating")
+    }
+
     /// Non-finite weights used to print {"loss": NaN} (not even JSON); now the error names the data line.
     func testNonFiniteLossIsAnError() throws {
         let bad = dir + "/nanadapter"
