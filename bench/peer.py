@@ -57,6 +57,8 @@ def main():
     ap.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed training steps before the timed ones")
+    ap.add_argument("--grad-checkpoint", action="store_true", help="gradient checkpointing (transformers' own)")
     a = ap.parse_args()
     dtype = torch.bfloat16 if (a.bf16 or a.dtype == "bf16") else torch.float32
     if a.threads:
@@ -84,21 +86,26 @@ def main():
         start = (i * n) % (len(stream) - n + 1)
         return torch.tensor(stream[start:start + n]).view(a.batch, a.seq)
 
+    out["first_step_s"] = None
     model.eval()
-    with torch.inference_mode():
-        model(window(0))  # warm-up
-        t = time.time()
-        nll = 0.0
-        for i in range(a.eval_batches):
-            x = window(i)
-            nll += model(x, labels=x).loss.item()
-        out["eval_tokens_per_s"] = round(a.eval_batches * n / (time.time() - t), 2)
-        out["eval_ppl"] = round(math.exp(nll / a.eval_batches), 4)
+    if a.eval_batches > 0:
+        with torch.inference_mode():
+            model(window(0))  # warm-up
+            t = time.time()
+            nll = 0.0
+            for i in range(a.eval_batches):
+                x = window(i)
+                nll += model(x, labels=x).loss.item()
+            out["eval_tokens_per_s"] = round(a.eval_batches * n / (time.time() - t), 2)
+            out["eval_ppl"] = round(math.exp(nll / a.eval_batches), 4)
 
     if not a.no_train:
         if a.qlora:
             from peft import prepare_model_for_kbit_training
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=a.grad_checkpoint)
+        elif a.grad_checkpoint:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
         cfg = LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=a.dropout, target_modules=a.targets.split(","),
                          task_type="CAUSAL_LM")
         model = get_peft_model(model, cfg)
@@ -107,14 +114,16 @@ def main():
         out["trainable_params"] = sum(p.numel() for p in params)
         opt = torch.optim.AdamW(params, lr=2e-4)
         losses, times = [], []
-        for i in range(a.steps + 1):  # step 0 is the warm-up
+        for i in range(a.steps + a.warmup):  # the first --warmup steps are not timed
             x = window(i)
             t = time.time()
             loss = model(x, labels=x).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if i > 0:
+            if i == 0:
+                out["first_step_s"] = round(time.time() - t0, 2)  # process start to the end of the first step
+            if i >= a.warmup:
                 times.append(time.time() - t)
                 losses.append(round(loss.item(), 4))
         out["train_tokens_per_s"] = round(len(times) * n / sum(times), 2)
