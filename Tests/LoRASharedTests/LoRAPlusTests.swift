@@ -13,15 +13,7 @@ import XCTest
 final class LoRAPlusTests: XCTestCase {
     func testLoRAPlusAdamWMatchesPEFT() throws {
         let dir = Fixtures.path("forward/llama-gqa-tied")
-        let model = try ModelDir(path: dir + "/model")
-        let io = try SafetensorsFile(path: dir + "/io.safetensors")
-        func ints(_ t: TensorView) -> [Int32] { t.data.bindMemory(to: Int64.self).map { Int32($0) } }
-        let ids = try io.tensor("input_ids"), mask = ints(try io.tensor("attention_mask"))
-        let B = ids.shape[0], T = ids.shape[1]
-        let lengths = (0..<B).map { b in (0..<T).reduce(0) { $0 + Int(mask[b * T + $1]) } }
-        let tr = try Transformer(model: model)
-        try tr.attach(try Adapter.load(dir + "/adapter"), linears: try model.linearModules())
-        let batch = TokenBatch(tokens: ints(ids), labels: ints(try io.tensor("labels")), lengths: lengths, batch: B, seq: T)
+        let (tr, _, batch, _) = try loadForwardCase("llama-gqa-tied")
         let ref = try SafetensorsFile(path: dir + "/adamw_loraplus.safetensors")
 
         var cfg = AdamWConfig()
