@@ -9,6 +9,10 @@
 struct LayerBuffers {
     var x, xm, out, n, qkv, att, gu, h: UnsafeMutablePointer<Float>
     var rstd1, rstd2: UnsafeMutablePointer<Float>?
+    /// Training with qwen3's q/k head norms: q|k before the norm (row stride qd + kvd) and each (row, head)'s
+    /// rstd (row stride heads + kvHeads), for the backward pass.
+    var qkPre: UnsafeMutablePointer<Float>? = nil
+    var qkRstd: UnsafeMutablePointer<Float>? = nil
 }
 
 extension Transformer {
@@ -23,6 +27,17 @@ extension Transformer {
         let eps = Float(c.rmsNormEps)
         L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd1) }
         project([L.q, L.k, L.v], x: io.n, ldx: d, rows: rows, y: io.qkv, ldy: ldqkv, scratch: scratch, accumulate: false, drop: drop)
+        if let qn = L.qNorm, let kn = L.kNorm {
+            let hs = c.numHeads + c.numKVHeads
+            qn.withUnsafeBufferPointer { w in
+                Kernels.headRMSNorm(io.qkv, ld: ldqkv, rows: rows, heads: c.numHeads, headDim: c.headDim, w: w.baseAddress!, eps: eps,
+                                    save: io.qkPre, ldSave: qd + kvd, rstd: io.qkRstd, ldRstd: hs)
+            }
+            kn.withUnsafeBufferPointer { w in
+                Kernels.headRMSNorm(io.qkv + qd, ld: ldqkv, rows: rows, heads: c.numKVHeads, headDim: c.headDim, w: w.baseAddress!, eps: eps,
+                                    save: io.qkPre.map { $0 + qd }, ldSave: qd + kvd, rstd: io.qkRstd.map { $0 + c.numHeads }, ldRstd: hs)
+            }
+        }
         applyRope(io.qkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: false)
         Profiler.shared.measure("attention") { attend(io.qkv, io.att) }
         if io.xm != io.x { io.xm.update(from: io.x, count: rows * d) }
@@ -89,9 +104,20 @@ extension Transformer {
         projectBackward([L.o], x: att, ldx: qd, dy: dx, ldy: d, dx: datt, lddx: qd, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
         dqkv.update(repeating: 0, count: rows * ldqkv)
         Profiler.shared.measure("attention backward") {
-            attentionBackward(qkv: qkv, datt: datt, dqkv: dqkv, batch: batch, ws: ws)
+            attentionBackward(qkv: qkv, datt: datt, dqkv: dqkv, batch: batch, ws: ws, window: L.window)
         }
         applyRope(dqkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: true)
+        if let qn = L.qNorm, let kn = L.kNorm, let pre = ws.qkPre[l], let rs = ws.qkRstd[l] {
+            let hs = c.numHeads + c.numKVHeads
+            qn.withUnsafeBufferPointer { w in
+                Backward.headRMSNorm(dqkv, ld: ldqkv, x: pre, ldx: qd + kvd, w: w.baseAddress!, rstd: rs, ldRstd: hs,
+                                     rows: rows, heads: c.numHeads, headDim: hd)
+            }
+            kn.withUnsafeBufferPointer { w in
+                Backward.headRMSNorm(dqkv + qd, ld: ldqkv, x: pre + qd, ldx: qd + kvd, w: w.baseAddress!, rstd: rs + c.numHeads, ldRstd: hs,
+                                     rows: rows, heads: c.numKVHeads, headDim: hd)
+            }
+        }
         L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r1) }
         dn.update(repeating: 0, count: rows * d)
         projectBackward([L.q, L.k, L.v], x: n, ldx: d, dy: dqkv, ldy: ldqkv, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
@@ -101,7 +127,7 @@ extension Transformer {
     /// Attention backward per (sequence, head), recomputing the probabilities: dV += Pᵀ·dO, dP = dO·Vᵀ,
     /// dS = softmax'(dP), dQ = s·dS·K, dK += s·dSᵀ·Q (GQA heads of a group add into the shared K and V).
     func attentionBackward(qkv: UnsafeMutablePointer<Float>, datt: UnsafeMutablePointer<Float>, dqkv: UnsafeMutablePointer<Float>,
-                           batch: TokenBatch, ws: TrainWorkspace) {
+                           batch: TokenBatch, ws: TrainWorkspace, window: Int?) {
         let c = config, T = batch.seq, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
         let group = c.numHeads / c.numKVHeads, scale = 1 / Float(hd).squareRoot()
@@ -118,18 +144,26 @@ extension Transformer {
                     let q = qkv + base + h * hd, k = qkv + base + qd + kvh * hd, v = qkv + base + qd + kvd + kvh * hd
                     let dq = dqkv + base + h * hd, dk = dqkv + base + qd + kvh * hd, dv = dqkv + base + qd + kvd + kvh * hd
                     let dO = datt + b * T * qd + h * hd
-                    // Query blocks multiply only the keys they can see (the causal triangle).
+                    // Query blocks multiply only the keys they can see (the causal triangle, cut at the window).
                     var q0 = 0
                     while q0 < T {
                         let q1 = min(T, q0 + Transformer.attentionBlock), m = q1 - q0
-                        let keys = min(q1, len)
-                        gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: k, ldb: ld, c: p, ldc: keys)
-                        for i in 0..<m { Kernels.softmaxRow(p + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len)) }
-                        gemm(.none, .transpose, m: m, n: keys, k: hd, a: dO + q0 * qd, lda: qd, b: v, ldb: ld, c: dp, ldc: keys)
-                        gemm(.transpose, .none, m: keys, n: hd, k: m, a: p, lda: keys, b: dO + q0 * qd, ldb: qd, beta: 1, c: dv, ldc: ld)
-                        for i in 0..<m { Backward.softmaxRow(dp + i * keys, p + i * keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len), count: keys) }
-                        gemm(.none, .none, m: m, n: hd, k: keys, alpha: scale, a: dp, lda: keys, b: k, ldb: ld, c: dq + q0 * ld, ldc: ld)
-                        gemm(.transpose, .none, m: keys, n: hd, k: m, alpha: scale, a: dp, lda: keys, b: q + q0 * ld, ldb: ld, beta: 1, c: dk, ldc: ld)
+                        let lo = Transformer.blockFirstKey(q0, len: len, window: window)
+                        let keys = min(q1, len) - lo
+                        let kl = k + lo * ld, vl = v + lo * ld, dkl = dk + lo * ld, dvl = dv + lo * ld
+                        gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: kl, ldb: ld, c: p, ldc: keys)
+                        for i in 0..<m {
+                            let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
+                            Kernels.softmaxRow(p + i * keys, count: keys, from: r.from - lo, valid: r.to - lo)
+                        }
+                        gemm(.none, .transpose, m: m, n: keys, k: hd, a: dO + q0 * qd, lda: qd, b: vl, ldb: ld, c: dp, ldc: keys)
+                        gemm(.transpose, .none, m: keys, n: hd, k: m, a: p, lda: keys, b: dO + q0 * qd, ldb: qd, beta: 1, c: dvl, ldc: ld)
+                        for i in 0..<m {
+                            let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
+                            Backward.softmaxRow(dp + i * keys, p + i * keys, from: r.from - lo, valid: r.to - lo, count: keys)
+                        }
+                        gemm(.none, .none, m: m, n: hd, k: keys, alpha: scale, a: dp, lda: keys, b: kl, ldb: ld, c: dq + q0 * ld, ldc: ld)
+                        gemm(.transpose, .none, m: keys, n: hd, k: m, alpha: scale, a: dp, lda: keys, b: q + q0 * ld, ldb: ld, beta: 1, c: dkl, ldc: ld)
                         q0 = q1
                     }
                 }

@@ -73,6 +73,7 @@ extension Transformer {
         let io = LayerBuffers(x: ws.x, xm: ws.x, out: ws.x, n: ws.n, qkv: ws.qkv, att: ws.att, gu: ws.gu, h: ws.h,
                               rstd1: nil, rstd2: nil)
         for li in layers.indices {
+            let window = layers[li].window
             layerForward(li, io, rows: n, positions: cache.positions, scratch: ws.scratch, drop: nil) { qkv, att in
                 cache.k[li].withUnsafeMutableBufferPointer { kb in
                 cache.v[li].withUnsafeMutableBufferPointer { vb in
@@ -90,7 +91,11 @@ extension Transformer {
                             let kvh = hh / group
                             gemm(.none, .transpose, m: n, n: total, k: hd, alpha: scale, a: qkv + hh * hd, lda: ldqkv,
                                  b: kc + kvh * hd, ldb: kvd, c: s, ldc: total)
-                            for i in 0..<n { Kernels.softmaxRow(s + i * total, count: total, valid: p0 + i + 1) }
+                            for i in 0..<n {
+                                // Sliding-window layers: position p sees keys (p − window, p].
+                                let from = window.map { max(0, p0 + i - $0 + 1) } ?? 0
+                                Kernels.softmaxRow(s + i * total, count: total, from: from, valid: p0 + i + 1)
+                            }
                             gemm(.none, .none, m: n, n: hd, k: total, a: s, lda: total, b: vc + kvh * hd, ldb: kvd,
                                  c: att + hh * hd, ldc: qd)
                         }

@@ -1,5 +1,5 @@
-// Transformer: the Llama / Mistral / Qwen2 decoder forward pass in fp32 (docs/formats.md §7, transformers
-// modeling_llama.py): embeddings, RMSNorm, RoPE, causal GQA attention with right padding, SwiGLU MLP, tied or
+// Transformer: the Llama / Mistral / Qwen2 / Qwen3 decoder forward pass in fp32 (docs/formats.md §7, transformers
+// modeling_llama.py): embeddings, RMSNorm, RoPE, causal GQA attention with right padding (sliding-window where the config has it), qwen3's q/k head norms, SwiGLU MLP, tied or
 // untied head, with LoRA applied unmerged as two skinny GEMMs. One GEMM per projection over batch × sequence
 // (q/k/v fused, gate/up fused); the head and cross-entropy run in row chunks so tokens × vocab never exists.
 import Foundation
@@ -87,6 +87,10 @@ public final class Transformer: @unchecked Sendable {
         let inputNorm: [Float]
         let postNorm: [Float]
         let q, k, v, o, gate, up, down: LinearWeight
+        /// qwen3's per-head norms of q and k ([head_dim]); nil for the other families.
+        let qNorm, kNorm: [Float]?
+        /// Keys a query sees in this layer (sliding-window attention), nil for full causal attention.
+        let window: Int?
     }
 
     public init(model: ModelDir) throws {
@@ -123,7 +127,10 @@ public final class Transformer: @unchecked Sendable {
                 q: try lin("self_attn.q_proj", bias: c.attentionBias), k: try lin("self_attn.k_proj", bias: c.attentionBias),
                 v: try lin("self_attn.v_proj", bias: c.attentionBias), o: try lin("self_attn.o_proj", bias: c.oProjBias),
                 gate: try lin("mlp.gate_proj", bias: c.mlpBias), up: try lin("mlp.up_proj", bias: c.mlpBias),
-                down: try lin("mlp.down_proj", bias: c.mlpBias)))
+                down: try lin("mlp.down_proj", bias: c.mlpBias),
+                qNorm: c.qkNorm ? try vector(p + "self_attn.q_norm.weight", c.headDim) : nil,
+                kNorm: c.qkNorm ? try vector(p + "self_attn.k_norm.weight", c.headDim) : nil,
+                window: c.layerWindows[l]))
         }
         layers = ls
         rope = RopeTables(config: c, positions: min(c.maxPositionEmbeddings, 4096))
@@ -215,7 +222,7 @@ public final class Transformer: @unchecked Sendable {
                               rstd1: nil, rstd2: nil)
         for l in layers.indices {
             layerForward(l, io, rows: rows, positions: positions, scratch: ws.scratch, drop: nil) { qkv, att in
-                attention(qkv: qkv, out: att, batch: batch, scores: ws.scores)
+                attention(qkv: qkv, out: att, batch: batch, scores: ws.scores, window: layers[l].window)
             }
         }
 
@@ -245,8 +252,27 @@ public final class Transformer: @unchecked Sendable {
     /// Floats of score scratch the attention passes need: one (query block × keys) matrix per worker.
     public static func attentionScratch(seq: Int) -> Int { Parallel.cores * min(seq, attentionBlock) * seq }
 
+    /// The keys query i of sequence b attends to: [from, to) with `lo` ≤ from, where `lo` is the first key any
+    /// row of the query block starting at q0 can see. Causal, inside its packed example, below the sequence's
+    /// length and, with a window W, j > i − W (transformers' sliding_window_overlay). A padding row past the
+    /// window of every real key keeps its last real key, so its (unused) values stay finite.
+    @inline(__always)
+    static func keyRange(_ batch: TokenBatch, _ b: Int, _ i: Int, len: Int, window: Int?) -> (from: Int, to: Int) {
+        let to = min(i + 1, len)
+        var from = batch.firstKey(b, i)
+        if let w = window { from = max(from, i - w + 1) }
+        return (min(from, to - 1), to)
+    }
+
+    /// The first key a block of query rows starting at q0 can need (windowed layers skip the keys before it).
+    @inline(__always)
+    static func blockFirstKey(_ q0: Int, len: Int, window: Int?) -> Int {
+        guard let w = window else { return 0 }
+        return max(0, min(q0 - w + 1, len - 1))
+    }
+
     func attention(qkv: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, batch: TokenBatch,
-                   scores s: UnsafeMutablePointer<Float>) {
+                   scores s: UnsafeMutablePointer<Float>, window: Int?) {
         let c = config, T = batch.seq, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
         let group = c.numHeads / c.numKVHeads, scale = 1 / Float(hd).squareRoot()
@@ -265,13 +291,16 @@ public final class Transformer: @unchecked Sendable {
                     var q0 = 0
                     while q0 < T {
                         let q1 = min(T, q0 + blk)
-                        let keys = min(q1, len)  // the last row of the block sees keys [0, min(q1, len))
+                        // The block's rows see keys within [lo, min(q1, len)): the causal triangle, cut at the window.
+                        let lo = Transformer.blockFirstKey(q0, len: len, window: window)
+                        let keys = min(q1, len) - lo
                         gemm(.none, .transpose, m: q1 - q0, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld,
-                             b: k, ldb: ld, c: s, ldc: keys)
+                             b: k + lo * ld, ldb: ld, c: s, ldc: keys)
                         for i in 0..<(q1 - q0) {
-                            Kernels.softmaxRow(s + i * keys, count: keys, from: batch.firstKey(b, q0 + i), valid: min(q0 + i + 1, len))
+                            let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
+                            Kernels.softmaxRow(s + i * keys, count: keys, from: r.from - lo, valid: r.to - lo)
                         }
-                        gemm(.none, .none, m: q1 - q0, n: hd, k: keys, a: s, lda: keys, b: v, ldb: ld, c: o + q0 * qd, ldc: qd)
+                        gemm(.none, .none, m: q1 - q0, n: hd, k: keys, a: s, lda: keys, b: v + lo * ld, ldb: ld, c: o + q0 * qd, ldc: qd)
                         q0 = q1
                     }
                 }

@@ -130,6 +130,8 @@ extension Transformer {
         var xIn: [UnsafeMutablePointer<Float>] = [], xMid: [UnsafeMutablePointer<Float>] = [], qkv: [UnsafeMutablePointer<Float>] = []
         var att: [UnsafeMutablePointer<Float>] = [], rstd1: [UnsafeMutablePointer<Float>] = [], rstd2: [UnsafeMutablePointer<Float>] = []
         var gu: [UnsafeMutablePointer<Float>] = []
+        /// qwen3: q|k before their head norms and the norms' rstd, per layer (nil for the other families).
+        var qkPre: [UnsafeMutablePointer<Float>?] = [], qkRstd: [UnsafeMutablePointer<Float>?] = []
         let xFinal, rstdF, nF, dnF, n, h, dgu, dh, dx, dn, dqkv, datt, p, dp, head, gathered: UnsafeMutablePointer<Float>
         let scratch: ProjectionScratch
         let checkpointed: Bool
@@ -148,10 +150,12 @@ extension Transformer {
                 xIn.append(z(rows * d))
                 if checkpointed && l > 0 {
                     xMid.append(xMid[0]); qkv.append(qkv[0]); att.append(att[0]); rstd1.append(rstd1[0]); rstd2.append(rstd2[0])
-                    gu.append(gu[0])
+                    gu.append(gu[0]); qkPre.append(qkPre[0]); qkRstd.append(qkRstd[0])
                 } else {
                     xMid.append(z(rows * d)); qkv.append(z(rows * (qd + 2 * kvd))); att.append(z(rows * qd))
                     rstd1.append(z(rows)); rstd2.append(z(rows)); gu.append(z(rows * 2 * i))
+                    qkPre.append(c.qkNorm ? z(rows * (qd + kvd)) : nil)
+                    qkRstd.append(c.qkNorm ? z(rows * (c.numHeads + c.numKVHeads)) : nil)
                 }
             }
             xFinal = z(rows * d); rstdF = z(rows); nF = z(rows * d); dnF = z(rows * d)
@@ -165,7 +169,7 @@ extension Transformer {
         /// Layer l's buffers: it reads xIn[l] and writes its output into xIn[l+1] (the last into xFinal).
         func layer(_ l: Int) -> LayerBuffers {
             LayerBuffers(x: xIn[l], xm: xMid[l], out: l + 1 < xIn.count ? xIn[l + 1] : xFinal, n: n, qkv: qkv[l], att: att[l],
-                         gu: gu[l], h: h, rstd1: rstd1[l], rstd2: rstd2[l])
+                         gu: gu[l], h: h, rstd1: rstd1[l], rstd2: rstd2[l], qkPre: qkPre[l], qkRstd: qkRstd[l])
         }
     }
 
@@ -175,7 +179,8 @@ extension Transformer {
     public static func trainWorkspaceBytes(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, checkpointed: Bool) -> Int? {
         let d = c.hiddenSize, qd = c.numHeads * c.headDim, ldqkv = qd + 2 * c.numKVHeads * c.headDim
         let i = c.intermediateSize
-        let saved = 2 * d + ldqkv + qd + 2 + 2 * i
+        let qkNormSaved = c.qkNorm ? qd + c.numKVHeads * c.headDim + c.numHeads + c.numKVHeads : 0
+        let saved = 2 * d + ldqkv + qd + 2 + 2 * i + qkNormSaved
         let perLayer = checkpointed ? d : saved
         guard let perRow = Limits.sum(Limits.product(perLayer, c.numLayers), checkpointed ? saved : 0,
                                       6 * d + 4 * i + 2 * ldqkv + qd + 3 * max(1, maxR)) else { return nil }
@@ -214,7 +219,7 @@ extension Transformer {
         try embed(batch.tokens, seq: batch.seq, into: ws.xIn[0])
         func forwardLayer(_ l: Int) {
             layerForward(l, ws.layer(l), rows: rows, positions: positions, scratch: ws.scratch, drop: drop) { qkv, att in
-                attention(qkv: qkv, out: att, batch: batch, scores: ws.p)
+                attention(qkv: qkv, out: att, batch: batch, scores: ws.p, window: layers[l].window)
             }
         }
         for l in 0..<L { forwardLayer(l) }

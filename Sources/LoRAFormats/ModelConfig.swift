@@ -1,4 +1,4 @@
-// ModelConfig: config.json of a Llama-family model (model_type llama, mistral, qwen2), in both the
+// ModelConfig: config.json of a Llama-family model (model_type llama, mistral, qwen2, qwen3), in both the
 // transformers 4.x form (rope_theta, torch_dtype) and the 5.x form (rope_parameters, dtype). docs/formats.md §7.
 import Foundation
 
@@ -30,7 +30,7 @@ public struct RopeScaling: Equatable, Sendable {
 }
 
 public struct ModelConfig: Sendable {
-    public static let supportedTypes = ["llama", "mistral", "qwen2"]
+    public static let supportedTypes = ["llama", "mistral", "qwen2", "qwen3"]
 
     public var modelType: String
     public var vocabSize: Int
@@ -51,7 +51,15 @@ public struct ModelConfig: Sendable {
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
     public var dtype: DType?
+    /// The attention window of the sliding-window layers (mistral's `sliding_window`; qwen2/qwen3's when
+    /// `use_sliding_window` is true), nil when no layer slides.
     public var slidingWindow: Int?
+    /// Per layer: the number of keys a query sees (itself and the window − 1 before it), nil for full causal
+    /// attention. transformers' `sliding_window_overlay`: key j is visible to query i iff j > i − window.
+    public var layerWindows: [Int?]
+    /// qwen3: RMSNorm over each head of q and k (`self_attn.q_norm`, `self_attn.k_norm`, [head_dim]) after the
+    /// projection, before RoPE.
+    public var qkNorm: Bool
     /// The whole file, keys in order, for tools that rewrite it.
     public var raw: JSONObject
 
@@ -208,7 +216,46 @@ public struct ModelConfig: Sendable {
         }
         let dt = o["dtype"]?.stringValue ?? o["torch_dtype"]?.stringValue
         dtype = dt.flatMap { DType(torchName: $0) }
-        slidingWindow = (try? bool("use_sliding_window", default: false)) == true ? o["sliding_window"]?.intValue.map { Int($0) } : nil
+        qkNorm = mt == "qwen3"
+
+        // Sliding-window attention, as transformers configures it: mistral applies `sliding_window` (when not
+        // null) to every layer and ignores `layer_types`; qwen2/qwen3 use it only with `use_sliding_window`, on
+        // the layers `layer_types` marks "sliding_attention" (by default those from `max_window_layers` on).
+        var window: Int? = nil
+        let slides = mt == "mistral" ? true : (mt == "qwen2" || mt == "qwen3") ? try bool("use_sliding_window", default: false) : false
+        if slides, let v = o["sliding_window"], !v.isNull {
+            guard let w = v.intValue, w > 0, w < Int64(Int32.max) else {
+                throw ConfigError.badValue(path: path, key: "sliding_window", reason: "expected a positive integer or null, got \(v.serialized())")
+            }
+            window = Int(w)
+        }
+        slidingWindow = window
+        if mt == "mistral" || window == nil {
+            layerWindows = Array(repeating: window, count: numLayers)
+        } else if let lt = o["layer_types"], !lt.isNull {
+            guard case .array(let a) = lt, a.count == numLayers else {
+                throw ConfigError.badValue(path: path, key: "layer_types",
+                                           reason: "expected a list of \(numLayers) layer types (one per num_hidden_layers), got \(lt.serialized())")
+            }
+            layerWindows = try a.enumerated().map { i, t in
+                switch t.stringValue {
+                case "full_attention": return nil
+                case "sliding_attention": return window
+                default:
+                    throw ConfigError.badValue(path: path, key: "layer_types",
+                                               reason: "entry \(i) is \(t.serialized()); expected \"full_attention\" or \"sliding_attention\"")
+                }
+            }
+        } else {
+            var first = 28
+            if let v = o["max_window_layers"], !v.isNull {
+                guard let i = v.intValue, i >= 0, i < Int64(Int32.max) else {
+                    throw ConfigError.badValue(path: path, key: "max_window_layers", reason: "expected a non-negative integer, got \(v.serialized())")
+                }
+                first = Int(i)
+            }
+            layerWindows = (0..<numLayers).map { $0 >= first ? window : nil }
+        }
     }
 
     /// The Linear modules of one decoder layer, with (out, in) shapes, in the order transformers registers them.

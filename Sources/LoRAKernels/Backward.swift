@@ -17,6 +17,26 @@ public enum Backward {
         }
     }
 
+    /// Backward of Kernels.headRMSNorm, in place: dy (∂/∂ the normed heads, row stride ld) becomes ∂/∂ their
+    /// input x (row stride ldx), with each (row, head)'s rstd at rstd[row · ldRstd + head]:
+    /// dx_j = rstd·w_j·dy_j − x_j·rstd³/D · Σ_k w_k·dy_k·x_k.
+    public static func headRMSNorm(_ dy: UnsafeMutablePointer<Float>, ld: Int, x: UnsafePointer<Float>, ldx: Int,
+                                   w: UnsafePointer<Float>, rstd: UnsafePointer<Float>, ldRstd: Int,
+                                   rows: Int, heads: Int, headDim: Int) {
+        Parallel.forRanges(rows, grain: 16) { r in
+            for i in r {
+                for h in 0..<heads {
+                    let d = dy + i * ld + h * headDim, xh = x + i * ldx + h * headDim
+                    let s = rstd[i * ldRstd + h]
+                    var dot: Float = 0
+                    for j in 0..<headDim { dot += w[j] * d[j] * xh[j] }
+                    let c = dot * s * s * s / Float(headDim)
+                    for j in 0..<headDim { d[j] = s * w[j] * d[j] - xh[j] * c }
+                }
+            }
+        }
+    }
+
     /// Given dh for h = silu(g)·u: writes dg and du (column slices of rows with stride ld).
     public static func siluMul(dg: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>, ldd: Int,
                                dh: UnsafePointer<Float>, ldh: Int, g: UnsafePointer<Float>, u: UnsafePointer<Float>, ld: Int,

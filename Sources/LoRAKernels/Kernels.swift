@@ -78,6 +78,29 @@ public enum Kernels {
         return s
     }
 
+    /// Per-head RMSNorm in place (qwen3's q_norm / k_norm): for each of `rows` rows (stride ld) and each of its
+    /// `heads` contiguous heads of headDim values, x ← x · rsqrt(mean(x²) + eps) · w. With `save`, the values
+    /// before the norm are first copied there (row stride ldSave); with `rstd`, each (row, head)'s rsqrt is kept
+    /// at rstd[row · ldRstd + head] for the backward pass.
+    public static func headRMSNorm(_ x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
+                                   w: UnsafePointer<Float>, eps: Float, save: UnsafeMutablePointer<Float>? = nil, ldSave: Int = 0,
+                                   rstd: UnsafeMutablePointer<Float>? = nil, ldRstd: Int = 0) {
+        Parallel.forRanges(rows, grain: 16) { r in
+            for i in r {
+                let xi = x + i * ld
+                save?.advanced(by: i * ldSave).update(from: xi, count: heads * headDim)
+                for h in 0..<heads {
+                    let xh = xi + h * headDim
+                    var ss: Float = 0
+                    for j in 0..<headDim { ss += xh[j] * xh[j] }
+                    let inv = 1 / (ss / Float(headDim) + eps).squareRoot()
+                    rstd?[i * ldRstd + h] = inv
+                    for j in 0..<headDim { xh[j] = xh[j] * inv * w[j] }
+                }
+            }
+        }
+    }
+
     /// y[i,:] = x[i,:] * rsqrt(mean(x[i,:]²) + eps) * w. x, y are [rows, dim] (may alias). When `rstd` is given,
     /// rstd[i] = rsqrt(mean(x[i,:]²) + eps) is recorded for the backward pass.
     public static func rmsNorm(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,

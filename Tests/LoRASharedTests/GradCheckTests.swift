@@ -50,6 +50,40 @@ final class GradCheckTests: XCTestCase {
         assertClose(dx, numericGrad(x.map(Double.init), f), "rmsnorm dx")
     }
 
+    /// qwen3's per-head RMSNorm (q_norm / k_norm) over strided rows, in place: forward against the Double
+    /// reference, backward against finite differences.
+    func testHeadRMSNorm() {
+        let rows = 3, heads = 2, hd = 6, ld = heads * hd + 5, eps: Float = 1e-6
+        var x = rand(rows * ld), w = rand(hd), c = rand(rows * ld)
+        for i in 0..<rows { for j in (heads * hd)..<ld { c[i * ld + j] = 0 } }  // the columns past the heads are not normed
+        w = w.map { 1 + 0.3 * $0 }
+        func f(_ xd: [Double]) -> Double {
+            var l = 0.0
+            for i in 0..<rows {
+                for h in 0..<heads {
+                    let o = i * ld + h * hd
+                    let ss = (0..<hd).reduce(0.0) { $0 + xd[o + $1] * xd[o + $1] }
+                    let r = 1 / (ss / Double(hd) + Double(eps)).squareRoot()
+                    for j in 0..<hd { l += Double(c[o + j]) * xd[o + j] * r * Double(w[j]) }
+                }
+            }
+            return l
+        }
+        let x0 = x
+        var saved = [Float](repeating: 0, count: rows * heads * hd), rstd = [Float](repeating: 0, count: rows * (heads + 1))
+        Kernels.headRMSNorm(&x, ld: ld, rows: rows, heads: heads, headDim: hd, w: w, eps: eps,
+                            save: &saved, ldSave: heads * hd, rstd: &rstd, ldRstd: heads + 1)
+        let forward = zip(x, c).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        XCTAssertEqual(forward, f(x0.map(Double.init)), accuracy: 1e-4)
+        for i in 0..<rows { XCTAssertEqual(Array(saved[(i * heads * hd)..<((i + 1) * heads * hd)]), Array(x0[(i * ld)..<(i * ld + heads * hd)])) }
+        var d = c
+        Backward.headRMSNorm(&d, ld: ld, x: saved, ldx: heads * hd, w: w, rstd: rstd, ldRstd: heads + 1, rows: rows, heads: heads, headDim: hd)
+        let num = numericGrad(x0.map(Double.init), f)
+        var got: [Float] = [], want: [Double] = []
+        for i in 0..<rows { for j in 0..<(heads * hd) { got.append(d[i * ld + j]); want.append(num[i * ld + j]) } }
+        assertClose(got, want, "head rmsnorm dx")
+    }
+
     func testSiluMul() {
         let rows = 2, cols = 5
         let g = rand(rows * cols, 2), u = rand(rows * cols), c = rand(rows * cols)

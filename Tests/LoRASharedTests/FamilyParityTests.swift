@@ -1,0 +1,187 @@
+// FamilyParityTests: qwen3 (per-head q/k norms, tied and untied head, attention biases) and sliding-window
+// attention (mistral on every layer, qwen2/qwen3 on the layers layer_types marks) against transformers + PEFT
+// (Fixtures/forward/<case>, scripts/gen_family_fixtures.py): logits and loss, base and with an adapter; every LoRA
+// gradient (also with activation checkpointing); greedy decoding through the key/value cache against
+// transformers' generate(); packing with a window; merge and 4-bit quantization of a qwen3 model; and how
+// config.json's window keys are read.
+import Foundation
+import XCTest
+@testable import LoRAShared
+@testable import LoRAModel
+@testable import LoRAEngine
+@testable import LoRATrain
+@testable import LoRAFormats
+
+final class FamilyParityTests: XCTestCase {
+    static let cases = ["qwen3-qknorm", "qwen3-tied-sliding", "mistral-sliding", "qwen2-sliding"]
+
+    func checkForward(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let (tr, _, batch, io) = try loadForwardCase(name)
+        for (withLoRA, key, lossKey) in [(true, "logits_lora", "loss_lora"), (false, "logits_base", "loss_base")] {
+            if !withLoRA { tr.detach() }
+            let out = try tr.forward(batch, wantLogits: true)
+            let ref = try io.tensor(key).floats()
+            XCTAssertEqual(out.logits!.count, ref.count, file: file, line: line)
+            let diff = maxAbsDiff(out.logits!, ref)
+            XCTAssertLessThan(diff, ForwardParityTests.logitTolerance, "\(name) \(key): max |Δlogit| = \(diff)", file: file, line: line)
+            let loss = out.nllSum / Double(out.tokens)
+            XCTAssertEqual(loss, Double(try io.tensor(lossKey).floats()[0]), accuracy: ForwardParityTests.lossTolerance, "\(name) \(lossKey)",
+                           file: file, line: line)
+            print("family forward parity \(name) \(withLoRA ? "lora" : "base"): max |Δlogit| \(diff)")
+        }
+    }
+
+    func checkGradients(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let (tr, _, batch, _) = try loadForwardCase(name)
+        let ref = try SafetensorsFile(path: Fixtures.path("forward/\(name)/grads.safetensors"))
+        let scored = batch.shiftedTargets.filter { $0 >= 0 }.count
+        let g = LoRAGradients(for: tr.lora), ck = LoRAGradients(for: tr.lora)
+        let r = try tr.trainStep(batch, lossScale: 1 / Float(scored), grads: g)
+        _ = try tr.trainStep(batch, lossScale: 1 / Float(scored), grads: ck, checkpointLayers: true)
+        XCTAssertEqual(r.nllSum / Double(r.tokens), Double(try ref.tensor("loss").floats()[0]), accuracy: 1e-5, "\(name) loss", file: file, line: line)
+        var maxRef: Float = 0, maxErr: Float = 0, n = 0
+        for m in tr.lora.keys {
+            for (w, ours, again) in [("lora_A", g.a[m]!, ck.a[m]!), ("lora_B", g.b[m]!, ck.b[m]!)] {
+                let want = try ref.tensor("\(m).\(w).weight.grad").floats()
+                maxRef = max(maxRef, want.map(abs).max()!)
+                maxErr = max(maxErr, maxAbsDiff(ours, want))
+                XCTAssertEqual(ours, again, "\(name) \(m).\(w): checkpointing changed the gradient", file: file, line: line)
+                n += 1
+            }
+        }
+        XCTAssertEqual(n, ref.names.filter { $0.hasSuffix(".grad") }.count, "every fixture gradient compared", file: file, line: line)
+        XCTAssertLessThan(maxErr / maxRef, GradientParityTests.gradTolerance, "\(name): max |Δgrad| \(maxErr) vs max |grad| \(maxRef)",
+                          file: file, line: line)
+        print("family gradient parity \(name): \(n) tensors, max |Δ| \(maxErr), relative \(maxErr / maxRef)")
+    }
+
+    /// Greedy decoding through the KV cache gives transformers' generate() tokens, base and with the adapter, and
+    /// each decoded step's logits equal the full forward over the same tokens.
+    func checkDecode(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let (tr, model, _, _) = try loadForwardCase(name)
+        let ref = try jsonObject(String(contentsOfFile: Fixtures.path("forward/\(name)/generate.json"), encoding: .utf8))
+        func ids(_ k: String) -> [Int32] { ref[k]!.arrayValue!.map { Int32($0.intValue!) } }
+        let prompt = ids("prompt"), V = model.config.vocabSize
+        for (withLoRA, key) in [(true, "lora"), (false, "base")] {
+            if !withLoRA { tr.detach() }
+            let want = ids(key)
+            let cache = KVCache(config: model.config, capacity: prompt.count + want.count)
+            var logits = try tr.decode(prompt, cache: cache)
+            var got: [Int32] = [], steps: [[Float]] = [logits]
+            for _ in want.indices {
+                let next = Int32(logits.indices.max { logits[$0] < logits[$1] || (logits[$0] == logits[$1] && $0 > $1) }!)
+                got.append(next)
+                if got.count < want.count { logits = try tr.decode([next], cache: cache); steps.append(logits) }
+            }
+            XCTAssertEqual(got, want, "\(name) \(key): greedy tokens differ from transformers' generate()", file: file, line: line)
+            let all = prompt + got.dropLast()
+            let full = try tr.forward(TokenBatch(tokens: all, labels: all, lengths: [all.count], batch: 1, seq: all.count), wantLogits: true).logits!
+            var worst: Float = 0
+            for (s, l) in steps.enumerated() {
+                let row = prompt.count - 1 + s
+                worst = max(worst, maxAbsDiff(l, Array(full[(row * V)..<((row + 1) * V)])))
+            }
+            XCTAssertLessThan(worst, 1e-4, "\(name) \(key): cached decoding differs from the full forward", file: file, line: line)
+        }
+    }
+
+    func testQwen3Forward() throws { try checkForward("qwen3-qknorm") }
+    func testQwen3TiedSlidingForward() throws { try checkForward("qwen3-tied-sliding") }
+    func testMistralSlidingForward() throws { try checkForward("mistral-sliding") }
+    func testQwen2SlidingForward() throws { try checkForward("qwen2-sliding") }
+    func testQwen3Gradients() throws { try checkGradients("qwen3-qknorm") }
+    func testQwen3TiedSlidingGradients() throws { try checkGradients("qwen3-tied-sliding") }
+    func testMistralSlidingGradients() throws { try checkGradients("mistral-sliding") }
+    func testQwen2SlidingGradients() throws { try checkGradients("qwen2-sliding") }
+    func testDecodeMatchesGenerate() throws { for c in FamilyParityTests.cases { try checkDecode(c) } }
+
+    /// Two examples packed into one row (segment starts, positions restarting) give each example's logits alone,
+    /// with a window shorter than the examples: the window never reaches across the packing boundary.
+    func testPackingWithAWindowEqualsSeparateRows() throws {
+        let (tr, model, _, _) = try loadForwardCase("mistral-sliding")
+        let a: [Int32] = [5, 9, 33, 71, 12, 8, 100, 4], b: [Int32] = [7, 61, 19, 3, 88, 40]
+        let V = model.config.vocabSize
+        func alone(_ t: [Int32]) throws -> [Float] {
+            try tr.forward(TokenBatch(tokens: t, labels: t, lengths: [t.count], batch: 1, seq: t.count), wantLogits: true).logits!
+        }
+        let row = a + b
+        let starts = [Int32](repeating: 0, count: a.count) + [Int32](repeating: Int32(a.count), count: b.count)
+        let pos = (0..<a.count).map(Int32.init) + (0..<b.count).map(Int32.init)
+        let packed = try tr.forward(TokenBatch(tokens: row, labels: row, lengths: [row.count], batch: 1, seq: row.count,
+                                               segmentStarts: starts, positionIds: pos), wantLogits: true).logits!
+        XCTAssertLessThan(maxAbsDiff(Array(packed[..<(a.count * V)]), try alone(a)), 1e-5)
+        XCTAssertLessThan(maxAbsDiff(Array(packed[(a.count * V)...]), try alone(b)), 1e-5)
+    }
+
+    /// lora-merge folds an adapter into a qwen3 model (q_norm/k_norm carried over): the merged model's logits equal
+    /// the base + adapter; lora-quantize writes a 4-bit qwen3 dir whose head norms stay in full precision and which
+    /// loads, validates and runs.
+    func testQwen3MergeAndQuantize() throws {
+        let dir = makeTempDir("family")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let src = Fixtures.path("forward/qwen3-qknorm")
+        let (tr, _, batch, _) = try loadForwardCase("qwen3-qknorm")
+        let withAdapter = try tr.forward(batch, wantLogits: true).logits!
+        let merge = try runTool("lora-merge", [src + "/model", "--adapter", src + "/adapter", "-o", dir + "/merged", "-q"])
+        XCTAssertEqual(merge.status, 0, merge.stderr)
+        let merged = try ModelDir(path: dir + "/merged")
+        try merged.validate()
+        let mergedLogits = try Transformer(model: merged).forward(batch, wantLogits: true).logits!
+        XCTAssertLessThan(maxAbsDiff(mergedLogits, withAdapter), 1e-4, "merged qwen3 differs from base + adapter")
+        let q = try runTool("lora-quantize", [src + "/model", "-o", dir + "/nf4", "-q"])
+        XCTAssertEqual(q.status, 0, q.stderr)
+        let nf4 = try ModelDir(path: dir + "/nf4")
+        try nf4.validate()
+        XCTAssertTrue(try nf4.linearModules().allSatisfy(\.quantized))
+        XCTAssertEqual(nf4.weights.info("model.layers.0.self_attn.q_norm.weight")?.dtype, .F32)
+        let out = try Transformer(model: nf4).forward(batch, wantLogits: true)
+        XCTAssertTrue(out.logits!.allSatisfy(\.isFinite))
+        let base = try Transformer(model: try ModelDir(path: src + "/model")).forward(batch, wantLogits: true).logits!
+        XCTAssertLessThan(maxAbsDiff(out.logits!, base), 1.0, "NF4 qwen3 is far from its source")
+    }
+
+    /// A qwen3 checkpoint without its head norms is refused, naming the tensor.
+    func testQwen3WithoutQNormIsNamed() throws {
+        let dir = makeTempDir("family")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let src = Fixtures.path("forward/qwen3-qknorm/model")
+        try FileManager.default.copyItem(atPath: src + "/config.json", toPath: dir + "/config.json")
+        let st = try SafetensorsFile(path: src + "/model.safetensors")
+        let kept = try st.names.filter { $0 != "model.layers.1.self_attn.k_norm.weight" }.map { TensorRecord(copying: try st.tensor($0)) }
+        try SafetensorsWriter.write(kept, toFile: dir + "/model.safetensors")
+        assertThrows(try Transformer(model: try ModelDir(path: dir)), contains: "model.layers.1.self_attn.k_norm.weight")
+        assertThrows(try ModelDir(path: dir).validate(), contains: "model.layers.1.self_attn.k_norm.weight")
+    }
+
+    func config(_ json: String) throws -> ModelConfig {
+        let base = #""vocab_size": 32, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2"#
+        return try ModelConfig.parse(Data("{\(base), \(json)}".utf8), path: "config.json")
+    }
+
+    /// config.json's window keys, read as transformers reads them.
+    func testSlidingWindowConfig() throws {
+        XCTAssertEqual(try config(#""model_type": "mistral", "sliding_window": 8"#).layerWindows, [8, 8, 8, 8])
+        XCTAssertEqual(try config(#""model_type": "mistral", "sliding_window": null"#).layerWindows, [nil, nil, nil, nil])
+        // mistral ignores layer_types (transformers warns and applies the window everywhere).
+        XCTAssertEqual(try config(#""model_type": "mistral", "sliding_window": 8, "layer_types": ["full_attention", "full_attention", "full_attention", "full_attention"]"#).layerWindows,
+                       [8, 8, 8, 8])
+        // qwen2/qwen3: only with use_sliding_window; layers from max_window_layers on (default 28), or layer_types.
+        XCTAssertEqual(try config(#""model_type": "qwen2", "sliding_window": 8, "max_window_layers": 2"#).layerWindows, [nil, nil, nil, nil])
+        XCTAssertEqual(try config(#""model_type": "qwen2", "use_sliding_window": true, "sliding_window": 8, "max_window_layers": 2"#).layerWindows,
+                       [nil, nil, 8, 8])
+        XCTAssertEqual(try config(#""model_type": "qwen3", "use_sliding_window": true, "sliding_window": 8"#).layerWindows, [nil, nil, nil, nil])
+        XCTAssertEqual(try config(#""model_type": "qwen3", "use_sliding_window": true, "sliding_window": 8, "max_window_layers": 0"#).layerWindows,
+                       [8, 8, 8, 8])
+        XCTAssertEqual(try config(#""model_type": "qwen3", "use_sliding_window": true, "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]"#).layerWindows,
+                       [8, nil, 8, nil])
+        XCTAssertEqual(try config(#""model_type": "llama", "sliding_window": 8"#).layerWindows, [nil, nil, nil, nil])
+        XCTAssertTrue(try config(#""model_type": "qwen3""#).qkNorm)
+        XCTAssertFalse(try config(#""model_type": "qwen2""#).qkNorm)
+        assertThrows(try config(#""model_type": "mistral", "sliding_window": 0"#), contains: "\"sliding_window\": expected a positive integer or null")
+        assertThrows(try config(#""model_type": "qwen2", "use_sliding_window": true, "sliding_window": 8, "layer_types": ["full_attention"]"#),
+                     contains: "expected a list of 4 layer types")
+        assertThrows(try config(#""model_type": "qwen2", "use_sliding_window": true, "sliding_window": 8, "layer_types": ["full_attention", "chunked_attention", "full_attention", "full_attention"]"#),
+                     contains: "entry 1 is \"chunked_attention\"")
+        assertThrows(try config(#""model_type": "gemma2""#), contains: "supported: llama, mistral, qwen2, qwen3")
+    }
+}
