@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parity fixtures for the model families and attention variants added after the Llama/Qwen2 core (issue 15):
-qwen3 (per-head q_norm/k_norm, tied and untied head, with and without attention biases) and sliding-window
-attention (mistral's sliding_window on every layer; qwen2/qwen3's use_sliding_window on the layers that
+qwen3 (per-head q_norm/k_norm, tied and untied head, with and without attention biases), phi3 (fused
+qkv_proj and gate_up_proj, LongRoPE, partial rotary) and sliding-window attention (mistral's sliding_window on every layer; qwen2/qwen3's use_sliding_window on the layers that
 layer_types marks "sliding_attention").
 
 Run from the repository root:  .venv/bin/python scripts/gen_family_fixtures.py
@@ -48,7 +48,7 @@ import safetensors  # noqa: E402
 import transformers  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import AutoModelForCausalLM, MistralConfig, Qwen2Config, Qwen3Config  # noqa: E402
+from transformers import AutoModelForCausalLM, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
@@ -88,6 +88,20 @@ CASES = {
                                         max_window_layers=1,
                                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
                       dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"])),
+    # phi3: fused qkv_proj and gate_up_proj (PEFT targets the fused names), window 5 on every layer.
+    "phi3-fused": (Phi3Config, dict(tie_word_embeddings=False, sliding_window=5,
+                                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                   dict(r=4, lora_alpha=8, target_modules="all-linear")),
+    # phi3 with LongRoPE (short/long factors, attention_factor from max/original positions) and
+    # partial_rotary_factor 0.75 (12 of 16 head dimensions turn); original context 8 < the 12 positions, so the
+    # long factors apply to the batch, and generate() switches from short to long as it passes position 8.
+    "phi3-longrope-partial": (Phi3Config, dict(tie_word_embeddings=True, original_max_position_embeddings=8,
+                                               rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                                "partial_rotary_factor": 0.75,
+                                                                "original_max_position_embeddings": 8,
+                                                                "short_factor": [1.0, 1.1, 1.3, 1.7, 2.2, 3.0],
+                                                                "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0]}),
+                              dict(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"])),
 }
 
 
@@ -205,7 +219,8 @@ def build(name, cfg_cls, cfg_kw, lora_kw, seed):
             "generator": "PYTHONHASHSEED=0 .venv/bin/python scripts/gen_family_fixtures.py",
             "config": {k: v for k, v in json.loads((case / "model" / "config.json").read_text()).items()
                        if k in ("model_type", "sliding_window", "use_sliding_window", "max_window_layers",
-                                "layer_types", "head_dim", "tie_word_embeddings", "attention_bias")},
+                                "layer_types", "head_dim", "tie_word_embeddings", "attention_bias", "rope_parameters",
+                                "original_max_position_embeddings")},
             "lora": lora_kw, "lengths": LENGTHS,
             "calls": {"model": "AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, attn_implementation='eager')",
                       "logits": "model(input_ids, attention_mask=attention_mask, labels=labels, use_cache=False)",

@@ -26,7 +26,7 @@ extension Transformer {
         let inter = c.intermediateSize
         let eps = Float(c.rmsNormEps)
         L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd1) }
-        project([L.q, L.k, L.v], x: io.n, ldx: d, rows: rows, y: io.qkv, ldy: ldqkv, scratch: scratch, accumulate: false, drop: drop)
+        project(L.qkv, x: io.n, ldx: d, rows: rows, y: io.qkv, ldy: ldqkv, scratch: scratch, accumulate: false, drop: drop)
         if let qn = L.qNorm, let kn = L.kNorm {
             let hs = c.numHeads + c.numKVHeads
             qn.withUnsafeBufferPointer { w in
@@ -43,7 +43,7 @@ extension Transformer {
         if io.xm != io.x { io.xm.update(from: io.x, count: rows * d) }
         project([L.o], x: io.att, ldx: qd, rows: rows, y: io.xm, ldy: d, scratch: scratch, accumulate: true, drop: drop)  // residual
         L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd2) }
-        project([L.gate, L.up], x: io.n, ldx: d, rows: rows, y: io.gu, ldy: 2 * inter, scratch: scratch, accumulate: false, drop: drop)
+        project(L.gateUp, x: io.n, ldx: d, rows: rows, y: io.gu, ldy: 2 * inter, scratch: scratch, accumulate: false, drop: drop)
         Profiler.shared.measure("silu") {
             Kernels.siluMul(io.h, ldh: inter, io.gu, io.gu + inter, ld: 2 * inter, rows: rows, cols: inter)
         }
@@ -56,10 +56,10 @@ extension Transformer {
         positions.withUnsafeBufferPointer { pos in
             rope.cos.withUnsafeBufferPointer { cs in
                 rope.sin.withUnsafeBufferPointer { sn in
-                    Kernels.rope(qkv, ld: ld, rows: rows, heads: c.numHeads, headDim: c.headDim, positions: pos.baseAddress!,
-                                 cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: backward)
-                    Kernels.rope(qkv + qd, ld: ld, rows: rows, heads: c.numKVHeads, headDim: c.headDim, positions: pos.baseAddress!,
-                                 cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: backward)
+                    Kernels.rope(qkv, ld: ld, rows: rows, heads: c.numHeads, headDim: c.headDim, rotaryDim: c.rotaryDim,
+                                 positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: backward)
+                    Kernels.rope(qkv + qd, ld: ld, rows: rows, heads: c.numKVHeads, headDim: c.headDim, rotaryDim: c.rotaryDim,
+                                 positions: pos.baseAddress!, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: backward)
                 }
             }
         }
@@ -95,7 +95,7 @@ extension Transformer {
         projectBackward([L.down], x: h, ldx: inter, dy: dx, ldy: d, dx: dh, lddx: inter, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
         Backward.siluMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
         dn.update(repeating: 0, count: rows * d)
-        projectBackward([L.gate, L.up], x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+        projectBackward(L.gateUp, x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
         // dx (= ∂/∂out) flows unchanged through the residual into ∂/∂xm; add the norm's path.
         L.postNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, xm, $0.baseAddress!, r2, rows: rows, dim: d) }
 
@@ -120,7 +120,7 @@ extension Transformer {
         }
         L.inputNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, x, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r1) }
         dn.update(repeating: 0, count: rows * d)
-        projectBackward([L.q, L.k, L.v], x: n, ldx: d, dy: dqkv, ldy: ldqkv, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+        projectBackward(L.qkv, x: n, ldx: d, dy: dqkv, ldy: ldqkv, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
         L.inputNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, x, $0.baseAddress!, r1, rows: rows, dim: d) }
     }
 

@@ -58,7 +58,7 @@ extension Transformer {
         let p0 = cache.count
         guard p0 + n <= cache.capacity else { throw GenerationError.contextFull(tokens: p0 + n, capacity: cache.capacity) }
         let ws = inferenceWorkspace(rows: n, seq: 1, headChunk: 1)
-        if p0 + n > rope.positions { rope = RopeTables(config: c, positions: max(p0 + n, min(2 * rope.positions, cache.capacity))) }
+        ensureRope(maxPosition: p0 + n - 1, reserve: min(2 * rope.positions, cache.capacity))
         let d = c.hiddenSize, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd
         let group = c.numHeads / c.numKVHeads

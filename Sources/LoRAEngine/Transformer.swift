@@ -86,7 +86,12 @@ public final class Transformer: @unchecked Sendable {
         let prefix: String
         let inputNorm: [Float]
         let postNorm: [Float]
-        let q, k, v, o, gate, up, down: LinearWeight
+        /// The Linears writing q|k|v (q_proj, k_proj, v_proj; phi3's one qkv_proj) and gate|up (gate_proj, up_proj;
+        /// phi3's gate_up_proj), each stacked in its columns in that order.
+        let qkv: [LinearWeight]
+        let o: LinearWeight
+        let gateUp: [LinearWeight]
+        let down: LinearWeight
         /// qwen3's per-head norms of q and k ([head_dim]); nil for the other families.
         let qNorm, kNorm: [Float]?
         /// Keys a query sees in this layer (sliding-window attention), nil for full causal attention.
@@ -120,13 +125,16 @@ public final class Transformer: @unchecked Sendable {
                 let (o, i) = shapes[m]!
                 return try LinearWeight(name: p + m, store: s, out: o, in: i, hasBias: bias)
             }
+            let qkv = c.fusedProjections ? [try lin("self_attn.qkv_proj", bias: c.attentionBias)]
+                : [try lin("self_attn.q_proj", bias: c.attentionBias), try lin("self_attn.k_proj", bias: c.attentionBias),
+                   try lin("self_attn.v_proj", bias: c.attentionBias)]
+            let gateUp = c.fusedProjections ? [try lin("mlp.gate_up_proj", bias: c.mlpBias)]
+                : [try lin("mlp.gate_proj", bias: c.mlpBias), try lin("mlp.up_proj", bias: c.mlpBias)]
             ls.append(Layer(
                 prefix: "model.layers.\(l)",
                 inputNorm: try vector(p + "input_layernorm.weight", c.hiddenSize),
                 postNorm: try vector(p + "post_attention_layernorm.weight", c.hiddenSize),
-                q: try lin("self_attn.q_proj", bias: c.attentionBias), k: try lin("self_attn.k_proj", bias: c.attentionBias),
-                v: try lin("self_attn.v_proj", bias: c.attentionBias), o: try lin("self_attn.o_proj", bias: c.oProjBias),
-                gate: try lin("mlp.gate_proj", bias: c.mlpBias), up: try lin("mlp.up_proj", bias: c.mlpBias),
+                qkv: qkv, o: try lin("self_attn.o_proj", bias: c.oProjBias), gateUp: gateUp,
                 down: try lin("mlp.down_proj", bias: c.mlpBias),
                 qNorm: c.qkNorm ? try vector(p + "self_attn.q_norm.weight", c.headDim) : nil,
                 kNorm: c.qkNorm ? try vector(p + "self_attn.k_norm.weight", c.headDim) : nil,
@@ -134,6 +142,15 @@ public final class Transformer: @unchecked Sendable {
         }
         layers = ls
         rope = RopeTables(config: c, positions: min(c.maxPositionEmbeddings, 4096))
+    }
+
+    /// RoPE tables covering positions [0, maxPosition] (at least `reserve`), with the longrope factors a pass
+    /// reaching maxPosition uses.
+    func ensureRope(maxPosition: Int, reserve: Int = 0) {
+        let long = RopeTables.wantsLong(config, maxPosition: maxPosition)
+        if maxPosition >= rope.positions || long != rope.long {
+            rope = RopeTables(config: config, positions: max(maxPosition + 1, reserve, long == rope.long ? 0 : rope.positions), long: long)
+        }
     }
 
     // MARK: adapters
@@ -213,9 +230,9 @@ public final class Transformer: @unchecked Sendable {
         let rows = batch.batch * batch.seq
         guard rows > 0 else { throw ModelError.emptyBatch(batch: batch.batch, seq: batch.seq) }
         let ws = inferenceWorkspace(rows: rows, seq: batch.seq, headChunk: min(rows, Transformer.headChunkRows))
-        if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
-        let d = c.hiddenSize
         let positions = batch.positions
+        ensureRope(maxPosition: Int(positions.max() ?? 0))
+        let d = c.hiddenSize
 
         try embed(batch.tokens, into: ws.x)
         let io = LayerBuffers(x: ws.x, xm: ws.x, out: ws.x, n: ws.n, qkv: ws.qkv, att: ws.att, gu: ws.gu, h: ws.h,

@@ -210,10 +210,10 @@ extension Transformer {
             trainWorkspace = TrainWorkspace(config: c, rows: rows, seq: batch.seq, maxR: maxR, dropout: drop != nil,
                                             headChunk: min(rows, Transformer.headChunkRows), checkpointed: checkpointLayers)
         }
-        if batch.seq > rope.positions { rope = RopeTables(config: c, positions: batch.seq) }
         let ws = trainWorkspace!
         let d = c.hiddenSize
         let positions = batch.positions
+        ensureRope(maxPosition: Int(positions.max() ?? 0))
         let L = layers.count
 
         try embed(batch.tokens, seq: batch.seq, into: ws.xIn[0])

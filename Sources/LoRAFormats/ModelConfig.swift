@@ -1,4 +1,4 @@
-// ModelConfig: config.json of a Llama-family model (model_type llama, mistral, qwen2, qwen3), in both the
+// ModelConfig: config.json of a Llama-family model (model_type llama, mistral, qwen2, qwen3, phi3), in both the
 // transformers 4.x form (rope_theta, torch_dtype) and the 5.x form (rope_parameters, dtype). docs/formats.md §7.
 import Foundation
 
@@ -27,10 +27,15 @@ public struct RopeScaling: Equatable, Sendable {
     public var lowFreqFactor: Double
     public var highFreqFactor: Double
     public var originalMaxPositionEmbeddings: Int
+    /// longrope (Phi-3.5, Phi-4-mini): per-frequency divisors for sequences up to (short) and past (long) the
+    /// original context, and the factor cos/sin are multiplied by.
+    public var shortFactor: [Double] = []
+    public var longFactor: [Double] = []
+    public var attentionFactor: Double = 1
 }
 
 public struct ModelConfig: Sendable {
-    public static let supportedTypes = ["llama", "mistral", "qwen2", "qwen3"]
+    public static let supportedTypes = ["llama", "mistral", "phi3", "qwen2", "qwen3"]
 
     public var modelType: String
     public var vocabSize: Int
@@ -60,6 +65,11 @@ public struct ModelConfig: Sendable {
     /// qwen3: RMSNorm over each head of q and k (`self_attn.q_norm`, `self_attn.k_norm`, [head_dim]) after the
     /// projection, before RoPE.
     public var qkNorm: Bool
+    /// phi3: q|k|v as one Linear (`self_attn.qkv_proj`, rows in that order) and gate|up as one
+    /// (`mlp.gate_up_proj`, gate first); PEFT targets the fused names.
+    public var fusedProjections: Bool
+    /// The leading dimensions of each head that RoPE rotates (phi3's partial_rotary_factor; headDim otherwise).
+    public var rotaryDim: Int
     /// The whole file, keys in order, for tools that rewrite it.
     public var raw: JSONObject
 
@@ -163,9 +173,10 @@ public struct ModelConfig: Sendable {
         }
         if let r = ropeObj {
             let tv = r["rope_type"] ?? r["type"] ?? .string("default")
-            guard let t = tv.stringValue else {
+            guard let named = tv.stringValue else {
                 throw ConfigError.badValue(path: path, key: "rope_type", reason: "expected a string, got \(tv.serialized())")
             }
+            let t = mt == "phi3" && (named == "su" || named == "yarn") ? "longrope" : named
             /// A positive finite number of the scaling object (absent: the default).
             func number(_ k: String, _ def: Double?) throws -> Double {
                 guard let v = r[k], !v.isNull else {
@@ -180,6 +191,31 @@ public struct ModelConfig: Sendable {
             switch t {
             case "default":
                 ropeScaling = nil
+            case "longrope":
+                // transformers' _compute_longrope_parameters (Phi3Config maps the legacy "su"/"yarn" names to it).
+                var origValue = r["original_max_position_embeddings"] ?? o["original_max_position_embeddings"]
+                if origValue?.isNull ?? true { origValue = nil }
+                guard let ov = origValue, let orig = ov.intValue, orig > 0, orig < Int64(Int32.max) else {
+                    throw ConfigError.badValue(path: path, key: "original_max_position_embeddings", reason: "rope_type longrope needs a positive integer")
+                }
+                let f = try number("factor", Double(maxPositionEmbeddings) / Double(orig))
+                let att: Double
+                if let a = r["attention_factor"], !a.isNull {
+                    att = try number("attention_factor", nil)
+                } else {
+                    att = f <= 1 ? 1 : (1 + Foundation.log(f) / Foundation.log(Double(orig))).squareRoot()
+                }
+                func factors(_ k: String) throws -> [Double] {
+                    guard case .array(let a)? = r[k], a.allSatisfy({ ($0.doubleValue ?? 0) > 0 }) else {
+                        throw ConfigError.badValue(path: path, key: "rope_scaling.\(k)", reason: "rope_type longrope needs a list of positive numbers")
+                    }
+                    return a.map { $0.doubleValue! }
+                }
+                var rs = RopeScaling(type: "longrope", factor: f, lowFreqFactor: 1, highFreqFactor: 1, originalMaxPositionEmbeddings: Int(orig))
+                rs.shortFactor = try factors("short_factor")
+                rs.longFactor = try factors("long_factor")
+                rs.attentionFactor = att
+                ropeScaling = rs
             case "linear", "llama3":
                 let f = try number("factor", nil)
                 let orig = try number("original_max_position_embeddings", 8192)
@@ -193,7 +229,7 @@ public struct ModelConfig: Sendable {
                 ropeScaling = RopeScaling(type: t, factor: f, lowFreqFactor: low, highFreqFactor: high,
                                           originalMaxPositionEmbeddings: Int(orig))
             default:
-                throw ConfigError.badValue(path: path, key: "rope_type", reason: "'\(t)' is not supported (default, linear, llama3)")
+                throw ConfigError.badValue(path: path, key: "rope_type", reason: "'\(t)' is not supported (default, linear, llama3, longrope)")
             }
         } else {
             ropeScaling = nil
@@ -217,12 +253,29 @@ public struct ModelConfig: Sendable {
         let dt = o["dtype"]?.stringValue ?? o["torch_dtype"]?.stringValue
         dtype = dt.flatMap { DType(torchName: $0) }
         qkNorm = mt == "qwen3"
+        fusedProjections = mt == "phi3"
+        // partial_rotary_factor: phi3 reads it from rope_parameters (5.x) or the top level (4.x); int(head_dim · f).
+        rotaryDim = headDim
+        if mt == "phi3", let pv = o["rope_parameters"]?.objectValue?["partial_rotary_factor"] ?? o["partial_rotary_factor"], !pv.isNull {
+            guard let f = pv.doubleValue, f > 0, f <= 1 else {
+                throw ConfigError.badValue(path: path, key: "partial_rotary_factor", reason: "expected a number in (0, 1], got \(pv.serialized())")
+            }
+            rotaryDim = Int(Double(headDim) * f)
+            guard rotaryDim >= 2, rotaryDim % 2 == 0 else {
+                throw ConfigError.badValue(path: path, key: "partial_rotary_factor", reason: "head_dim \(headDim) × \(f) = \(rotaryDim) rotary dimensions; RoPE needs an even number")
+            }
+        }
+        if let rs = ropeScaling, rs.type == "longrope" {
+            for (k, v) in [("short_factor", rs.shortFactor), ("long_factor", rs.longFactor)] where v.count != rotaryDim / 2 {
+                throw ConfigError.badValue(path: path, key: "rope_scaling.\(k)", reason: "has \(v.count) entries; the \(rotaryDim) rotary dimensions need \(rotaryDim / 2)")
+            }
+        }
 
         // Sliding-window attention, as transformers configures it: mistral applies `sliding_window` (when not
         // null) to every layer and ignores `layer_types`; qwen2/qwen3 use it only with `use_sliding_window`, on
         // the layers `layer_types` marks "sliding_attention" (by default those from `max_window_layers` on).
         var window: Int? = nil
-        let slides = mt == "mistral" ? true : (mt == "qwen2" || mt == "qwen3") ? try bool("use_sliding_window", default: false) : false
+        let slides = mt == "mistral" || mt == "phi3" ? true : (mt == "qwen2" || mt == "qwen3") ? try bool("use_sliding_window", default: false) : false
         if slides, let v = o["sliding_window"], !v.isNull {
             guard let w = v.intValue, w > 0, w < Int64(Int32.max) else {
                 throw ConfigError.badValue(path: path, key: "sliding_window", reason: "expected a positive integer or null, got \(v.serialized())")
@@ -230,7 +283,7 @@ public struct ModelConfig: Sendable {
             window = Int(w)
         }
         slidingWindow = window
-        if mt == "mistral" || window == nil {
+        if mt == "mistral" || mt == "phi3" || window == nil {
             layerWindows = Array(repeating: window, count: numLayers)
         } else if let lt = o["layer_types"], !lt.isNull {
             guard case .array(let a) = lt, a.count == numLayers else {
@@ -261,6 +314,14 @@ public struct ModelConfig: Sendable {
     /// The Linear modules of one decoder layer, with (out, in) shapes, in the order transformers registers them.
     public func layerLinears() -> [(name: String, out: Int, in: Int)] {
         let q = numHeads * headDim, kv = numKVHeads * headDim
+        if fusedProjections {
+            return [
+                ("self_attn.qkv_proj", q + 2 * kv, hiddenSize),
+                ("self_attn.o_proj", hiddenSize, q),
+                ("mlp.gate_up_proj", 2 * intermediateSize, hiddenSize),
+                ("mlp.down_proj", hiddenSize, intermediateSize),
+            ]
+        }
         return [
             ("self_attn.q_proj", q, hiddenSize),
             ("self_attn.k_proj", kv, hiddenSize),

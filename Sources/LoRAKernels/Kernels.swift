@@ -142,10 +142,11 @@ public enum Kernels {
     /// Rotary embedding in place on `heads` heads of width `headDim` per row (row stride `ld`), HF half-split
     /// layout: dimension j pairs with j + headDim/2. `cos`/`sin` are [positions, headDim/2]; row i uses position pos[i].
     /// `inverse` rotates by −θ (the transpose, used for gradients).
-    public static func rope(_ x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
+    public static func rope(_ x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int, rotaryDim: Int? = nil,
                             positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
                             inverse: Bool = false) {
-        let half = headDim / 2
+        // Partial rotary (phi3's partial_rotary_factor): only each head's first rotaryDim values turn.
+        let half = (rotaryDim ?? headDim) / 2
         let sign: Float = inverse ? -1 : 1
         Parallel.forRanges(rows, grain: 16) { r in
             for i in r {

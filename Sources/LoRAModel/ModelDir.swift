@@ -106,7 +106,7 @@ public final class ModelDir: @unchecked Sendable {
                 }
             }
             let short = m.shortName
-            let biased = ["q_proj", "k_proj", "v_proj"].contains(short) ? c.attentionBias
+            let biased = ["q_proj", "k_proj", "v_proj", "qkv_proj"].contains(short) ? c.attentionBias
                 : short == "o_proj" ? c.oProjBias : c.mlpBias
             if biased { try need(m.name + ".bias", [m.outFeatures]) }
         }

@@ -9,6 +9,8 @@ public enum Defaults {
     public static func alpha(rank: Int) -> Double { Double(2 * rank) }
     public static let dropout = 0.05
     public static let targets = "q_proj,k_proj,v_proj,o_proj"
+    /// The same attention Linears in a model that fuses q/k/v (phi3).
+    public static let fusedTargets = "qkv_proj,o_proj"
     // lora-train
     public static let seqLen = 512
     public static let batchSize = 4

@@ -57,7 +57,10 @@ struct Init: ParsableCommand {
         let rank = try self.rank ?? file?.int("rank") ?? Defaults.rank
         let alpha = try self.alpha ?? file?.double("alpha")
         let dropout = try self.dropout ?? file?.double("dropout") ?? Defaults.dropout
-        let targets = try self.targets ?? file?.string("targets") ?? Defaults.targets
+        let m = try ModelDir(path: model)
+        try m.validate()
+        // The default names the attention Linears: q/k/v/o, or phi3's fused qkv_proj and o_proj.
+        let targets = try self.targets ?? file?.string("targets") ?? (m.config.fusedProjections ? Defaults.fusedTargets : Defaults.targets)
         let rslora = try self.rslora || (file?.bool("rslora") ?? false)
         var initMode = self.initMode ?? .kaiming
         if self.initMode == nil, let c = file, let s = try c.string("init") {
@@ -76,8 +79,14 @@ struct Init: ParsableCommand {
         let cfg = LoRAConfig(r: rank, alpha: alpha ?? Defaults.alpha(rank: rank), dropout: dropout, targets: t,
                              useRslora: rslora, initLoraWeights: initMode == .kaiming ? .bool(true) : .string("gaussian"),
                              baseModelNameOrPath: baseName ?? model)
-        let m = try ModelDir(path: model)
-        try m.validate()
+        if case .names(let ns) = t {
+            // A name that matches nothing next to names that do is most often another family's module name.
+            let linears = try m.linearModules()
+            for n in ns where !linears.contains(where: { $0.name == n || $0.name.hasSuffix("." + n) }) {
+                let have = Array(Set(linears.map(\.shortName))).sorted().joined(separator: ", ")
+                Log.warn("target '\(n)' matches no Linear of \(model) (model_type \(m.config.modelType): \(have)); it gets no adapter")
+            }
+        }
         let adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: try common.seed(file))
         if output == "-" {
             let sink = FDSink.standardOutput()

@@ -1,4 +1,5 @@
-// FamilyParityTests: qwen3 (per-head q/k norms, tied and untied head, attention biases) and sliding-window
+// FamilyParityTests: qwen3 (per-head q/k norms, tied and untied head, attention biases), phi3 (fused qkv_proj and
+// gate_up_proj, LongRoPE with partial rotary) and sliding-window
 // attention (mistral on every layer, qwen2/qwen3 on the layers layer_types marks) against transformers + PEFT
 // (Fixtures/forward/<case>, scripts/gen_family_fixtures.py): logits and loss, base and with an adapter; every LoRA
 // gradient (also with activation checkpointing); greedy decoding through the key/value cache against
@@ -13,7 +14,7 @@ import XCTest
 @testable import LoRAFormats
 
 final class FamilyParityTests: XCTestCase {
-    static let cases = ["qwen3-qknorm", "qwen3-tied-sliding", "mistral-sliding", "qwen2-sliding"]
+    static let cases = ["qwen3-qknorm", "qwen3-tied-sliding", "mistral-sliding", "qwen2-sliding", "phi3-fused", "phi3-longrope-partial"]
 
     func checkForward(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let (tr, _, batch, io) = try loadForwardCase(name)
@@ -74,6 +75,9 @@ final class FamilyParityTests: XCTestCase {
                 if got.count < want.count { logits = try tr.decode([next], cache: cache); steps.append(logits) }
             }
             XCTAssertEqual(got, want, "\(name) \(key): greedy tokens differ from transformers' generate()", file: file, line: line)
+            // LongRoPE switching to its long factors part way (as transformers does, keeping the keys cached with the
+            // short ones) has no single full forward to compare with.
+            if let rs = model.config.ropeScaling, rs.type == "longrope", prompt.count + want.count - 1 > rs.originalMaxPositionEmbeddings { continue }
             let all = prompt + got.dropLast()
             let full = try tr.forward(TokenBatch(tokens: all, labels: all, lengths: [all.count], batch: 1, seq: all.count), wantLogits: true).logits!
             var worst: Float = 0
@@ -93,6 +97,37 @@ final class FamilyParityTests: XCTestCase {
     func testQwen3TiedSlidingGradients() throws { try checkGradients("qwen3-tied-sliding") }
     func testMistralSlidingGradients() throws { try checkGradients("mistral-sliding") }
     func testQwen2SlidingGradients() throws { try checkGradients("qwen2-sliding") }
+    func testPhi3FusedForward() throws { try checkForward("phi3-fused") }
+    func testPhi3LongRopePartialForward() throws { try checkForward("phi3-longrope-partial") }
+    func testPhi3FusedGradients() throws { try checkGradients("phi3-fused") }
+    func testPhi3LongRopePartialGradients() throws { try checkGradients("phi3-longrope-partial") }
+
+    /// phi3: lora-init's default targets are the fused attention Linears; a target that names another family's
+    /// module is warned about; lora-merge folds the fused adapter (logits equal base + adapter); and lora-export
+    /// refuses the architecture naming the supported ones.
+    func testPhi3ToolsUseTheFusedNames() throws {
+        let dir = makeTempDir("family")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let src = Fixtures.path("forward/phi3-fused")
+        let r = try runTool("lora-init", [src + "/model", "-o", dir + "/a"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let cfg = try jsonObject(String(contentsOfFile: dir + "/a/adapter_config.json", encoding: .utf8))
+        XCTAssertEqual(Set(cfg["target_modules"]!.arrayValue!.compactMap(\.stringValue)), ["qkv_proj", "o_proj"])
+        let w = try runTool("lora-init", [src + "/model", "-o", dir + "/b", "--targets", "q_proj,o_proj"])
+        XCTAssertEqual(w.status, 0, w.stderr)
+        XCTAssertTrue(w.stderr.contains("target 'q_proj' matches no Linear"), w.stderr)
+        XCTAssertTrue(w.stderr.contains("qkv_proj"), w.stderr)
+        let (tr, _, batch, _) = try loadForwardCase("phi3-fused")
+        let withAdapter = try tr.forward(batch, wantLogits: true).logits!
+        let merge = try runTool("lora-merge", [src + "/model", "--adapter", src + "/adapter", "-o", dir + "/merged", "-q"])
+        XCTAssertEqual(merge.status, 0, merge.stderr)
+        let merged = try Transformer(model: try ModelDir(path: dir + "/merged")).forward(batch, wantLogits: true).logits!
+        XCTAssertLessThan(maxAbsDiff(merged, withAdapter), 1e-4, "merged phi3 differs from base + adapter")
+        let e = try runTool("lora-export", [src + "/model", "-o", dir + "/m.gguf"])
+        XCTAssertNotEqual(e.status, 0)
+        XCTAssertTrue(e.stderr.hasPrefix("error: "), e.stderr)
+    }
+
     func testDecodeMatchesGenerate() throws { for c in FamilyParityTests.cases { try checkDecode(c) } }
 
     /// Two examples packed into one row (segment starts, positions restarting) give each example's logits alone,
@@ -182,6 +217,18 @@ final class FamilyParityTests: XCTestCase {
                      contains: "expected a list of 4 layer types")
         assertThrows(try config(#""model_type": "qwen2", "use_sliding_window": true, "sliding_window": 8, "layer_types": ["full_attention", "chunked_attention", "full_attention", "full_attention"]"#),
                      contains: "entry 1 is \"chunked_attention\"")
-        assertThrows(try config(#""model_type": "gemma2""#), contains: "supported: llama, mistral, qwen2, qwen3")
+        assertThrows(try config(#""model_type": "gemma2""#), contains: "supported: llama, mistral, phi3, qwen2, qwen3")
+        // phi3: the window on every layer; partial rotary; longrope's factor lists sized to the rotary dimensions.
+        let phi = try config(#""model_type": "phi3", "sliding_window": 6, "max_position_embeddings": 64, "partial_rotary_factor": 0.5, "rope_scaling": {"type": "su", "short_factor": [1, 2], "long_factor": [3, 4]}, "original_max_position_embeddings": 16"#)
+        XCTAssertEqual(phi.layerWindows, [6, 6, 6, 6])
+        XCTAssertEqual(phi.rotaryDim, 4)
+        XCTAssertEqual(phi.ropeScaling?.type, "longrope")
+        XCTAssertEqual(phi.ropeScaling!.attentionFactor, (1 + Foundation.log(4.0) / Foundation.log(16.0)).squareRoot(), accuracy: 1e-12)
+        XCTAssertEqual(phi.linearModules().map(\.name).prefix(4), ["model.layers.0.self_attn.qkv_proj", "model.layers.0.self_attn.o_proj",
+                                                                   "model.layers.0.mlp.gate_up_proj", "model.layers.0.mlp.down_proj"])
+        assertThrows(try config(#""model_type": "phi3", "rope_scaling": {"type": "longrope", "short_factor": [1, 2, 3], "long_factor": [3, 4]}, "original_max_position_embeddings": 16"#),
+                     contains: "has 3 entries; the 8 rotary dimensions need 4")
+        assertThrows(try config(#""model_type": "phi3", "rope_scaling": {"type": "longrope", "short_factor": [1, 2, 3, 4], "long_factor": [3, 4, 5, 6]}"#),
+                     contains: "original_max_position_embeddings")
     }
 }
