@@ -50,6 +50,13 @@ public enum FastMath {
         return (y * scale).replacing(with: 0, where: xIn .< lo)
     }
 
+    /// tanh(x) = 1 − 2 / (exp(2x) + 1): absolute error about 1e-7 (gemma's GeGLU and soft-capping).
+    @inline(__always)
+    public static func tanh(_ x: Float) -> Float { 1 - 2 / (exp(2 * x) + 1) }
+
+    @inline(__always)
+    public static func tanh(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 - 2 / (exp(2 * x) + 1) }
+
     /// In-place x[i] = exp(x[i] - shift) over n floats (8 lanes at a time).
     @inline(__always)
     static func expShift(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) {

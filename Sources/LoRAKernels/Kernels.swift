@@ -117,6 +117,62 @@ public enum Kernels {
         }
     }
 
+    /// gelu_pytorch_tanh's constants: √(2/π) and κ.
+    public static let geluBeta: Float = 0.797_884_560_802_865_4, geluKappa: Float = 0.044715
+
+    /// h[i, j] = gelu_tanh(g[i, j]) * u[i, j] (gemma's GeGLU), g and u column slices of rows with stride `ld`;
+    /// gelu_tanh(x) = 0.5·x·(1 + tanh(√(2/π)·(x + κ·x³))) as torch's gelu(approximate="tanh").
+    public static func geluTanhMul(_ h: UnsafeMutablePointer<Float>, ldh: Int, _ g: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
+                                   ld: Int, rows: Int, cols: Int) {
+        Parallel.forRanges(rows, grain: 8) { r in
+            for i in r {
+                let gi = g + i * ld, ui = u + i * ld, hi = h + i * ldh
+                var j = 0
+                while j + 8 <= cols {
+                    let x = load8(gi + j)
+                    let t = FastMath.tanh(geluBeta * (x + geluKappa * (x * x * x)))
+                    UnsafeMutableRawPointer(hi + j).storeBytes(of: 0.5 * x * (1 + t) * load8(ui + j), as: SIMD8<Float>.self)
+                    j += 8
+                }
+                while j < cols {
+                    let x = gi[j]
+                    hi[j] = 0.5 * x * (1 + FastMath.tanh(geluBeta * (x + geluKappa * (x * x * x)))) * ui[j]
+                    j += 1
+                }
+            }
+        }
+    }
+
+    /// In place over `rows` rows of `cols` values (row stride ld): x ← cap · tanh(x / cap) (gemma2's soft-capping).
+    public static func softcap(_ x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, cols: Int, cap: Float) {
+        let inv = 1 / cap
+        for i in 0..<rows {
+            let xi = x + i * ld
+            var j = 0
+            while j + 8 <= cols {
+                UnsafeMutableRawPointer(xi + j).storeBytes(of: cap * FastMath.tanh(load8(xi + j) * inv), as: SIMD8<Float>.self)
+                j += 8
+            }
+            while j < cols { xi[j] = cap * FastMath.tanh(xi[j] * inv); j += 1 }
+        }
+    }
+
+    /// y[i,:] += x[i,:] · rsqrt(mean(x[i,:]²) + eps) · w (a normed branch added to the residual: gemma's
+    /// post-attention and post-feedforward norms); rstd as in rmsNorm.
+    public static func rmsNormAdd(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                                  rows: Int, dim: Int, eps: Float, rstd: UnsafeMutablePointer<Float>? = nil) {
+        Parallel.forRanges(rows, grain: 16) { r in
+            for i in r {
+                let xi = x + i * dim, yi = y + i * dim
+                var ss: Float = 0
+                for j in 0..<dim { ss += xi[j] * xi[j] }
+                let inv = 1 / (ss / Float(dim) + eps).squareRoot()
+                rstd?[i] = inv
+                for j in 0..<dim { yi[j] += xi[j] * inv * w[j] }
+            }
+        }
+    }
+
     /// h[i, j] = silu(g[i, j]) * u[i, j], where g and u are column slices of rows with stride `ld`.
     public static func siluMul(_ h: UnsafeMutablePointer<Float>, ldh: Int, _ g: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
                                ld: Int, rows: Int, cols: Int) {

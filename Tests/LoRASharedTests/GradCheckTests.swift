@@ -159,4 +159,95 @@ final class GradCheckTests: XCTestCase {
         XCTAssertEqual(nll * Double(scale), f(logits.map(Double.init)), accuracy: 1e-4)
         assertClose(g, numericGrad(logits.map(Double.init), f), "cross-entropy")
     }
+
+    /// gemma's GeGLU h = gelu_tanh(g)·u: forward against the Double formula, dg and du against differences.
+    func testGeluTanhMul() {
+        let rows = 2, cols = 11
+        let g = rand(rows * cols, 3), u = rand(rows * cols), c = rand(rows * cols)
+        func gelu(_ v: Double) -> Double { 0.5 * v * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v))) }
+        var h = [Float](repeating: 0, count: rows * cols)
+        Kernels.geluTanhMul(&h, ldh: cols, g, u, ld: cols, rows: rows, cols: cols)
+        for i in h.indices { XCTAssertEqual(Double(h[i]), gelu(Double(g[i])) * Double(u[i]), accuracy: 1e-5) }
+        let dgNum = numericGrad(g.map(Double.init)) { gd in (0..<(rows * cols)).reduce(0.0) { $0 + Double(c[$1]) * gelu(gd[$1]) * Double(u[$1]) } }
+        let duNum = numericGrad(u.map(Double.init)) { ud in (0..<(rows * cols)).reduce(0.0) { $0 + Double(c[$1]) * gelu(Double(g[$1])) * ud[$1] } }
+        var dg = [Float](repeating: 0, count: rows * cols), du = dg
+        Backward.geluTanhMul(dg: &dg, du: &du, ldd: cols, dh: c, ldh: cols, g: g, u: u, ld: cols, rows: rows, cols: cols)
+        assertClose(dg, dgNum, "gelu_tanh·u dg")
+        assertClose(du, duNum, "gelu_tanh·u du")
+    }
+
+    /// FastMath.tanh over the range soft-capping and GeGLU see, including saturation.
+    func testTanh() {
+        var worst = 0.0
+        for i in -4000...4000 {
+            let x = Float(i) / 200
+            worst = max(worst, abs(Double(FastMath.tanh(x)) - Foundation.tanh(Double(x))))
+            let v = FastMath.tanh(SIMD8<Float>(repeating: x))
+            worst = max(worst, abs(Double(v[3]) - Foundation.tanh(Double(x))))
+        }
+        XCTAssertLessThan(worst, 5e-7)
+        XCTAssertEqual(FastMath.tanh(Float(100)), 1)
+        XCTAssertEqual(FastMath.tanh(Float(-100)), -1)
+    }
+
+    /// gemma2's soft-capped attention scores: capped = cap·tanh(raw/cap), then softmax; ∂/∂raw through
+    /// Backward.softmaxRow and Backward.softcap.
+    func testSoftcappedSoftmax() {
+        let n = 9, valid = 7, cap: Float = 2
+        let s = rand(n, 4), c = rand(n)
+        func f(_ sd: [Double]) -> Double {
+            let z = sd[0..<valid].map { Double(cap) * Foundation.tanh($0 / Double(cap)) }
+            let m = z.max()!
+            let e = z.map { Foundation.exp($0 - m) }
+            let t = e.reduce(0, +)
+            return (0..<valid).reduce(0.0) { $0 + Double(c[$1]) * e[$1] / t }
+        }
+        var p = s
+        Kernels.softcap(&p, ld: n, rows: 1, cols: n, cap: cap)
+        let capped = p
+        for i in 0..<n { XCTAssertEqual(Double(capped[i]), Double(cap) * Foundation.tanh(Double(s[i]) / Double(cap)), accuracy: 1e-6) }
+        Kernels.softmaxRow(&p, count: n, valid: valid)
+        var dp = c
+        Backward.softmaxRow(&dp, p, valid: valid, count: n)
+        Backward.softcap(&dp, capped: capped, count: n, cap: cap)
+        assertClose(dp, numericGrad(s.map(Double.init), f), "soft-capped softmax")
+    }
+
+    /// gemma2's final logit soft-capping in the cross-entropy: the logits arrive capped, the gradient leaves for
+    /// the raw ones.
+    func testSoftcappedCrossEntropy() {
+        let rows = 3, vocab = 11, cap: Float = 3
+        let raw = rand(rows * vocab, 4)
+        let targets: [Int32] = [4, -100, 10]
+        let scale: Float = 0.5
+        func f(_ ld: [Double]) -> Double {
+            var l = 0.0
+            for i in 0..<rows where targets[i] >= 0 {
+                let row = ld[(i * vocab)..<((i + 1) * vocab)].map { Double(cap) * Foundation.tanh($0 / Double(cap)) }
+                let m = row.max()!
+                let lse = m + Foundation.log(row.reduce(0.0) { $0 + Foundation.exp($1 - m) })
+                l += Double(scale) * (lse - row[Int(targets[i])])
+            }
+            return l
+        }
+        var g = raw
+        Kernels.softcap(&g, ld: vocab, rows: rows, cols: vocab, cap: cap)
+        let (nll, count) = Backward.crossEntropy(&g, rows: rows, vocab: vocab, targets: targets, scale: scale, softcap: cap)
+        XCTAssertEqual(count, 2)
+        XCTAssertEqual(nll * Double(scale), f(raw.map(Double.init)), accuracy: 1e-4)
+        assertClose(g, numericGrad(raw.map(Double.init), f), "soft-capped cross-entropy")
+    }
+
+    /// gemma's sandwich norm y += norm(x)·w: the forward against the Double formula; its backward is
+    /// Backward.rmsNorm (testRMSNorm) from the saved rstd, which must equal rmsNorm's.
+    func testRMSNormAdd() {
+        let rows = 3, dim = 8, eps: Float = 1e-6
+        let x = rand(rows * dim), w = rand(dim), y0 = rand(rows * dim)
+        var y = y0, rstd = [Float](repeating: 0, count: rows), rstd2 = rstd
+        var n = [Float](repeating: 0, count: rows * dim)
+        Kernels.rmsNormAdd(&y, x, w, rows: rows, dim: dim, eps: eps, rstd: &rstd)
+        Kernels.rmsNorm(&n, x, w, rows: rows, dim: dim, eps: eps, rstd: &rstd2)
+        XCTAssertEqual(rstd, rstd2)
+        for i in y.indices { XCTAssertEqual(y[i], y0[i] + n[i], accuracy: 1e-6) }
+    }
 }
