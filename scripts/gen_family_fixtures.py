@@ -2,9 +2,9 @@
 """Parity fixtures for the model families and attention variants added after the Llama/Qwen2 core (issue 15):
 qwen3 (per-head q_norm/k_norm, tied and untied head, with and without attention biases), phi3 (fused
 qkv_proj and gate_up_proj, LongRoPE, partial rotary) and sliding-window attention (mistral's sliding_window on every layer; qwen2/qwen3's use_sliding_window on the layers that
-layer_types marks "sliding_attention").
+layer_types marks "sliding_attention"), gemma2 and gemma3 (text).
 
-Run from the repository root:  .venv/bin/python scripts/gen_family_fixtures.py
+Run from the repository root:  .venv/bin/python scripts/gen_family_fixtures.py [CASE ...]
 (.venv: python3 -m venv .venv && .venv/bin/pip install torch transformers peft safetensors)
 
 Writes (replacing) Tests/LoRASharedTests/Fixtures/forward/<case>/ for each case below, in the layout of
@@ -48,7 +48,8 @@ import safetensors  # noqa: E402
 import transformers  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import AutoModelForCausalLM, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config  # noqa: E402
+from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, MistralConfig, Phi3Config,  # noqa: E402
+                          Qwen2Config, Qwen3Config)
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
@@ -102,6 +103,23 @@ CASES = {
                                                                 "short_factor": [1.0, 1.1, 1.3, 1.7, 2.2, 3.0],
                                                                 "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0]}),
                               dict(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"])),
+    # gemma2: (1 + w) norms, sandwich norms, embeddings × √hidden, GeGLU (gelu_pytorch_tanh), scores scaled by
+    # query_pre_attn_scalar^−½ (24, not head_dim 16), soft-capping of scores (2.0) and logits (3.0) set low so
+    # tanh bends them, window 4 on layer 0 (gemma2 alternates sliding and full).
+    "gemma2-softcap": (Gemma2Config, dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=4,
+                                          attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+                                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                       dict(r=4, lora_alpha=8, target_modules="all-linear")),
+    # gemma3 (text): gemma2's layer plus (1 + w) q/k head norms, no soft-capping, a local RoPE (θ 1e4) on the
+    # sliding layer and the global one (θ 1e6, linear ×2) on the full layer; untied head.
+    "gemma3-local-rope": (Gemma3TextConfig, dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
+                                                 tie_word_embeddings=False,
+                                                 layer_types=["sliding_attention", "full_attention"],
+                                                 rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                                                     "rope_theta": 1000000.0},
+                                                                  "sliding_attention": {"rope_type": "default",
+                                                                                        "rope_theta": 10000.0}}),
+                          dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"])),
 }
 
 
@@ -205,9 +223,12 @@ def build(name, cfg_cls, cfg_kw, lora_kw, seed):
     if getattr(cfg, "sliding_window", None):
         # The same weights with the window removed must give other logits: the window is exercised.
         full = json.loads((case / "model" / "config.json").read_text())
-        full["sliding_window"] = None
-        full.pop("layer_types", None)
-        full["use_sliding_window"] = False
+        if full["model_type"].startswith("gemma"):
+            full["sliding_window"] = 1000  # keep the layer types (gemma3's local RoPE), widen the window past the batch
+        else:
+            full["sliding_window"] = None
+            full.pop("layer_types", None)
+            full["use_sliding_window"] = False
         with tempfile.TemporaryDirectory() as td:
             (Path(td) / "config.json").write_text(json.dumps(full))
             shutil.copyfile(case / "model" / "model.safetensors", Path(td) / "model.safetensors")
@@ -220,7 +241,8 @@ def build(name, cfg_cls, cfg_kw, lora_kw, seed):
             "config": {k: v for k, v in json.loads((case / "model" / "config.json").read_text()).items()
                        if k in ("model_type", "sliding_window", "use_sliding_window", "max_window_layers",
                                 "layer_types", "head_dim", "tie_word_embeddings", "attention_bias", "rope_parameters",
-                                "original_max_position_embeddings")},
+                                "original_max_position_embeddings", "query_pre_attn_scalar", "attn_logit_softcapping",
+                                "final_logit_softcapping", "hidden_activation")},
             "lora": lora_kw, "lengths": LENGTHS,
             "calls": {"model": "AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, attn_implementation='eager')",
                       "logits": "model(input_ids, attention_mask=attention_mask, labels=labels, use_cache=False)",
@@ -232,8 +254,10 @@ def build(name, cfg_cls, cfg_kw, lora_kw, seed):
 
 
 def main():
+    only = set(sys.argv[1:])  # case names to (re)build; all when none given
     for i, (name, (cls, kw, lkw)) in enumerate(CASES.items()):
-        build(name, cls, kw, lkw, 7100 + 10 * i)
+        if not only or name in only:
+            build(name, cls, kw, lkw, 7100 + 10 * i)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,18 @@ struct LayerBuffers {
     /// rstd (row stride heads + kvHeads), for the backward pass.
     var qkPre: UnsafeMutablePointer<Float>? = nil
     var qkRstd: UnsafeMutablePointer<Float>? = nil
+    /// Training with gemma's sandwich norms: the attention output o(att) and the MLP output down(h) before their
+    /// norms, and those norms' rstd. Eval and decoding pass nil and use `n` (free at that point) instead.
+    var ao: UnsafeMutablePointer<Float>? = nil
+    var mo: UnsafeMutablePointer<Float>? = nil
+    var rstd3: UnsafeMutablePointer<Float>? = nil
+    var rstd4: UnsafeMutablePointer<Float>? = nil
 }
 
 extension Transformer {
     /// One decoder layer over `rows` rows: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm),
-    /// xm = x + o(attend(rope(q, k), v)), q|k|v = proj(norm(x)). `attend(qkv, att)` turns the projected, rotated
+    /// xm = x + o(attend(rope(q, k), v)), q|k|v = proj(norm(x)); gemma norms the o and down outputs before the
+    /// residual adds and uses GeGLU. `attend(qkv, att)` turns the projected, rotated
     /// q|k|v rows (stride qd + 2·kvd) into attention outputs (stride qd).
     func layerForward(_ l: Int, _ io: LayerBuffers, rows: Int, positions: [Int32], scratch: ProjectionScratch, drop: LoRADropout?,
                       attend: (_ qkv: UnsafeMutablePointer<Float>, _ att: UnsafeMutablePointer<Float>) -> Void) {
@@ -38,21 +45,42 @@ extension Transformer {
                                     save: io.qkPre.map { $0 + qd }, ldSave: qd + kvd, rstd: io.qkRstd.map { $0 + c.numHeads }, ldRstd: hs)
             }
         }
-        applyRope(io.qkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: false)
+        applyRope(io.qkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: false, local: L.localRope)
         Profiler.shared.measure("attention") { attend(io.qkv, io.att) }
         if io.xm != io.x { io.xm.update(from: io.x, count: rows * d) }
-        project([L.o], x: io.att, ldx: qd, rows: rows, y: io.xm, ldy: d, scratch: scratch, accumulate: true, drop: drop)  // residual
+        if let an = L.attnOutNorm {
+            // gemma: xm = x + norm(o(att)); the branch goes through ao (training) or n (free after the projection).
+            let ao = io.ao ?? io.n
+            project([L.o], x: io.att, ldx: qd, rows: rows, y: ao, ldy: d, scratch: scratch, accumulate: false, drop: drop)
+            an.withUnsafeBufferPointer { Kernels.rmsNormAdd(io.xm, ao, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd3) }
+        } else {
+            project([L.o], x: io.att, ldx: qd, rows: rows, y: io.xm, ldy: d, scratch: scratch, accumulate: true, drop: drop)  // residual
+        }
         L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd2) }
         project(L.gateUp, x: io.n, ldx: d, rows: rows, y: io.gu, ldy: 2 * inter, scratch: scratch, accumulate: false, drop: drop)
-        Profiler.shared.measure("silu") {
-            Kernels.siluMul(io.h, ldh: inter, io.gu, io.gu + inter, ld: 2 * inter, rows: rows, cols: inter)
-        }
+        Profiler.shared.measure("silu") { activate(io.h, io.gu, rows: rows) }
         if io.out != io.xm { io.out.update(from: io.xm, count: rows * d) }
-        project([L.down], x: io.h, ldx: inter, rows: rows, y: io.out, ldy: d, scratch: scratch, accumulate: true, drop: drop)  // residual
+        if let mn = L.mlpOutNorm {
+            let mo = io.mo ?? io.n
+            project([L.down], x: io.h, ldx: inter, rows: rows, y: mo, ldy: d, scratch: scratch, accumulate: false, drop: drop)
+            mn.withUnsafeBufferPointer { Kernels.rmsNormAdd(io.out, mo, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd4) }
+        } else {
+            project([L.down], x: io.h, ldx: inter, rows: rows, y: io.out, ldy: d, scratch: scratch, accumulate: true, drop: drop)  // residual
+        }
     }
 
-    func applyRope(_ qkv: UnsafeMutablePointer<Float>, ld: Int, rows: Int, qd: Int, positions: [Int32], backward: Bool) {
+    /// h = act(gate)·up over gate|up rows (stride 2·inter): SwiGLU or gemma's GeGLU.
+    func activate(_ h: UnsafeMutablePointer<Float>, _ gu: UnsafePointer<Float>, rows: Int) {
+        let inter = config.intermediateSize
+        switch config.activation {
+        case .silu: Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        case .geluTanh: Kernels.geluTanhMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        }
+    }
+
+    func applyRope(_ qkv: UnsafeMutablePointer<Float>, ld: Int, rows: Int, qd: Int, positions: [Int32], backward: Bool, local: Bool = false) {
         let c = config
+        let rope = local ? (ropeLocal ?? self.rope) : self.rope
         positions.withUnsafeBufferPointer { pos in
             rope.cos.withUnsafeBufferPointer { cs in
                 rope.sin.withUnsafeBufferPointer { sn in
@@ -90,23 +118,42 @@ extension Transformer {
         // MLP block: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm). gate/up is the forward's; n2 and the
         // SwiGLU product h (elementwise, shared buffers) are recomputed from xm and gate/up.
         L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r2) }
-        Kernels.siluMul(h, ldh: inter, gu, gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        activate(h, gu, rows: rows)
+        // gemma: out = xm + norm(mo), so ∂/∂mo comes through the post-feedforward norm (into ws.dbr).
+        var dyDown = UnsafePointer(dx)
+        if let mn = L.mlpOutNorm, let mo = ws.mo[l], let r4 = ws.rstd4[l] {
+            ws.dbr.update(repeating: 0, count: rows * d)
+            mn.withUnsafeBufferPointer { Backward.rmsNorm(ws.dbr, dx, mo, $0.baseAddress!, r4, rows: rows, dim: d) }
+            dyDown = UnsafePointer(ws.dbr)
+        }
         dh.update(repeating: 0, count: rows * inter)
-        projectBackward([L.down], x: h, ldx: inter, dy: dx, ldy: d, dx: dh, lddx: inter, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
-        Backward.siluMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        projectBackward([L.down], x: h, ldx: inter, dy: dyDown, ldy: d, dx: dh, lddx: inter, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+        switch c.activation {
+        case .silu:
+            Backward.siluMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        case .geluTanh:
+            Backward.geluTanhMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        }
         dn.update(repeating: 0, count: rows * d)
         projectBackward(L.gateUp, x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
         // dx (= ∂/∂out) flows unchanged through the residual into ∂/∂xm; add the norm's path.
         L.postNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, xm, $0.baseAddress!, r2, rows: rows, dim: d) }
 
-        // Attention block: xm = x + o(att), att = attention(rope(q, k), v), q/k/v = proj(n1), n1 = norm(x).
+        // Attention block: xm = x + o(att) (gemma: x + norm(o(att))), att = attention(rope(q, k), v),
+        // q/k/v = proj(n1), n1 = norm(x).
+        var dyO = UnsafePointer(dx)
+        if let an = L.attnOutNorm, let ao = ws.ao[l], let r3 = ws.rstd3[l] {
+            ws.dbr.update(repeating: 0, count: rows * d)
+            an.withUnsafeBufferPointer { Backward.rmsNorm(ws.dbr, dx, ao, $0.baseAddress!, r3, rows: rows, dim: d) }
+            dyO = UnsafePointer(ws.dbr)
+        }
         datt.update(repeating: 0, count: rows * qd)
-        projectBackward([L.o], x: att, ldx: qd, dy: dx, ldy: d, dx: datt, lddx: qd, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+        projectBackward([L.o], x: att, ldx: qd, dy: dyO, ldy: d, dx: datt, lddx: qd, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
         dqkv.update(repeating: 0, count: rows * ldqkv)
         Profiler.shared.measure("attention backward") {
             attentionBackward(qkv: qkv, datt: datt, dqkv: dqkv, batch: batch, ws: ws, window: L.window)
         }
-        applyRope(dqkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: true)
+        applyRope(dqkv, ld: ldqkv, rows: rows, qd: qd, positions: positions, backward: true, local: L.localRope)
         if let qn = L.qNorm, let kn = L.kNorm, let pre = ws.qkPre[l], let rs = ws.qkRstd[l] {
             let hs = c.numHeads + c.numKVHeads
             qn.withUnsafeBufferPointer { w in
@@ -130,7 +177,7 @@ extension Transformer {
                            batch: TokenBatch, ws: TrainWorkspace, window: Int?) {
         let c = config, T = batch.seq, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
-        let group = c.numHeads / c.numKVHeads, scale = 1 / Float(hd).squareRoot()
+        let group = c.numHeads / c.numKVHeads, scale = c.attentionScale
         let kvHeads = c.numKVHeads
         let slot = min(T, Transformer.attentionBlock) * T
         withSingleThreadedBLAS {
@@ -152,6 +199,7 @@ extension Transformer {
                         let keys = min(q1, len) - lo
                         let kl = k + lo * ld, vl = v + lo * ld, dkl = dk + lo * ld, dvl = dv + lo * ld
                         gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: kl, ldb: ld, c: p, ldc: keys)
+                        if let cap = c.attnSoftcap { Kernels.softcap(p, ld: keys, rows: m, cols: keys, cap: cap) }
                         for i in 0..<m {
                             let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
                             Kernels.softmaxRow(p + i * keys, count: keys, from: r.from - lo, valid: r.to - lo)
@@ -161,6 +209,13 @@ extension Transformer {
                         for i in 0..<m {
                             let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
                             Backward.softmaxRow(dp + i * keys, p + i * keys, from: r.from - lo, valid: r.to - lo, count: keys)
+                        }
+                        if let cap = c.attnSoftcap {
+                            // Soft-capped scores (gemma2): ∂/∂raw = ∂/∂capped · (1 − tanh²), tanh = capped / cap from the
+                            // recomputed scores (P is no longer needed).
+                            gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: kl, ldb: ld, c: p, ldc: keys)
+                            Kernels.softcap(p, ld: keys, rows: m, cols: keys, cap: cap)
+                            Backward.softcap(dp, capped: p, count: m * keys, cap: cap)
                         }
                         gemm(.none, .none, m: m, n: hd, k: keys, alpha: scale, a: dp, lda: keys, b: kl, ldb: ld, c: dq + q0 * ld, ldc: ld)
                         gemm(.transpose, .none, m: keys, n: hd, k: m, alpha: scale, a: dp, lda: keys, b: q + q0 * ld, ldb: ld, beta: 1, c: dkl, ldc: ld)

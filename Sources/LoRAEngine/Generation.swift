@@ -62,7 +62,7 @@ extension Transformer {
         let d = c.hiddenSize, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ldqkv = qd + 2 * kvd
         let group = c.numHeads / c.numKVHeads
-        let scale = 1 / Float(hd).squareRoot()
+        let scale = c.attentionScale
         let total = p0 + n
         if cache.positions.count != n { cache.positions = [Int32](repeating: 0, count: n) }
         for i in 0..<n { cache.positions[i] = Int32(p0 + i) }
@@ -91,6 +91,7 @@ extension Transformer {
                             let kvh = hh / group
                             gemm(.none, .transpose, m: n, n: total, k: hd, alpha: scale, a: qkv + hh * hd, lda: ldqkv,
                                  b: kc + kvh * hd, ldb: kvd, c: s, ldc: total)
+                            if let cap = c.attnSoftcap { Kernels.softcap(s, ld: total, rows: n, cols: total, cap: cap) }
                             for i in 0..<n {
                                 // Sliding-window layers: position p sees keys (p − window, p].
                                 let from = window.map { max(0, p0 + i - $0 + 1) } ?? 0

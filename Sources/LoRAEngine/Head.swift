@@ -20,6 +20,12 @@ extension Transformer {
                 for i in r { w.expandRow(Int(tokens[i]), into: x + i * d, pairs: pp) }
             }
         }
+        // gemma: embeddings × √hidden_size.
+        if let s = config.embedScale {
+            Parallel.forRanges(tokens.count, grain: 64) { r in
+                for i in r { let xi = x + i * d; for j in 0..<d { xi[j] *= s } }
+            }
+        }
     }
 
     enum HeadMode {
@@ -158,6 +164,8 @@ extension Transformer {
                         headGEMM(forward: true, m: m, g: g, out: out, bf16: bf16)
                     }
                 }
+                // gemma2's final_logit_softcapping: the logits are cap · tanh(z / cap) everywhere after this.
+                if let cap = c.finalSoftcap { Kernels.softcap(out, ld: vocab, rows: m, cols: vocab, cap: cap) }
                 sink?(i0, m, UnsafePointer(out))
                 switch mode {
                 case .logits:
@@ -171,7 +179,7 @@ extension Transformer {
                 case .backward(let scale, let dn, _):
                     let (s, k) = prof.measure("cross-entropy") {
                         chunkTargets.withUnsafeBufferPointer {
-                            Backward.crossEntropy(out, rows: m, vocab: vocab, targets: $0.baseAddress!, scale: scale)
+                            Backward.crossEntropy(out, rows: m, vocab: vocab, targets: $0.baseAddress!, scale: scale, softcap: c.finalSoftcap)
                         }
                     }
                     nll += s

@@ -1,5 +1,7 @@
-// Transformer: the Llama / Mistral / Qwen2 / Qwen3 decoder forward pass in fp32 (docs/formats.md §7, transformers
-// modeling_llama.py): embeddings, RMSNorm, RoPE, causal GQA attention with right padding (sliding-window where the config has it), qwen3's q/k head norms, SwiGLU MLP, tied or
+// Transformer: the Llama / Mistral / Qwen2 / Qwen3 / Phi3 / Gemma2 / Gemma3 decoder forward pass in fp32 (docs/formats.md
+// §7, transformers modeling_llama.py): embeddings, RMSNorm, RoPE, causal GQA attention with right padding
+// (sliding-window where the config has it), qwen3's and gemma3's q/k head norms, gemma's (1 + w) norms, sandwich
+// norms, embedding scale, soft-capping and GeGLU, SwiGLU MLP, tied or
 // untied head, with LoRA applied unmerged as two skinny GEMMs. One GEMM per projection over batch × sequence
 // (q/k/v fused, gate/up fused); the head and cross-entropy run in row chunks so tokens × vocab never exists.
 import Foundation
@@ -66,6 +68,8 @@ public final class Transformer: @unchecked Sendable {
     let finalNorm: [Float]
     public private(set) var lora: [String: LoRALayer] = [:]
     var rope: RopeTables
+    /// gemma3's sliding layers' RoPE (rope_local_base_freq); nil when every layer uses `rope`.
+    var ropeLocal: RopeTables?
     /// The arithmetic of the frozen-weight GEMMs and the head (LoRALinear.swift, ComputeBackend.swift); f32
     /// unless set.
     public var compute = ComputeChoice.f32
@@ -85,7 +89,13 @@ public final class Transformer: @unchecked Sendable {
     struct Layer {
         let prefix: String
         let inputNorm: [Float]
+        /// The MLP's input norm: post_attention_layernorm, or gemma's pre_feedforward_layernorm.
         let postNorm: [Float]
+        /// gemma's norms of the attention output and the MLP output before their residual adds
+        /// (post_attention_layernorm, post_feedforward_layernorm); nil for the other families.
+        let attnOutNorm, mlpOutNorm: [Float]?
+        /// gemma3's sliding layers: RoPE from the local tables.
+        let localRope: Bool
         /// The Linears writing q|k|v (q_proj, k_proj, v_proj; phi3's one qkv_proj) and gate|up (gate_proj, up_proj;
         /// phi3's gate_up_proj), each stacked in its columns in that order.
         let qkv: [LinearWeight]
@@ -109,6 +119,11 @@ public final class Transformer: @unchecked Sendable {
             }
             return t.floats()
         }
+        /// An RMSNorm weight as the kernels apply it: gemma's scale by (1 + w), added in float32 as transformers does.
+        func norm(_ name: String, _ n: Int) throws -> [Float] {
+            let w = try vector(name, n)
+            return c.normPlusOne ? w.map { 1 + $0 } : w
+        }
         embedWeight = try LinearWeight(name: "model.embed_tokens", store: s, out: c.vocabSize, in: c.hiddenSize, hasBias: false)
         if c.tieWordEmbeddings {
             head = embedWeight
@@ -116,7 +131,7 @@ public final class Transformer: @unchecked Sendable {
             guard s.contains("lm_head.weight") else { throw ModelError.missingWeight(dir: model.path, tensor: "lm_head.weight") }
             head = try LinearWeight(name: "lm_head", store: s, out: c.vocabSize, in: c.hiddenSize, hasBias: false)
         }
-        finalNorm = try vector("model.norm.weight", c.hiddenSize)
+        finalNorm = try norm("model.norm.weight", c.hiddenSize)
         var ls: [Layer] = []
         let shapes = Dictionary(uniqueKeysWithValues: c.layerLinears().map { ($0.name, ($0.out, $0.in)) })
         for l in 0..<c.numLayers {
@@ -132,16 +147,30 @@ public final class Transformer: @unchecked Sendable {
                 : [try lin("mlp.gate_proj", bias: c.mlpBias), try lin("mlp.up_proj", bias: c.mlpBias)]
             ls.append(Layer(
                 prefix: "model.layers.\(l)",
-                inputNorm: try vector(p + "input_layernorm.weight", c.hiddenSize),
-                postNorm: try vector(p + "post_attention_layernorm.weight", c.hiddenSize),
+                inputNorm: try norm(p + "input_layernorm.weight", c.hiddenSize),
+                postNorm: try norm(p + (c.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), c.hiddenSize),
+                attnOutNorm: c.sandwichNorms ? try norm(p + "post_attention_layernorm.weight", c.hiddenSize) : nil,
+                mlpOutNorm: c.sandwichNorms ? try norm(p + "post_feedforward_layernorm.weight", c.hiddenSize) : nil,
+                localRope: c.layerLocalRope[l],
                 qkv: qkv, o: try lin("self_attn.o_proj", bias: c.oProjBias), gateUp: gateUp,
                 down: try lin("mlp.down_proj", bias: c.mlpBias),
-                qNorm: c.qkNorm ? try vector(p + "self_attn.q_norm.weight", c.headDim) : nil,
-                kNorm: c.qkNorm ? try vector(p + "self_attn.k_norm.weight", c.headDim) : nil,
+                qNorm: c.qkNorm ? try norm(p + "self_attn.q_norm.weight", c.headDim) : nil,
+                kNorm: c.qkNorm ? try norm(p + "self_attn.k_norm.weight", c.headDim) : nil,
                 window: c.layerWindows[l]))
         }
         layers = ls
         rope = RopeTables(config: c, positions: min(c.maxPositionEmbeddings, 4096))
+        ropeLocal = Transformer.localRopeConfig(c).map { RopeTables(config: $0, positions: rope.positions) }
+    }
+
+    /// gemma3's sliding layers' RoPE as a config of its own (θ and scaling of the local tables), nil when every
+    /// layer shares one RoPE.
+    static func localRopeConfig(_ c: ModelConfig) -> ModelConfig? {
+        guard let theta = c.localRopeTheta, c.layerLocalRope.contains(true) else { return nil }
+        var l = c
+        l.ropeTheta = theta
+        l.ropeScaling = c.localRopeScaling
+        return l
     }
 
     /// RoPE tables covering positions [0, maxPosition] (at least `reserve`), with the longrope factors a pass
@@ -150,6 +179,9 @@ public final class Transformer: @unchecked Sendable {
         let long = RopeTables.wantsLong(config, maxPosition: maxPosition)
         if maxPosition >= rope.positions || long != rope.long {
             rope = RopeTables(config: config, positions: max(maxPosition + 1, reserve, long == rope.long ? 0 : rope.positions), long: long)
+        }
+        if let lc = Transformer.localRopeConfig(config), maxPosition >= (ropeLocal?.positions ?? 0) {
+            ropeLocal = RopeTables(config: lc, positions: max(maxPosition + 1, reserve))
         }
     }
 
@@ -292,7 +324,7 @@ public final class Transformer: @unchecked Sendable {
                    scores s: UnsafeMutablePointer<Float>, window: Int?) {
         let c = config, T = batch.seq, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
-        let group = c.numHeads / c.numKVHeads, scale = 1 / Float(hd).squareRoot()
+        let group = c.numHeads / c.numKVHeads, scale = c.attentionScale
         let kvHeads = c.numKVHeads
         let blk = Transformer.attentionBlock, slot = min(T, blk) * T
         withSingleThreadedBLAS {
@@ -313,6 +345,7 @@ public final class Transformer: @unchecked Sendable {
                         let keys = min(q1, len) - lo
                         gemm(.none, .transpose, m: q1 - q0, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld,
                              b: k + lo * ld, ldb: ld, c: s, ldc: keys)
+                        if let cap = c.attnSoftcap { Kernels.softcap(s, ld: keys, rows: q1 - q0, cols: keys, cap: cap) }
                         for i in 0..<(q1 - q0) {
                             let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
                             Kernels.softmaxRow(s + i * keys, count: keys, from: r.from - lo, valid: r.to - lo)

@@ -132,6 +132,11 @@ extension Transformer {
         var gu: [UnsafeMutablePointer<Float>] = []
         /// qwen3: q|k before their head norms and the norms' rstd, per layer (nil for the other families).
         var qkPre: [UnsafeMutablePointer<Float>?] = [], qkRstd: [UnsafeMutablePointer<Float>?] = []
+        /// gemma: the attention and MLP outputs before their sandwich norms, and the norms' rstd, per layer.
+        var ao: [UnsafeMutablePointer<Float>?] = [], mo: [UnsafeMutablePointer<Float>?] = []
+        var rstd3: [UnsafeMutablePointer<Float>?] = [], rstd4: [UnsafeMutablePointer<Float>?] = []
+        /// ∂/∂ a sandwich-normed branch's input (gemma; one float otherwise).
+        let dbr: UnsafeMutablePointer<Float>
         let xFinal, rstdF, nF, dnF, n, h, dgu, dh, dx, dn, dqkv, datt, p, dp, head, gathered: UnsafeMutablePointer<Float>
         let scratch: ProjectionScratch
         let checkpointed: Bool
@@ -151,13 +156,17 @@ extension Transformer {
                 if checkpointed && l > 0 {
                     xMid.append(xMid[0]); qkv.append(qkv[0]); att.append(att[0]); rstd1.append(rstd1[0]); rstd2.append(rstd2[0])
                     gu.append(gu[0]); qkPre.append(qkPre[0]); qkRstd.append(qkRstd[0])
+                    ao.append(ao[0]); mo.append(mo[0]); rstd3.append(rstd3[0]); rstd4.append(rstd4[0])
                 } else {
                     xMid.append(z(rows * d)); qkv.append(z(rows * (qd + 2 * kvd))); att.append(z(rows * qd))
                     rstd1.append(z(rows)); rstd2.append(z(rows)); gu.append(z(rows * 2 * i))
                     qkPre.append(c.qkNorm ? z(rows * (qd + kvd)) : nil)
                     qkRstd.append(c.qkNorm ? z(rows * (c.numHeads + c.numKVHeads)) : nil)
+                    ao.append(c.sandwichNorms ? z(rows * d) : nil); mo.append(c.sandwichNorms ? z(rows * d) : nil)
+                    rstd3.append(c.sandwichNorms ? z(rows) : nil); rstd4.append(c.sandwichNorms ? z(rows) : nil)
                 }
             }
+            dbr = z(c.sandwichNorms ? rows * d : 1)
             xFinal = z(rows * d); rstdF = z(rows); nF = z(rows * d); dnF = z(rows * d)
             n = z(rows * d); h = z(rows * i); dgu = z(rows * 2 * i); dh = z(rows * i)
             dx = z(rows * d); dn = z(rows * d); dqkv = z(rows * (qd + 2 * kvd)); datt = z(rows * qd)
@@ -169,7 +178,8 @@ extension Transformer {
         /// Layer l's buffers: it reads xIn[l] and writes its output into xIn[l+1] (the last into xFinal).
         func layer(_ l: Int) -> LayerBuffers {
             LayerBuffers(x: xIn[l], xm: xMid[l], out: l + 1 < xIn.count ? xIn[l + 1] : xFinal, n: n, qkv: qkv[l], att: att[l],
-                         gu: gu[l], h: h, rstd1: rstd1[l], rstd2: rstd2[l], qkPre: qkPre[l], qkRstd: qkRstd[l])
+                         gu: gu[l], h: h, rstd1: rstd1[l], rstd2: rstd2[l], qkPre: qkPre[l], qkRstd: qkRstd[l],
+                         ao: ao[l], mo: mo[l], rstd3: rstd3[l], rstd4: rstd4[l])
         }
     }
 
@@ -180,10 +190,11 @@ extension Transformer {
         let d = c.hiddenSize, qd = c.numHeads * c.headDim, ldqkv = qd + 2 * c.numKVHeads * c.headDim
         let i = c.intermediateSize
         let qkNormSaved = c.qkNorm ? qd + c.numKVHeads * c.headDim + c.numHeads + c.numKVHeads : 0
-        let saved = 2 * d + ldqkv + qd + 2 + 2 * i + qkNormSaved
+        let sandwichSaved = c.sandwichNorms ? 2 * d + 2 : 0
+        let saved = 2 * d + ldqkv + qd + 2 + 2 * i + qkNormSaved + sandwichSaved
         let perLayer = checkpointed ? d : saved
         guard let perRow = Limits.sum(Limits.product(perLayer, c.numLayers), checkpointed ? saved : 0,
-                                      6 * d + 4 * i + 2 * ldqkv + qd + 3 * max(1, maxR)) else { return nil }
+                                      6 * d + 4 * i + 2 * ldqkv + qd + 3 * max(1, maxR) + (c.sandwichNorms ? d : 0)) else { return nil }
         return Limits.sum(Limits.product(rows, perRow, 4),
                           Limits.product(Transformer.attentionScratch(seq: seq), 2, 4),
                           Limits.product(min(rows, Transformer.headChunkRows), c.vocabSize + d, 4))

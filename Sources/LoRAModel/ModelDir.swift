@@ -113,6 +113,10 @@ public final class ModelDir: @unchecked Sendable {
         for l in 0..<c.numLayers {
             try need("model.layers.\(l).input_layernorm.weight", [d])
             try need("model.layers.\(l).post_attention_layernorm.weight", [d])
+            if c.sandwichNorms {
+                try need("model.layers.\(l).pre_feedforward_layernorm.weight", [d])
+                try need("model.layers.\(l).post_feedforward_layernorm.weight", [d])
+            }
             if c.qkNorm {
                 try need("model.layers.\(l).self_attn.q_norm.weight", [c.headDim])
                 try need("model.layers.\(l).self_attn.k_norm.weight", [c.headDim])

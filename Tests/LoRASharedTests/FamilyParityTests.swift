@@ -1,5 +1,6 @@
 // FamilyParityTests: qwen3 (per-head q/k norms, tied and untied head, attention biases), phi3 (fused qkv_proj and
-// gate_up_proj, LongRoPE with partial rotary) and sliding-window
+// gate_up_proj, LongRoPE with partial rotary), gemma2 (sandwich norms, GeGLU, soft-capping) and gemma3 (local RoPE,
+// (1 + w) q/k norms) and sliding-window
 // attention (mistral on every layer, qwen2/qwen3 on the layers layer_types marks) against transformers + PEFT
 // (Fixtures/forward/<case>, scripts/gen_family_fixtures.py): logits and loss, base and with an adapter; every LoRA
 // gradient (also with activation checkpointing); greedy decoding through the key/value cache against
@@ -14,7 +15,8 @@ import XCTest
 @testable import LoRAFormats
 
 final class FamilyParityTests: XCTestCase {
-    static let cases = ["qwen3-qknorm", "qwen3-tied-sliding", "mistral-sliding", "qwen2-sliding", "phi3-fused", "phi3-longrope-partial"]
+    static let cases = ["qwen3-qknorm", "qwen3-tied-sliding", "mistral-sliding", "qwen2-sliding", "phi3-fused", "phi3-longrope-partial",
+                        "gemma2-softcap", "gemma3-local-rope"]
 
     func checkForward(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let (tr, _, batch, io) = try loadForwardCase(name)
@@ -100,6 +102,10 @@ final class FamilyParityTests: XCTestCase {
     func testPhi3FusedForward() throws { try checkForward("phi3-fused") }
     func testPhi3LongRopePartialForward() throws { try checkForward("phi3-longrope-partial") }
     func testPhi3FusedGradients() throws { try checkGradients("phi3-fused") }
+    func testGemma2Forward() throws { try checkForward("gemma2-softcap") }
+    func testGemma3Forward() throws { try checkForward("gemma3-local-rope") }
+    func testGemma2Gradients() throws { try checkGradients("gemma2-softcap") }
+    func testGemma3Gradients() throws { try checkGradients("gemma3-local-rope") }
     func testPhi3LongRopePartialGradients() throws { try checkGradients("phi3-longrope-partial") }
 
     /// phi3: lora-init's default targets are the fused attention Linears; a target that names another family's
@@ -148,31 +154,109 @@ final class FamilyParityTests: XCTestCase {
         XCTAssertLessThan(maxAbsDiff(Array(packed[(a.count * V)...]), try alone(b)), 1e-5)
     }
 
-    /// lora-merge folds an adapter into a qwen3 model (q_norm/k_norm carried over): the merged model's logits equal
-    /// the base + adapter; lora-quantize writes a 4-bit qwen3 dir whose head norms stay in full precision and which
-    /// loads, validates and runs.
-    func testQwen3MergeAndQuantize() throws {
+    /// lora-merge folds an adapter into a qwen3 / gemma2 / gemma3 model (q_norm/k_norm and the sandwich norms carried
+    /// over): the merged model's logits equal the base + adapter; lora-quantize writes a 4-bit dir whose norms stay in
+    /// full precision and which loads, validates and runs.
+    func checkMergeAndQuantize(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let dir = makeTempDir("family")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let src = Fixtures.path("forward/qwen3-qknorm")
-        let (tr, _, batch, _) = try loadForwardCase("qwen3-qknorm")
+        let src = Fixtures.path("forward/\(name)")
+        let (tr, _, batch, _) = try loadForwardCase(name)
         let withAdapter = try tr.forward(batch, wantLogits: true).logits!
         let merge = try runTool("lora-merge", [src + "/model", "--adapter", src + "/adapter", "-o", dir + "/merged", "-q"])
-        XCTAssertEqual(merge.status, 0, merge.stderr)
+        XCTAssertEqual(merge.status, 0, merge.stderr, file: file, line: line)
         let merged = try ModelDir(path: dir + "/merged")
         try merged.validate()
         let mergedLogits = try Transformer(model: merged).forward(batch, wantLogits: true).logits!
-        XCTAssertLessThan(maxAbsDiff(mergedLogits, withAdapter), 1e-4, "merged qwen3 differs from base + adapter")
+        XCTAssertLessThan(maxAbsDiff(mergedLogits, withAdapter), 1e-4, "merged \(name) differs from base + adapter", file: file, line: line)
         let q = try runTool("lora-quantize", [src + "/model", "-o", dir + "/nf4", "-q"])
-        XCTAssertEqual(q.status, 0, q.stderr)
+        XCTAssertEqual(q.status, 0, q.stderr, file: file, line: line)
         let nf4 = try ModelDir(path: dir + "/nf4")
         try nf4.validate()
-        XCTAssertTrue(try nf4.linearModules().allSatisfy(\.quantized))
-        XCTAssertEqual(nf4.weights.info("model.layers.0.self_attn.q_norm.weight")?.dtype, .F32)
-        let out = try Transformer(model: nf4).forward(batch, wantLogits: true)
-        XCTAssertTrue(out.logits!.allSatisfy(\.isFinite))
-        let base = try Transformer(model: try ModelDir(path: src + "/model")).forward(batch, wantLogits: true).logits!
-        XCTAssertLessThan(maxAbsDiff(out.logits!, base), 1.0, "NF4 qwen3 is far from its source")
+        XCTAssertTrue(try nf4.linearModules().allSatisfy(\.quantized), file: file, line: line)
+        let norms = nf4.weights.names.filter { $0.hasSuffix("norm.weight") }
+        XCTAssertFalse(norms.isEmpty, file: file, line: line)
+        for n in norms { XCTAssertEqual(nf4.weights.info(n)?.dtype, .F32, n, file: file, line: line) }
+        // The 4-bit model with the adapter computes what its dequantized weights with the adapter folded in compute
+        // (lora-merge of the 4-bit dir), and stays in the range of its full-precision source (tiny random models:
+        // 4-bit error on 64-wide rows, amplified by gemma's normed branches, moves logits by about half their range).
+        let qtr = try Transformer(model: nf4)
+        try qtr.attach(try Adapter.load(src + "/adapter"), linears: try nf4.linearModules())
+        let out = try qtr.forward(batch, wantLogits: true).logits!
+        XCTAssertTrue(out.allSatisfy(\.isFinite), file: file, line: line)
+        let m4 = try runTool("lora-merge", [dir + "/nf4", "--adapter", src + "/adapter", "-o", dir + "/merged4", "-q"])
+        XCTAssertEqual(m4.status, 0, m4.stderr, file: file, line: line)
+        let deq = try Transformer(model: try ModelDir(path: dir + "/merged4")).forward(batch, wantLogits: true).logits!
+        XCTAssertLessThan(maxAbsDiff(out, deq), 1e-4, "NF4 \(name) + adapter differs from its dequantized merge", file: file, line: line)
+        let spread = withAdapter.map(abs).max()!
+        XCTAssertLessThan(maxAbsDiff(out, withAdapter) / spread, 1, "NF4 \(name) is far from its source", file: file, line: line)
+        print("family nf4 \(name): max |Δlogit| vs dequantized merge \(maxAbsDiff(out, deq)), vs full precision \(maxAbsDiff(out, withAdapter)) of max |logit| \(spread)")
+    }
+
+    func testQwen3MergeAndQuantize() throws { try checkMergeAndQuantize("qwen3-qknorm") }
+    func testGemma2MergeAndQuantize() throws { try checkMergeAndQuantize("gemma2-softcap") }
+    func testGemma3MergeAndQuantize() throws { try checkMergeAndQuantize("gemma3-local-rope") }
+
+    /// gemma2 and gemma3 through the tools: lora-init's default targets, lora-train (loss falls, resume from a
+    /// checkpoint gives the uninterrupted run's adapter byte for byte), lora-eval of base and adapter (the adapter
+    /// lowers the loss), lora-generate (greedy tokens are the full forward's argmax), lora-quantize + QLoRA training.
+    func testGemmaThroughTheTools() throws {
+        for family in ["gemma2", "gemma3_text"] {
+            let dir = makeTempDir("family")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let model = dir + "/model"
+            try TinyModel.write(to: model, family: family)
+            let rows = (0..<8).map { #"{"text": "The lighthouse keeper of Kestra wound the lamp \#($0) times before dawn."}"# }
+            try (rows.joined(separator: "\n") + "\n").write(toFile: dir + "/d.jsonl", atomically: true, encoding: .utf8)
+            let i = try runTool("lora-init", [model, "-o", dir + "/init", "--rank", "4", "--seed", "1"])
+            XCTAssertEqual(i.status, 0, i.stderr)
+            let common = ["--data", dir + "/d.jsonl", "--seq-len", "32", "--batch-size", "2", "--lr", "2e-2", "--seed", "2", "-q",
+                          "--max-steps", "16", "--save-every", "4"]
+            let full = try runTool("lora-train", [model, dir + "/init", "-o", dir + "/run"] + common)
+            XCTAssertEqual(full.status, 0, "\(family): \(full.stderr)")
+            // Broken off at step 7 (the step-4 checkpoint is kept), then resumed: the same bytes.
+            let cut = try runTool("lora-train", [model, dir + "/init", "-o", dir + "/cut"] + common, env: ["LORA_TEST_NAN_AT_STEP": "7"])
+            XCTAssertNotEqual(cut.status, 0)
+            let resumed = try runTool("lora-train", [model, dir + "/init", "-o", dir + "/cut", "--resume"] + common)
+            XCTAssertEqual(resumed.status, 0, resumed.stderr)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/run/adapter_model.safetensors")),
+                           try Data(contentsOf: URL(fileURLWithPath: dir + "/cut/adapter_model.safetensors")), "\(family): resume differs")
+            let base = try runTool("lora-eval", [model, "--data", dir + "/d.jsonl", "--seq-len", "32"])
+            let tuned = try runTool("lora-eval", [model, "--adapter", dir + "/run", "--data", dir + "/d.jsonl", "--seq-len", "32"])
+            XCTAssertEqual(base.status, 0, base.stderr)
+            XCTAssertEqual(tuned.status, 0, tuned.stderr)
+            let lb = try jsonObject(base.stdout)["loss"]!.doubleValue!, lt = try jsonObject(tuned.stdout)["loss"]!.doubleValue!
+            XCTAssertLessThan(lt, lb - 0.5, "\(family): training did not lower the loss (\(lb) → \(lt))")
+            let g = try runTool("lora-generate", [model, "--adapter", dir + "/run", "--no-chat", "--jsonl", "-", "--max-tokens", "6", "--ids"],
+                                stdin: Data(#"{"prompt": "The lighthouse keeper"}"#.utf8 + [10]))
+            XCTAssertEqual(g.status, 0, g.stderr)
+            XCTAssertEqual(try jsonObject(g.stdout)["tokens"], .int(6), g.stdout)
+            let q = try runTool("lora-quantize", [model, "-o", dir + "/nf4", "-q"])
+            XCTAssertEqual(q.status, 0, q.stderr)
+            let ql = try runTool("lora-train", [dir + "/nf4", dir + "/init", "-o", dir + "/qlora"] + common)
+            XCTAssertEqual(ql.status, 0, "\(family) QLoRA: \(ql.stderr)")
+            print("family tools \(family): eval loss base \(lb) → adapter \(lt)")
+        }
+    }
+
+    /// gemma checkpoints without a sandwich norm are refused naming the tensor; lora-export refuses gemma (its GGUF
+    /// form needs llama.cpp's gemma conventions) with a one-line error naming what it supports.
+    func testGemmaRefusals() throws {
+        let dir = makeTempDir("family")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let src = Fixtures.path("forward/gemma2-softcap/model")
+        try FileManager.default.createDirectory(atPath: dir + "/m", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: src + "/config.json", toPath: dir + "/m/config.json")
+        let st = try SafetensorsFile(path: src + "/model.safetensors")
+        let gone = "model.layers.1.post_feedforward_layernorm.weight"
+        let kept = try st.names.filter { $0 != gone }.map { TensorRecord(copying: try st.tensor($0)) }
+        try SafetensorsWriter.write(kept, toFile: dir + "/m/model.safetensors")
+        assertThrows(try Transformer(model: try ModelDir(path: dir + "/m")), contains: gone)
+        assertThrows(try ModelDir(path: dir + "/m").validate(), contains: gone)
+        let e = try runTool("lora-export", [src, "-o", dir + "/m.gguf"])
+        XCTAssertNotEqual(e.status, 0)
+        XCTAssertTrue(e.stderr.hasPrefix("error: ") && e.stderr.contains("Gemma2ForCausalLM"), e.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/m.gguf"))
     }
 
     /// A qwen3 checkpoint without its head norms is refused, naming the tensor.
@@ -217,7 +301,38 @@ final class FamilyParityTests: XCTestCase {
                      contains: "expected a list of 4 layer types")
         assertThrows(try config(#""model_type": "qwen2", "use_sliding_window": true, "sliding_window": 8, "layer_types": ["full_attention", "chunked_attention", "full_attention", "full_attention"]"#),
                      contains: "entry 1 is \"chunked_attention\"")
-        assertThrows(try config(#""model_type": "gemma2""#), contains: "supported: llama, mistral, phi3, qwen2, qwen3")
+        assertThrows(try config(#""model_type": "gemma""#), contains: "supported: " + ModelConfig.supportedTypes.joined(separator: ", "))
+        // gemma2: sliding and full layers alternate; (1 + w) norms, sandwich norms, √hidden embeddings, GeGLU, soft-caps
+        // 50 / 30 and query_pre_attn_scalar 256 by default; tied head by default.
+        let g2 = try config(#""model_type": "gemma2", "sliding_window": 8, "head_dim": 8"#)
+        XCTAssertEqual(g2.layerWindows, [8, nil, 8, nil])
+        XCTAssertEqual(g2.layerLocalRope, [false, false, false, false])
+        XCTAssertTrue(g2.normPlusOne && g2.sandwichNorms && g2.tieWordEmbeddings)
+        XCTAssertEqual(g2.activation, .geluTanh)
+        XCTAssertEqual(g2.embedScale, Float(16.0.squareRoot()))
+        XCTAssertEqual(g2.attentionScale, 1 / Float(256).squareRoot())
+        XCTAssertEqual(g2.attnSoftcap, 50)
+        XCTAssertEqual(g2.finalSoftcap, 30)
+        XCTAssertNil(try config(#""model_type": "gemma2", "attn_logit_softcapping": null, "final_logit_softcapping": null"#).finalSoftcap)
+        // gemma3: a full layer every sliding_window_pattern (6 by default), the local RoPE on the sliding ones (also
+        // without a window); the 4.x keys rope_local_base_freq and rope_scaling (full layers only).
+        let g3 = try config(#""model_type": "gemma3_text", "sliding_window": 8, "sliding_window_pattern": 2, "rope_theta": 1000000, "rope_local_base_freq": 20000, "rope_scaling": {"rope_type": "linear", "factor": 8}"#)
+        XCTAssertEqual(g3.layerWindows, [8, nil, 8, nil])
+        XCTAssertEqual(g3.layerLocalRope, [true, false, true, false])
+        XCTAssertEqual(g3.ropeTheta, 1_000_000)
+        XCTAssertEqual(g3.ropeScaling?.factor, 8)
+        XCTAssertEqual(g3.localRopeTheta, 20000)
+        XCTAssertNil(g3.localRopeScaling)
+        XCTAssertTrue(g3.qkNorm)
+        XCTAssertNil(g3.attnSoftcap)
+        let g3d = try config(#""model_type": "gemma3_text", "sliding_window": null"#)
+        XCTAssertEqual(g3d.layerWindows, [nil, nil, nil, nil])
+        XCTAssertEqual(g3d.layerLocalRope, [true, true, true, true])
+        XCTAssertEqual(g3d.ropeTheta, 1_000_000)
+        XCTAssertEqual(g3d.localRopeTheta, 10000)
+        assertThrows(try config(#""model_type": "gemma3_text", "use_bidirectional_attention": true"#), contains: "use_bidirectional_attention")
+        assertThrows(try config(#""model_type": "gemma2", "hidden_activation": "relu""#), contains: "\"hidden_activation\"")
+        assertThrows(try config(#""model_type": "gemma2", "attn_logit_softcapping": -1"#), contains: "attn_logit_softcapping")
         // phi3: the window on every layer; partial rotary; longrope's factor lists sized to the rotary dimensions.
         let phi = try config(#""model_type": "phi3", "sliding_window": 6, "max_position_embeddings": 64, "partial_rotary_factor": 0.5, "rope_scaling": {"type": "su", "short_factor": [1, 2], "long_factor": [3, 4]}, "original_max_position_embeddings": 16"#)
         XCTAssertEqual(phi.layerWindows, [6, 6, 6, 6])
