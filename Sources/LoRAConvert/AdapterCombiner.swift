@@ -6,7 +6,6 @@
 // full deltas weight·scaling·Bᵢ·Aᵢ and keep the top --svd-rank singular directions (B = U·S, A = Vᵀ). The new
 // adapter has r = lora_alpha = the new rank (scaling 1) and otherwise the first adapter's config, as PEFT writes it.
 // Random pruning (dare) draws from our seeded generator: torch's bernoulli stream cannot be reproduced.
-import CBLAS
 import Foundation
 
 public enum CombinationType: String, CaseIterable, Sendable {
@@ -267,29 +266,15 @@ public enum AdapterCombiner {
     /// The best rank-`rank` factors of `delta` [out, in]: B = U[:, :rank]·diag(S[:rank]) [out, rank] and
     /// A = Vᵀ[:rank, :] [rank, in] (torch.linalg.svd as PEFT calls it; LAPACK dgesdd, in double).
     static func truncatedSVD(_ delta: [Float], out: Int, in inF: Int, rank: Int, module: String) throws -> (a: [Float], b: [Float]) {
-        // The row-major [out, in] matrix is column-major Dᵀ [in, out]: its SVD V·S·Uᵀ gives V as LAPACK's U.
-        var m = Int32(inF), n = Int32(out)
         let k = min(inF, out)
-        var lda = m, ldu = m, ldvt = Int32(k)
-        var mat = delta.map(Double.init)
-        var s = [Double](repeating: 0, count: k)
-        var u = [Double](repeating: 0, count: inF * k)
-        var vt = [Double](repeating: 0, count: k * out)
-        var iwork = [Int32](repeating: 0, count: 8 * k)
-        var info: Int32 = 0
-        var jobz = CChar(UInt8(ascii: "S"))
-        var lwork: Int32 = -1
-        var query = [Double](repeating: 0, count: 1)
-        dgesdd_(&jobz, &m, &n, &mat, &lda, &s, &u, &ldu, &vt, &ldvt, &query, &lwork, &iwork, &info, 1)
-        guard info == 0 else { throw CombineError.svd(module: module, info: Int(info)) }
-        lwork = Int32(query[0])
-        var work = [Double](repeating: 0, count: max(1, Int(lwork)))
-        dgesdd_(&jobz, &m, &n, &mat, &lda, &s, &u, &ldu, &vt, &ldvt, &work, &lwork, &iwork, &info, 1)
-        guard info == 0 else { throw CombineError.svd(module: module, info: Int(info)) }
+        let f: (u: [Double], s: [Double], vt: [Double])
+        do { f = try Linalg.svd(delta.map(Double.init), rows: out, cols: inF) } catch LinalgError.lapack(_, let info) {
+            throw CombineError.svd(module: module, info: info)
+        }
         var a = [Float](repeating: 0, count: rank * inF), b = [Float](repeating: 0, count: out * rank)
         for j in 0..<rank {
-            for i in 0..<inF { a[j * inF + i] = Float(u[i + j * inF]) }
-            for o in 0..<out { b[o * rank + j] = Float(s[j] * vt[j + o * k]) }
+            for i in 0..<inF { a[j * inF + i] = Float(f.vt[j * inF + i]) }
+            for o in 0..<out { b[o * rank + j] = Float(f.s[j] * f.u[o * k + j]) }
         }
         return (a, b)
     }

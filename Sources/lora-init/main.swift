@@ -11,7 +11,8 @@ struct Init: ParsableCommand {
         abstract: "Create LoRA adapters (PEFT layout) for a model's Linear modules.",
         discussion: """
             Initializes A as PEFT does (kaiming: U(±1/√in); gaussian: N(0, 1/r)) and B = 0, so the adapted \
-            model starts equal to the base. `-o -` streams the adapter (config in the safetensors metadata) \
+            model starts equal to the base. --init pissa / pissa_niter_N / olora start the adapter from each \
+            weight's SVD or QR as PEFT does and write the residual base (W − scaling·B·A) to --residual-model. `-o -` streams the adapter (config in the safetensors metadata) \
             to stdout for `lora-init M -o - | lora-train M - ...`; the JSON summary then goes to stderr.
             """)
 
@@ -36,8 +37,15 @@ struct Init: ParsableCommand {
     @Flag(help: "Rank-stabilized scaling alpha/√r instead of alpha/r.")
     var rslora = false
 
-    @Option(name: .customLong("init"), help: "Initialization of A: kaiming or gaussian. [default: kaiming]")
-    var initMode: LoRAInit?
+    @Option(name: .customLong("init"), help: """
+        Initialization: kaiming or gaussian (A random, B = 0: the adapted model starts equal to the base), or \
+        pissa, pissa_niter_N or olora (the adapter takes the weight's principal part; needs --residual-model). \
+        [default: kaiming]
+        """)
+    var initMode: String?
+
+    @Option(help: "With --init pissa/pissa_niter_N/olora: the folder to write the residual model to (the base with scaling·B·A taken out of every targeted weight); train and merge on it.")
+    var residualModel: String?
 
     @Option(help: "base_model_name_or_path recorded in adapter_config.json (default: the model path).")
     var baseName: String?
@@ -62,10 +70,27 @@ struct Init: ParsableCommand {
         // The default names the attention Linears: q/k/v/o, or phi3's fused qkv_proj and o_proj.
         let targets = try self.targets ?? file?.string("targets") ?? (m.config.fusedProjections ? Defaults.fusedTargets : Defaults.targets)
         let rslora = try self.rslora || (file?.bool("rslora") ?? false)
-        var initMode = self.initMode ?? .kaiming
-        if self.initMode == nil, let c = file, let s = try c.string("init") {
-            guard let v = LoRAInit(rawValue: s) else { throw UsageError("\(c.path): 'lora.init' must be kaiming or gaussian (got '\(s)')") }
+        // --init, else the run config's lora.init: kaiming/gaussian, or a residual initialization.
+        var initName = self.initMode ?? "kaiming", initOrigin = "--init"
+        if self.initMode == nil, let c = file, let s = try c.string("init") { initName = s; initOrigin = "\(c.path): 'lora.init'" }
+        var initMode = LoRAInit.kaiming
+        let residual = ResidualInitMethod(initName)
+        if residual == nil {
+            guard let v = LoRAInit(rawValue: initName) else {
+                throw UsageError("\(initOrigin) must be kaiming, gaussian, pissa, pissa_niter_N or olora (got '\(initName)')")
+            }
             initMode = v
+        }
+        if let method = residual {
+            guard let rm = residualModel else {
+                throw UsageError("--init \(method) moves part of each targeted weight into the adapter; name the folder for the residual model with --residual-model DIR")
+            }
+            guard output != "-" else { throw UsageError("--init \(method) writes two folders; give -o a folder, not '-'") }
+            guard URL(fileURLWithPath: rm).standardized.path != URL(fileURLWithPath: model).standardized.path else {
+                throw UsageError("--residual-model \(rm) is the model itself; write the residual model to a new folder")
+            }
+        } else if residualModel != nil {
+            throw UsageError("--residual-model is for --init pissa, pissa_niter_N or olora; --init \(initName) leaves the base unchanged")
         }
         let origin = config == nil ? "--" : "\(config!): lora."
         guard (1...LoRAConfig.maxRank).contains(rank) else { throw UsageError("\(origin)rank must be in 1...\(LoRAConfig.maxRank)") }
@@ -87,8 +112,24 @@ struct Init: ParsableCommand {
                 Log.warn("target '\(n)' matches no Linear of \(model) (model_type \(m.config.modelType): \(have)); it gets no adapter")
             }
         }
-        let adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: try common.seed(file))
-        if output == "-" {
+        let adapter: Adapter
+        var residualSummary: MergeSummary? = nil
+        if let method = residual {
+            for p in [output, residualModel!] where FileManager.default.fileExists(atPath: p) && !force {
+                throw FileError.cannotWrite(path: p, reason: "already exists; choose another path or pass --force")
+            }
+            adapter = try ResidualInit.adapter(config: cfg, model: m, method: method, seed: try common.seed(file))
+            // The residual model first, then the adapter: each is built under a temporary name and renamed.
+            residualSummary = try ResidualInit.writeResidual(model: m, adapter: adapter, output: residualModel!, replace: force)
+            try ResidualInit.roundToBaseDType(adapter, model: m)
+            try adapter.save(to: output, replace: force)
+            Log.info("\(method): the adapter holds each targeted weight's principal part; train and merge on the residual model \(residualModel!) (base − scaling·B·A), not on \(model)")
+        } else {
+            adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: try common.seed(file))
+        }
+        if residual != nil {
+            // written above
+        } else if output == "-" {
             let sink = FDSink.standardOutput()
             try adapter.write(stream: sink)
             try sink.flush()
@@ -106,6 +147,11 @@ struct Init: ParsableCommand {
         o["lora_alpha"] = .double(cfg.alpha)
         o["scaling"] = .double(cfg.scaling(for: ""))
         o["quantized_base"] = .bool(m.isQuantized)
+        o["init"] = .string(initName)
+        if let rs = residualSummary {
+            o["residual_model"] = .string(residualModel!)
+            o["residual_modules"] = .int(Int64(rs.mergedModules))
+        }
         var mods: [JSONValue] = []
         for n in adapter.moduleNames {
             let w = adapter.modules[n]!
