@@ -76,6 +76,9 @@ public enum AdapterCombiner {
 
     public static func combine(_ inputs: [MergeInput], options o: CombineOptions) throws -> CombineResult {
         precondition(!inputs.isEmpty)
+        if let d = inputs.first(where: { $0.adapter.config.useDora }) {
+            throw CombineError.badOption("\(d.adapter.source) is a DoRA adapter: PEFT's add_weighted_adapter does not combine DoRA magnitudes; merge it alone with lora-merge")
+        }
         let type = inputs.count == 1 ? .linear : o.type
         if type.needsDensity && type != .linear {
             guard let d = o.density else {

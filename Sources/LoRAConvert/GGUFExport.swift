@@ -13,9 +13,12 @@ public enum GGUFExportError: Error, CustomStringConvertible, ToolError {
     case unsupportedTokenizer(path: String, reason: String)
     case unknownPreTokenizer(path: String, hash: String)
     case badTokenizer(path: String, reason: String)
+    case doraAdapter(source: String)
 
     public var description: String {
         switch self {
+        case let .doraAdapter(source):
+            return "\(source) is a DoRA adapter, which llama.cpp's LoRA GGUF cannot express; lora-merge it into the model and export the merged model"
         case let .unsupportedArchitecture(path, name):
             return "\(path): architecture \(name) is not one lora-export maps to GGUF; supported: \(GGUFExport.architectures.map(\.hf).joined(separator: ", "))"
         case let .quantizedModel(path):
@@ -498,6 +501,9 @@ public enum GGUFExport {
         let c = m.config
         let arch = try architecture(c, path: m.path)
         try adapter.validate(against: try m.linearModules())
+        if adapter.config.useDora {
+            throw GGUFExportError.doraAdapter(source: adapter.source)
+        }
         let type = options.type ?? .f32
         let alpha = adapter.config.alpha
         let alpha32 = Float(alpha)

@@ -34,9 +34,12 @@ public struct MergeSummary: Sendable {
 
 public enum MergeError: Error, CustomStringConvertible, ToolError {
     case baseMismatch(quantized: String, full: String, reason: String)
+    case doraNotAlone(source: String)
 
     public var description: String {
         switch self {
+        case .doraNotAlone(let s):
+            return "\(s) is a DoRA adapter: it merges alone at weight 1 (its magnitude rescales the merged rows, as PEFT's merge_and_unload does); merge it on its own"
         case .baseMismatch(let q, let f, let r):
             return "--base-full \(f) does not match \(q): \(r); pass the full-precision model the 4-bit one was quantized from"
         }
@@ -66,6 +69,9 @@ public enum ModelMerger {
         }
         let trainedLinears = try model.linearModules()
         for a in adapters { try a.adapter.validate(against: trainedLinears) }
+        if let d = adapters.first(where: { $0.adapter.config.useDora }), adapters.count > 1 || d.weight != 1 {
+            throw MergeError.doraNotAlone(source: d.adapter.source)
+        }
         let bases = Set(adapters.compactMap { $0.adapter.config.baseModelNameOrPath })
         if bases.count > 1 {
             warn("the adapters name different base models (\(bases.sorted().joined(separator: ", "))); merging them anyway, as their shapes match")
@@ -192,6 +198,16 @@ public enum ModelMerger {
                             for i in 0..<n where d[i] != 0 { w[i] += d[i]; mx = max(mx, abs(d[i])) }
                             st.s.maxAbsDelta = max(st.s.maxAbsDelta, mx)
                             st.s.mergedModules += 1
+                            if let m = adapters.first?.adapter.modules[lin.name]?.magnitude {
+                                // DoRA (PEFT's merge): W' = m / ‖W + Δ‖ ⊙ (W + Δ), row by row.
+                                let inF = lin.inFeatures
+                                for o in 0..<lin.outFeatures {
+                                    var ss = 0.0
+                                    for j in 0..<inF { ss += Double(w[o * inF + j]) * Double(w[o * inF + j]) }
+                                    let f = m[o] / Float(ss.squareRoot())
+                                    for j in 0..<inF { w[o * inF + j] *= f }
+                                }
+                            }
                         }
                     }
                     try sink.write(encodeFloats(w, as: outDType))

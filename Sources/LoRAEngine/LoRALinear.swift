@@ -87,6 +87,21 @@ final class ProjectionScratch {
         return p
     }
 
+    /// DoRA: the stack's unscaled outputs z = W·x + s·B·A·x, and ∂/∂z in backward (rows × the widest output).
+    private var _doraZ: UnsafeMutablePointer<Float>?, _doraDZ: UnsafeMutablePointer<Float>?
+    var doraZ: UnsafeMutablePointer<Float> {
+        if let p = _doraZ { return p }
+        let p = pool.make(rows * widest)
+        _doraZ = p
+        return p
+    }
+    var doraDZ: UnsafeMutablePointer<Float> {
+        if let p = _doraDZ { return p }
+        let p = pool.make(rows * widest)
+        _doraDZ = p
+        return p
+    }
+
     var wBF: UnsafeMutablePointer<UInt16> {
         if let p = _wBF { return p }
         let p = pool.makeHalf(weightCap)
@@ -95,12 +110,94 @@ final class ProjectionScratch {
     }
 }
 
+public enum DoRAError: Error, CustomStringConvertible, ToolError {
+    case dropout(rate: Float)
+
+    public var description: String {
+        switch self {
+        case .dropout(let r):
+            return "DoRA with lora_dropout \(r) is not supported (PEFT then multiplies the base weight a second time by the dropped-out input); train DoRA with --dropout 0"
+        }
+    }
+}
+
 extension Transformer {
+    /// Whether any of `lins` carries DoRA.
+    func hasDoRA(_ lins: [LinearWeight]) -> Bool { lins.contains { lora[$0.name]?.magnitude != nil } }
+
+    /// DoRA's per-row factor g = m / ‖W + s·B·A‖ and the norm (detached from the gradient, as PEFT's
+    /// weight_norm.detach()), from the current weights; made once and kept until setLoRA changes the module. W is
+    /// the frozen weight in fp32 (dequantized when 4-bit), as PEFT's dequantize_module_weight gives it.
+    func doraScale(_ lin: LinearWeight) -> (scale: [Float], norm: [Float])? {
+        guard let l = lora[lin.name], let m = l.magnitude else { return nil }
+        if let c = doraScales[lin.name] { return c }
+        let inF = lin.inFeatures, out = lin.outFeatures
+        let tile = max(1, min(out, (1 << 20) / max(1, inF)))
+        var w = [Float](repeating: 0, count: tile * inF)
+        var norm = [Float](repeating: 0, count: out)
+        w.withUnsafeMutableBufferPointer { wb in
+            l.a.withUnsafeBufferPointer { ap in
+                l.b.withUnsafeBufferPointer { bp in
+                    var o0 = 0
+                    while o0 < out {
+                        let n = min(tile, out - o0)
+                        lin.expandRows(o0..<(o0 + n), into: wb.baseAddress!)
+                        // W[o0..<o0+n, :] + s·B[o0..<o0+n, :]·A
+                        gemm(.none, .none, m: n, n: inF, k: l.r, alpha: l.scaling, a: bp.baseAddress! + o0 * l.r, lda: l.r,
+                             b: ap.baseAddress!, ldb: inF, beta: 1, c: wb.baseAddress!, ldc: inF)
+                        for i in 0..<n {
+                            var ss = 0.0
+                            let row = wb.baseAddress! + i * inF
+                            for j in 0..<inF { ss += Double(row[j]) * Double(row[j]) }
+                            norm[o0 + i] = Float(ss.squareRoot())
+                        }
+                        o0 += n
+                    }
+                }
+            }
+        }
+        let scale = (0..<out).map { m[$0] / norm[$0] }
+        doraScales[lin.name] = (scale, norm)
+        return (scale, norm)
+    }
+
     /// y (row stride ldy) (+)= x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ for Linears sharing the input, stacked along
     /// the output: one GEMM against their weights expanded one after another (or, for a few rows — decoding —
-    /// products straight from the stored form), then bias and LoRA on each one's column slice.
+    /// products straight from the stored form), then bias and LoRA on each one's column slice. A DoRA module's
+    /// slice is g ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) + bias (PEFT's DoraLinearLayer: base_result·(g − 1) + g·s·lora added to
+    /// the base output), formed in scratch.doraZ first.
     func project(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
                  scratch: ProjectionScratch, accumulate: Bool, drop: LoRADropout?) {
+        guard hasDoRA(lins) else {
+            projectPlain(lins, x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch, accumulate: accumulate, bias: true, drop: drop)
+            return
+        }
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        let z = scratch.doraZ
+        projectPlain(lins, x: x, ldx: ldx, rows: rows, y: z, ldy: outTotal, scratch: scratch, accumulate: false, bias: false, drop: drop)
+        Profiler.shared.measure("dora") {
+            var col = 0
+            for lin in lins {
+                let g = doraScale(lin)?.scale, out = lin.outFeatures, c0 = col
+                let bias = lin.bias
+                Parallel.forRanges(rows, grain: 16) { r in
+                    for i in r {
+                        let yi = y + i * ldy + c0, zi = z + i * outTotal + c0
+                        for o in 0..<out {
+                            var v = g.map { $0[o] * zi[o] } ?? zi[o]
+                            if let b = bias { v += b[o] }
+                            yi[o] = accumulate ? yi[o] + v : v
+                        }
+                    }
+                }
+                col += out
+            }
+        }
+    }
+
+    /// project without DoRA's factor: y (+)= x·Wᵀ (+ bias with `bias`) + s·(drop(x)·Aᵀ)·Bᵀ.
+    private func projectPlain(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                              scratch: ProjectionScratch, accumulate: Bool, bias: Bool, drop: LoRADropout?) {
         let prof = Profiler.shared
         let inF = lins[0].inFeatures
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
@@ -141,7 +238,7 @@ extension Transformer {
         for lin in lins {
             let yc = y + col
             col += lin.outFeatures
-            if let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(yc, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
+            if bias, let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(yc, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
             guard let l = lora[lin.name] else { continue }
             prof.measure("lora") {
                 var xin = x, ldxin = ldx
@@ -163,10 +260,54 @@ extension Transformer {
     }
 
     /// Given dy for y = project(lins, x): dx += dy·W over the stacked weights (one GEMM), then each module's
-    /// LoRA path, with dA and dB accumulated into grads.
+    /// LoRA path, with dA and dB accumulated into grads. DoRA modules: y = g ⊙ z + bias, so ∂/∂z = g ⊙ dy goes
+    /// down the plain path, and ∂/∂m = Σ_rows dy ⊙ z / ‖W + s·B·A‖ with z recomputed from x (the norm is
+    /// detached, as in PEFT).
     func projectBackward(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
                          dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, scratch: ProjectionScratch,
                          grads: LoRAGradients, drop: LoRADropout?) {
+        guard hasDoRA(lins) else {
+            projectBackwardPlain(lins, x: x, ldx: ldx, dy: dy, ldy: ldy, dx: dx, lddx: lddx, rows: rows, scratch: scratch, grads: grads, drop: drop)
+            return
+        }
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        let dz = scratch.doraDZ, z = scratch.doraZ
+        let scales = lins.map { doraScale($0) }
+        Profiler.shared.measure("dora") {
+            var col = 0
+            for (lin, sc) in zip(lins, scales) {
+                let out = lin.outFeatures, c0 = col
+                Parallel.forRanges(rows, grain: 16) { r in
+                    for i in r {
+                        let di = dz + i * outTotal + c0, yi = dy + i * ldy + c0
+                        if let g = sc?.scale { for o in 0..<out { di[o] = g[o] * yi[o] } } else { di.update(from: yi, count: out) }
+                    }
+                }
+                col += out
+            }
+        }
+        projectBackwardPlain(lins, x: x, ldx: ldx, dy: dz, ldy: outTotal, dx: dx, lddx: lddx, rows: rows, scratch: scratch, grads: grads, drop: drop)
+        projectPlain(lins, x: x, ldx: ldx, rows: rows, y: z, ldy: outTotal, scratch: scratch, accumulate: false, bias: false, drop: drop)
+        Profiler.shared.measure("dora") {
+            var col = 0
+            for (lin, sc) in zip(lins, scales) {
+                defer { col += lin.outFeatures }
+                guard let norm = sc?.norm else { continue }
+                let out = lin.outFeatures
+                grads.m[lin.name]!.withUnsafeMutableBufferPointer { dm in
+                    for o in 0..<out {
+                        var acc = 0.0
+                        for i in 0..<rows { acc += Double(dy[i * ldy + col + o]) * Double(z[i * outTotal + col + o]) }
+                        dm[o] += Float(acc) / norm[o]
+                    }
+                }
+            }
+        }
+    }
+
+    private func projectBackwardPlain(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
+                                      dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, scratch: ProjectionScratch,
+                                      grads: LoRAGradients, drop: LoRADropout?) {
         let inF = lins[0].inFeatures
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
         let bf16 = computeDType == .bf16

@@ -56,6 +56,8 @@ public struct LoRALayer: Sendable {
     public var scaling: Float
     public var a: [Float]   // [r, in]
     public var b: [Float]   // [out, r]
+    /// DoRA's magnitude vector [out]: y = m / ‖W + s·B·A‖_row ⊙ (W·x + s·B·A·x) + bias (LoRALinear.swift).
+    public var magnitude: [Float]? = nil
 }
 
 public final class Transformer: @unchecked Sendable {
@@ -67,6 +69,9 @@ public final class Transformer: @unchecked Sendable {
     let head: LinearWeight
     let finalNorm: [Float]
     public private(set) var lora: [String: LoRALayer] = [:]
+    /// DoRA modules' m / ‖W + s·B·A‖ and ‖W + s·B·A‖ per output row, from the current A, B, m (LoRALinear.swift);
+    /// dropped whenever a module's weights change.
+    var doraScales: [String: (scale: [Float], norm: [Float])] = [:]
     var rope: RopeTables
     /// gemma3's sliding layers' RoPE (rope_local_base_freq); nil when every layer uses `rope`.
     var ropeLocal: RopeTables?
@@ -193,15 +198,16 @@ public final class Transformer: @unchecked Sendable {
         var m: [String: LoRALayer] = [:]
         for n in adapter.moduleNames {
             let w = adapter.modules[n]!
-            m[n] = LoRALayer(r: w.r, scaling: Float(adapter.config.scaling(for: n)), a: w.a, b: w.b)
+            m[n] = LoRALayer(r: w.r, scaling: Float(adapter.config.scaling(for: n)), a: w.a, b: w.b, magnitude: w.magnitude)
         }
         lora = m
+        doraScales = [:]
     }
 
-    public func detach() { lora = [:] }
+    public func detach() { lora = [:]; doraScales = [:] }
 
     /// Replaces one module's LoRA weights (the optimizer writes updated A and B through this).
-    public func setLoRA(_ module: String, _ l: LoRALayer) { lora[module] = l }
+    public func setLoRA(_ module: String, _ l: LoRALayer) { lora[module] = l; doraScales[module] = nil }
 
     // MARK: forward
 

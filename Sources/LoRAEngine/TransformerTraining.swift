@@ -9,22 +9,43 @@
 public final class LoRAGradients: @unchecked Sendable {
     public var a: [String: [Float]]
     public var b: [String: [Float]]
+    /// DoRA modules' magnitude gradients [out] (no entry for plain LoRA modules).
+    public var m: [String: [Float]]
 
     public init(for lora: [String: LoRALayer]) {
         a = lora.mapValues { [Float](repeating: 0, count: $0.a.count) }
         b = lora.mapValues { [Float](repeating: 0, count: $0.b.count) }
+        m = lora.compactMapValues { $0.magnitude.map { [Float](repeating: 0, count: $0.count) } }
     }
 
     public func zero() {
         for k in a.keys { a[k]!.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
         for k in b.keys { b[k]!.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+        for k in m.keys { m[k]!.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
     }
 
-    /// √(Σ g²) over all A and B gradients (Double accumulation).
+    /// Every gradient tensor in one fixed order: per module (sorted) A, B, then the magnitude when DoRA.
+    public var orderedKeys: [(module: String, which: String)] {
+        a.keys.sorted().flatMap { k in [(k, "a"), (k, "b")] + (m[k] != nil ? [(k, "m")] : []) }
+    }
+
+    public subscript(module: String, which: String) -> [Float] {
+        get { which == "a" ? a[module]! : which == "b" ? b[module]! : m[module]! }
+        set {
+            switch which {
+            case "a": a[module] = newValue
+            case "b": b[module] = newValue
+            default: m[module] = newValue
+            }
+        }
+    }
+
+    /// √(Σ g²) over all A, B (and magnitude) gradients (Double accumulation).
     public var globalNorm: Double {
         var s = 0.0
         for v in a.values { for x in v { s += Double(x) * Double(x) } }
         for v in b.values { for x in v { s += Double(x) * Double(x) } }
+        for v in m.values { for x in v { s += Double(x) * Double(x) } }
         return s.squareRoot()
     }
 }
@@ -214,6 +235,7 @@ extension Transformer {
         guard rows > 0 else { throw ModelError.emptyBatch(batch: batch.batch, seq: batch.seq) }
         let maxR = lora.values.map(\.r).max() ?? 1
         let drop = (dropout?.rate ?? 0) > 0 ? dropout : nil
+        if let d = drop, lora.values.contains(where: { $0.magnitude != nil }) { throw DoRAError.dropout(rate: d.rate) }
         if trainWorkspace == nil || trainWorkspace!.rows != rows || trainWorkspace!.seq != batch.seq
             || trainWorkspace!.tCap < rows * maxR || (drop != nil && !trainWorkspace!.dropout)
             || trainWorkspace!.checkpointed != checkpointLayers {

@@ -70,6 +70,7 @@ extension Inspector {
         o["lora_alpha"] = finite(c.alpha)
         o["scaling"] = finite(c.useRslora ? c.alpha / Double(c.r).squareRoot() : c.alpha / Double(c.r))
         o["use_rslora"] = .bool(c.useRslora)
+        o["use_dora"] = .bool(c.useDora)
         o["lora_dropout"] = finite(c.dropout)
         switch c.targets {
         case .names(let n): o["target_modules"] = .array(Array(Set(n)).sorted().map { .string($0) })
@@ -103,6 +104,14 @@ extension Inspector {
             m["norm_b"] = finite(nm.normB)
             m["norm_delta_w"] = finite(dw)
             m["b_zero"] = .bool(nm.bIsZero)
+            if let mag = w.magnitude {
+                // DoRA: the magnitude vector's range and its NaN/Inf (counted with the others).
+                m["magnitude_min"] = finite(Double(mag.min() ?? 0))
+                m["magnitude_max"] = finite(Double(mag.max() ?? 0))
+                let bad = mag.filter { !$0.isFinite }.count
+                nan += mag.filter(\.isNaN).count
+                inf += bad - mag.filter(\.isNaN).count
+            }
             m["nan"] = .int(Int64(nm.nan))
             m["inf"] = .int(Int64(nm.inf))
             mods.append(.object(m))

@@ -9,13 +9,16 @@ public struct LoRAWeights: Sendable {
     public var outFeatures: Int
     public var a: [Float]   // [r, in], row-major
     public var b: [Float]   // [out, r], row-major
+    /// DoRA's magnitude vector [out] (`lora_magnitude_vector`); nil for plain LoRA.
+    public var magnitude: [Float]?
 
-    public init(r: Int, inFeatures: Int, outFeatures: Int, a: [Float], b: [Float]) {
+    public init(r: Int, inFeatures: Int, outFeatures: Int, a: [Float], b: [Float], magnitude: [Float]? = nil) {
         self.r = r
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         self.a = a
         self.b = b
+        self.magnitude = magnitude
     }
 }
 
@@ -35,7 +38,7 @@ public final class Adapter: @unchecked Sendable {
         self.source = source
     }
 
-    public var trainableParameters: Int { modules.values.reduce(0) { $0 + $1.a.count + $1.b.count } }
+    public var trainableParameters: Int { modules.values.reduce(0) { $0 + $1.a.count + $1.b.count + ($1.magnitude?.count ?? 0) } }
 
     // MARK: creation
 
@@ -75,9 +78,22 @@ public final class Adapter: @unchecked Sendable {
                 for i in a.indices { a[i] = rng.normal() * std }
             }
             let b = [Float](repeating: 0, count: m.outFeatures * r)
-            mods.append((m.name, LoRAWeights(r: r, inFeatures: m.inFeatures, outFeatures: m.outFeatures, a: a, b: b)))
+            // DoRA: m = ‖W + s·B·A‖ per output row = ‖W‖ with B = 0 (PEFT's DoraLinearLayer.update_layer, on the
+            // dequantized weight of a 4-bit model).
+            let mag = config.useDora ? try rowNorms(model: model, module: m) : nil
+            mods.append((m.name, LoRAWeights(r: r, inFeatures: m.inFeatures, outFeatures: m.outFeatures, a: a, b: b, magnitude: mag)))
         }
         return Adapter(config: config, modules: mods, source: "<new adapter>")
+    }
+
+    /// ‖W[o, :]‖₂ of one Linear's weight (dequantized when 4-bit), accumulated in double, rounded to float32.
+    public static func rowNorms(model: ModelDir, module m: LinearModule) throws -> [Float] {
+        let lin = try LinearWeight(name: m.name, store: model.weights, out: m.outFeatures, in: m.inFeatures, hasBias: false)
+        var row = [Float](repeating: 0, count: m.inFeatures)
+        return (0..<m.outFeatures).map { o in
+            row.withUnsafeMutableBufferPointer { lin.expandRows(o..<(o + 1), into: $0.baseAddress!) }
+            return Float(row.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
+        }
     }
 
     // MARK: saving
@@ -88,6 +104,9 @@ public final class Adapter: @unchecked Sendable {
             let w = modules[n]!
             out.append(TensorRecord(name: Adapter.keyPrefix + n + ".lora_A.weight", floats: w.a, shape: [w.r, w.inFeatures]))
             out.append(TensorRecord(name: Adapter.keyPrefix + n + ".lora_B.weight", floats: w.b, shape: [w.outFeatures, w.r]))
+            if let m = w.magnitude {
+                out.append(TensorRecord(name: Adapter.keyPrefix + n + ".lora_magnitude_vector", floats: m, shape: [w.outFeatures]))
+            }
         }
         return out
     }
@@ -160,7 +179,7 @@ public final class Adapter: @unchecked Sendable {
     }
 
     static func fromTensors(_ f: SafetensorsFile, config: LoRAConfig) throws -> Adapter {
-        var a: [String: TensorView] = [:], b: [String: TensorView] = [:]
+        var a: [String: TensorView] = [:], b: [String: TensorView] = [:], mag: [String: TensorView] = [:]
         var order: [String] = []
         for key in f.names {
             var k = key
@@ -174,8 +193,12 @@ public final class Adapter: @unchecked Sendable {
                 let m = String(k.dropLast(".lora_B.weight".count))
                 b[m] = try f.tensor(key)
                 if a[m] == nil { order.append(m) }
-            } else if k.hasSuffix("lora_magnitude_vector") {
-                throw AdapterError.unsupported(source: f.path, feature: "DoRA (\(key))")
+            } else if k.hasSuffix(".lora_magnitude_vector") || k.hasSuffix(".lora_magnitude_vector.weight") {
+                guard config.useDora else {
+                    throw AdapterError.badTensor(source: f.path, tensor: key, reason: "a DoRA magnitude vector, but the config has use_dora false")
+                }
+                let m = String(k.dropLast(k.hasSuffix(".weight") ? ".lora_magnitude_vector.weight".count : ".lora_magnitude_vector".count))
+                mag[m] = try f.tensor(key)
             } else {
                 throw AdapterError.badTensor(source: f.path, tensor: key, reason: "not a LoRA A/B weight")
             }
@@ -190,7 +213,24 @@ public final class Adapter: @unchecked Sendable {
             guard ta.shape[0] == tb.shape[1] else {
                 throw AdapterError.badTensor(source: f.path, tensor: m, reason: "lora_A \(ta.shape) and lora_B \(tb.shape) disagree on the rank")
             }
-            mods.append((m, LoRAWeights(r: ta.shape[0], inFeatures: ta.shape[1], outFeatures: tb.shape[0], a: ta.floats(), b: tb.floats())))
+            var magnitude: [Float]? = nil
+            if config.useDora {
+                guard let tm = mag[m] else {
+                    throw AdapterError.badTensor(source: f.path, tensor: m + ".lora_magnitude_vector", reason: "missing: use_dora is true, so every module needs its magnitude vector")
+                }
+                guard tm.dtype.isFloatingPoint, tm.shape == [tb.shape[0]] else {
+                    throw AdapterError.badTensor(source: f.path, tensor: m + ".lora_magnitude_vector", reason: "must be a floating-point vector of \(tb.shape[0]) (lora_B's rows), found \(tm.dtype.rawValue) \(tm.shape)")
+                }
+                magnitude = tm.floats()
+                guard magnitude!.allSatisfy(\.isFinite) else {
+                    throw AdapterError.badTensor(source: f.path, tensor: m + ".lora_magnitude_vector", reason: "has non-finite values")
+                }
+            }
+            mods.append((m, LoRAWeights(r: ta.shape[0], inFeatures: ta.shape[1], outFeatures: tb.shape[0], a: ta.floats(), b: tb.floats(),
+                                        magnitude: magnitude)))
+        }
+        if let stray = mag.keys.sorted().first(where: { a[$0] == nil }) {
+            throw AdapterError.badTensor(source: f.path, tensor: stray + ".lora_magnitude_vector", reason: "a magnitude vector without lora_A / lora_B")
         }
         if mods.isEmpty { throw AdapterError.badTensor(source: f.path, tensor: "-", reason: "no LoRA weights in the file") }
         mods.sort { $0.0.compare($1.0, options: .numeric) == .orderedAscending }

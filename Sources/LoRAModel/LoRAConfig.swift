@@ -40,6 +40,8 @@ public struct LoRAConfig: Sendable {
     public var dropout: Double
     public var targets: TargetModules
     public var useRslora: Bool
+    /// DoRA (use_dora): each module also has a magnitude vector m [out]; y = m / ‖W + s·B·A‖_row ⊙ (W·x + s·B·A·x) + b.
+    public var useDora = false
     public var initLoraWeights: JSONValue       // true (kaiming), "gaussian", false, ...
     public var rankPattern: [(pattern: String, value: Int)]
     public var alphaPattern: [(pattern: String, value: Double)]
@@ -113,6 +115,7 @@ public struct LoRAConfig: Sendable {
         set("lora_alpha", alpha.rounded() == alpha && abs(alpha) < 1e15 ? .int(Int64(alpha)) : .double(alpha))
         set("lora_dropout", .double(dropout))
         set("use_rslora", .bool(useRslora))
+        set("use_dora", .bool(useDora))
         set("init_lora_weights", initLoraWeights)
         set("base_model_name_or_path", baseModelNameOrPath.map { .string($0) } ?? .null)
         switch targets {
@@ -156,7 +159,7 @@ public struct LoRAConfig: Sendable {
         // Every use_* switch is a boolean; the ones we do not implement must be off.
         for (k, v) in o.entries where k.hasPrefix("use_") && !v.isNull {
             guard let on = v.boolValue else { throw bad("\(k) must be true or false (found \(v.serialized()))") }
-            if on && k != "use_rslora" {
+            if on && k != "use_rslora" && k != "use_dora" {
                 throw AdapterError.unsupported(source: source, feature: k == "use_dora" ? "DoRA (use_dora: true)" : "\(k): true")
             }
         }
@@ -181,6 +184,7 @@ public struct LoRAConfig: Sendable {
                            useRslora: o["use_rslora"]?.boolValue ?? false,
                            initLoraWeights: o["init_lora_weights"] ?? .bool(true),
                            baseModelNameOrPath: o["base_model_name_or_path"]?.stringValue)
+        c.useDora = o["use_dora"]?.boolValue ?? false
         if let rp = o["rank_pattern"]?.objectValue {
             for (k, v) in rp.entries {
                 guard let i = v.intValue, i >= 1, i <= LoRAConfig.maxRank else { throw bad("rank_pattern[\(k)] must be an integer in 1...\(LoRAConfig.maxRank)") }

@@ -131,8 +131,10 @@ public enum Checkpoint {
         }
     }
 
-    /// "model.layers.0.self_attn.q_proj.a" → "model.layers.0.self_attn.q_proj.lora_A.weight"
+    /// "model.layers.0.self_attn.q_proj.a" → "model.layers.0.self_attn.q_proj.lora_A.weight" (".b": lora_B;
+    /// ".magnitude": DoRA's lora_magnitude_vector)
     static func paramName(_ key: String) -> String {
+        if key.hasSuffix(".magnitude") { return String(key.dropLast(".magnitude".count)) + ".lora_magnitude_vector" }
         let module = String(key.dropLast(2))
         return module + (key.hasSuffix(".a") ? ".lora_A.weight" : ".lora_B.weight")
     }
@@ -167,11 +169,12 @@ public enum Checkpoint {
             }
             opt.step = s
             for n in adapter.moduleNames {
-                for (w, key) in [("lora_A", n + ".a"), ("lora_B", n + ".b")] {
-                    let m = try f.tensor("\(n).\(w).weight.exp_avg"), v = try f.tensor("\(n).\(w).weight.exp_avg_sq")
-                    let count = w == "lora_A" ? adapter.modules[n]!.a.count : adapter.modules[n]!.b.count
+                let mod = adapter.modules[n]!
+                for (w, key, count) in [(".lora_A.weight", n + ".a", mod.a.count), (".lora_B.weight", n + ".b", mod.b.count)]
+                    + (mod.magnitude.map { [(".lora_magnitude_vector", n + ".magnitude", $0.count)] } ?? []) {
+                    let m = try f.tensor("\(n)\(w).exp_avg"), v = try f.tensor("\(n)\(w).exp_avg_sq")
                     guard m.dtype == .F32, v.dtype == .F32, m.numel == count, v.numel == count else {
-                        throw CheckpointError.corrupt(path: path, reason: "optimizer moments of \(n).\(w) have the wrong shape")
+                        throw CheckpointError.corrupt(path: path, reason: "optimizer moments of \(n)\(w) have the wrong shape")
                     }
                     opt.m[key] = m.floats()
                     opt.v[key] = v.floats()

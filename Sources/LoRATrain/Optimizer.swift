@@ -42,12 +42,12 @@ public enum AdamW {
     /// min(1, maxNorm / (total + 1e-6)). Returns the pre-clip total norm.
     @discardableResult
     public static func clipGradNorm(_ g: LoRAGradients, maxNorm: Double) -> Float {
-        var norms: [Float] = []
-        for k in g.a.keys.sorted() { norms.append(l2(g.a[k]!)); norms.append(l2(g.b[k]!)) }
-        let total = l2(norms)
+        let keys = g.orderedKeys
+        let total = l2(keys.map { l2(g[$0.module, $0.which]) })
         guard maxNorm > 0 else { return total }
         let coef = min(Float(1), Float(maxNorm) / (total + 1e-6))
         for k in g.a.keys { scale(&g.a[k]!, coef); scale(&g.b[k]!, coef) }
+        for k in g.m.keys { scale(&g.m[k]!, coef) }
         return total
     }
 
@@ -97,15 +97,16 @@ public enum AdamW {
         state.step += 1
         for name in model.lora.keys.sorted() {
             var l = model.lora[name]!
-            for which in ["a", "b"] {
+            // DoRA's magnitude vector is one more parameter at the base lr (PEFT's LoRA+ groups put it with A).
+            for which in l.magnitude == nil ? ["a", "b"] : ["a", "b", "magnitude"] {
                 let key = name + "." + which
-                let g = which == "a" ? grads.a[name]! : grads.b[name]!
+                let g = grads[name, which == "magnitude" ? "m" : which]
                 var m = state.m[key] ?? [Float](repeating: 0, count: g.count)
                 var v = state.v[key] ?? [Float](repeating: 0, count: g.count)
-                if which == "a" {
-                    update(params: &l.a, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
-                } else {
-                    update(params: &l.b, grad: g, m: &m, v: &v, step: state.step, lr: lr * loraplusLrRatio, config: config)
+                switch which {
+                case "a": update(params: &l.a, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
+                case "b": update(params: &l.b, grad: g, m: &m, v: &v, step: state.step, lr: lr * loraplusLrRatio, config: config)
+                default: update(params: &l.magnitude!, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
                 }
                 state.m[key] = m
                 state.v[key] = v

@@ -122,7 +122,7 @@ public final class Trainer {
     public func currentAdapter() -> Adapter {
         let mods = model.lora.keys.sorted { $0.compare($1, options: .numeric) == .orderedAscending }.map { n -> (String, LoRAWeights) in
             let l = model.lora[n]!
-            return (n, LoRAWeights(r: l.r, inFeatures: l.a.count / l.r, outFeatures: l.b.count / l.r, a: l.a, b: l.b))
+            return (n, LoRAWeights(r: l.r, inFeatures: l.a.count / l.r, outFeatures: l.b.count / l.r, a: l.a, b: l.b, magnitude: l.magnitude))
         }
         return Adapter(config: adapterConfig, modules: mods, source: "<training>")
     }
@@ -142,11 +142,12 @@ public final class Trainer {
         for n in adapter.moduleNames {
             guard var l = model.lora[n] else { throw CheckpointError.foreign(path: path, reason: "module \(n) is not in this run's adapter") }
             let w = adapter.modules[n]!
-            guard w.a.count == l.a.count, w.b.count == l.b.count else {
+            guard w.a.count == l.a.count, w.b.count == l.b.count, (w.magnitude == nil) == (l.magnitude == nil) else {
                 throw CheckpointError.foreign(path: path, reason: "module \(n) has another shape")
             }
             l.a = w.a
             l.b = w.b
+            l.magnitude = w.magnitude
             model.setLoRA(n, l)
         }
         optimizer = opt
@@ -177,6 +178,7 @@ public final class Trainer {
             let l = model.lora[n]!
             l.a.withUnsafeBytes { f.add($0) }
             l.b.withUnsafeBytes { f.add($0) }
+            l.magnitude?.withUnsafeBytes { f.add($0) }
         }
         let h = Double(f.raw & ((1 << 52) - 1))
         var buf = [h, -h]
@@ -269,10 +271,10 @@ public final class Trainer {
         }
         // One flat buffer: every A and B gradient (modules in sorted order), then the NLL as two floats (high and low
         // parts, so the sum keeps about 48 bits), then the stop flag.
-        let keys = grads.a.keys.sorted()
+        let keys = grads.orderedKeys
         var flat: [Float] = []
-        flat.reserveCapacity(keys.reduce(3) { $0 + grads.a[$1]!.count + grads.b[$1]!.count })
-        for k in keys { flat += grads.a[k]!; flat += grads.b[k]! }
+        flat.reserveCapacity(keys.reduce(3) { $0 + grads[$1.module, $1.which].count })
+        for k in keys { flat += grads[k.module, k.which] }
         let hi = Float(nll)
         flat.append(hi)
         flat.append(Float(nll - Double(hi)))
@@ -280,11 +282,9 @@ public final class Trainer {
         try w.sum(&flat)
         var o = 0
         for k in keys {
-            let na = grads.a[k]!.count, nb = grads.b[k]!.count
-            grads.a[k]!.withUnsafeMutableBufferPointer { p in for i in 0..<na { p[i] = flat[o + i] } }
-            o += na
-            grads.b[k]!.withUnsafeMutableBufferPointer { p in for i in 0..<nb { p[i] = flat[o + i] } }
-            o += nb
+            let n = grads[k.module, k.which].count
+            grads[k.module, k.which] = Array(flat[o..<(o + n)])
+            o += n
         }
         stopAgreed = flat[o + 2] > 0
         let nllAll = Double(flat[o]) + Double(flat[o + 1])

@@ -37,6 +37,9 @@ struct Init: ParsableCommand {
     @Flag(help: "Rank-stabilized scaling alpha/√r instead of alpha/r.")
     var rslora = false
 
+    @Flag(help: "DoRA (use_dora): each module also gets a magnitude vector m = ‖W‖ per output row; trains with dropout 0.")
+    var dora = false
+
     @Option(name: .customLong("init"), help: """
         Initialization: kaiming or gaussian (A random, B = 0: the adapted model starts equal to the base), or \
         pissa, pissa_niter_N or olora (the adapter takes the weight's principal part; needs --residual-model). \
@@ -64,7 +67,9 @@ struct Init: ParsableCommand {
         // Each value: the flag, else the run config's lora section, else the default.
         let rank = try self.rank ?? file?.int("rank") ?? Defaults.rank
         let alpha = try self.alpha ?? file?.double("alpha")
-        let dropout = try self.dropout ?? file?.double("dropout") ?? Defaults.dropout
+        let dora = try self.dora || (file?.bool("dora") ?? false)
+        // DoRA trains without dropout (lora-train refuses it), so its default is 0.
+        let dropout = try self.dropout ?? file?.double("dropout") ?? (dora ? 0 : Defaults.dropout)
         let m = try ModelDir(path: model)
         try m.validate()
         // The default names the attention Linears: q/k/v/o, or phi3's fused qkv_proj and o_proj.
@@ -81,7 +86,11 @@ struct Init: ParsableCommand {
             }
             initMode = v
         }
+        if dora && dropout > 0 {
+            throw UsageError("--dora with dropout \(dropout): DoRA trains with dropout 0 here (PEFT's DoRA multiplies the base weight a second time by the dropped-out input); drop --dropout")
+        }
         if let method = residual {
+            guard !dora else { throw UsageError("--dora with --init \(method) is not supported; use one of them") }
             guard let rm = residualModel else {
                 throw UsageError("--init \(method) moves part of each targeted weight into the adapter; name the folder for the residual model with --residual-model DIR")
             }
@@ -101,9 +110,10 @@ struct Init: ParsableCommand {
             throw UsageError("\(origin)targets must be a comma list of module names such as q_proj,v_proj, or all-linear")
         }
         let t: TargetModules = names == ["all-linear"] ? .allLinear : .names(names)
-        let cfg = LoRAConfig(r: rank, alpha: alpha ?? Defaults.alpha(rank: rank), dropout: dropout, targets: t,
+        var cfg = LoRAConfig(r: rank, alpha: alpha ?? Defaults.alpha(rank: rank), dropout: dropout, targets: t,
                              useRslora: rslora, initLoraWeights: initMode == .kaiming ? .bool(true) : .string("gaussian"),
                              baseModelNameOrPath: baseName ?? model)
+        cfg.useDora = dora
         if case .names(let ns) = t {
             // A name that matches nothing next to names that do is most often another family's module name.
             let linears = try m.linearModules()
@@ -147,6 +157,7 @@ struct Init: ParsableCommand {
         o["lora_alpha"] = .double(cfg.alpha)
         o["scaling"] = .double(cfg.scaling(for: ""))
         o["quantized_base"] = .bool(m.isQuantized)
+        o["use_dora"] = .bool(dora)
         o["init"] = .string(initName)
         if let rs = residualSummary {
             o["residual_model"] = .string(residualModel!)
