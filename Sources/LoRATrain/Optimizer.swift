@@ -97,7 +97,8 @@ public enum AdamW {
         state.step += 1
         for name in model.lora.keys.sorted() {
             var l = model.lora[name]!
-            // DoRA's magnitude vector is one more parameter at the base lr (PEFT's LoRA+ groups put it with A).
+            // DoRA's magnitude vector is one more parameter; PEFT's create_loraplus_optimizer puts every 1-D parameter
+            // in B's group, so under LoRA+ it moves at lr × ratio too.
             for which in l.magnitude == nil ? ["a", "b"] : ["a", "b", "magnitude"] {
                 let key = name + "." + which
                 let g = grads[name, which == "magnitude" ? "m" : which]
@@ -106,7 +107,7 @@ public enum AdamW {
                 switch which {
                 case "a": update(params: &l.a, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
                 case "b": update(params: &l.b, grad: g, m: &m, v: &v, step: state.step, lr: lr * loraplusLrRatio, config: config)
-                default: update(params: &l.magnitude!, grad: g, m: &m, v: &v, step: state.step, lr: lr, config: config)
+                default: update(params: &l.magnitude!, grad: g, m: &m, v: &v, step: state.step, lr: lr * loraplusLrRatio, config: config)
                 }
                 state.m[key] = m
                 state.v[key] = v

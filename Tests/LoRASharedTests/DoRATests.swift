@@ -92,6 +92,21 @@ final class DoRATests: XCTestCase {
         }
     }
 
+    /// LoRA+ moves the magnitude at B's rate (PEFT's create_loraplus_optimizer puts 1-D parameters in B's group).
+    func testLoRAPlusMovesTheMagnitudeAtBsRate() throws {
+        let (tr1, _, batch, _) = try load("dora-llama", model: "forward/llama-gqa-tied/model")
+        let (tr2, _, _, _) = try load("dora-llama", model: "forward/llama-gqa-tied/model")
+        let g = LoRAGradients(for: tr1.lora)
+        _ = try tr1.trainStep(batch, lossScale: 0.05, grads: g)
+        let lr = 1.0 / 1024
+        AdamW.step(model: tr1, grads: g, state: AdamWState(), lr: lr, config: AdamWConfig(), loraplusLrRatio: 4)
+        AdamW.step(model: tr2, grads: g, state: AdamWState(), lr: 4 * lr, config: AdamWConfig())
+        for n in tr1.lora.keys {
+            XCTAssertEqual(tr1.lora[n]!.magnitude!, tr2.lora[n]!.magnitude!, n)
+            XCTAssertEqual(tr1.lora[n]!.b, tr2.lora[n]!.b, n)
+        }
+    }
+
     func testDecodeMatchesGenerate() throws {
         for (name, model) in DoRATests.cases {
             let (tr, m, _, _) = try load(name, model: model)
