@@ -24,6 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "LoRASharedTests", "Fixtures", "chat")
 SMOLLM2_CONFIG = "/work/main/models/smollm2-135m-instruct/tokenizer_config.json"
 
+# Qwen/Qwen3-0.6B's chat_template, verbatim (Apache-2.0), kept in its own file for readability.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "chat_templates", "qwen3.jinja")) as _f:
+    QWEN3_TEMPLATE = _f.read()
+
 # Each template verbatim, one source line per string (a trailing "\n" marks a line break in the template).
 TEMPLATES = {
     # HuggingFaceTB/SmolLM2-135M-Instruct
@@ -475,6 +479,69 @@ TEMPLATES = {
         "' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n"
         "'}}{% endif %}"
     ),
+    # microsoft/Phi-3.5-mini-instruct (the same template as Phi-3-mini-4k/128k-instruct's current one)
+    'phi3.5': (
+        "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n"
+        "' + message['content'] + '<|end|>\n"
+        "'}}{% elif message['role'] == 'user' %}{{'<|user|>\n"
+        "' + message['content'] + '<|end|>\n"
+        "'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n"
+        "' + message['content'] + '<|end|>\n"
+        "'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n"
+        "' }}{% else %}{{ eos_token }}{% endif %}"
+    ),
+    # google/gemma-3-1b-it (the system message becomes a prefix of the first user turn; content lists of parts)
+    'gemma3': (
+        "{{ bos_token }}\n"
+        "{%- if messages[0]['role'] == 'system' -%}\n"
+        "    {%- if messages[0]['content'] is string -%}\n"
+        "        {%- set first_user_prefix = messages[0]['content'] + '\n"
+        "\n"
+        "' -%}\n"
+        "    {%- else -%}\n"
+        "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n"
+        "\n"
+        "' -%}\n"
+        "    {%- endif -%}\n"
+        "    {%- set loop_messages = messages[1:] -%}\n"
+        "{%- else -%}\n"
+        "    {%- set first_user_prefix = \"\" -%}\n"
+        "    {%- set loop_messages = messages -%}\n"
+        "{%- endif -%}\n"
+        "{%- for message in loop_messages -%}\n"
+        "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+        "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n"
+        "    {%- endif -%}\n"
+        "    {%- if (message['role'] == 'assistant') -%}\n"
+        "        {%- set role = \"model\" -%}\n"
+        "    {%- else -%}\n"
+        "        {%- set role = message['role'] -%}\n"
+        "    {%- endif -%}\n"
+        "    {{ '<start_of_turn>' + role + '\n"
+        "' + (first_user_prefix if loop.first else \"\") }}\n"
+        "    {%- if message['content'] is string -%}\n"
+        "        {{ message['content'] | trim }}\n"
+        "    {%- elif message['content'] is iterable -%}\n"
+        "        {%- for item in message['content'] -%}\n"
+        "            {%- if item['type'] == 'image' -%}\n"
+        "                {{ '<start_of_image>' }}\n"
+        "            {%- elif item['type'] == 'text' -%}\n"
+        "                {{ item['text'] | trim }}\n"
+        "            {%- endif -%}\n"
+        "        {%- endfor -%}\n"
+        "    {%- else -%}\n"
+        "        {{ raise_exception(\"Invalid content type\") }}\n"
+        "    {%- endif -%}\n"
+        "    {{ '<end_of_turn>\n"
+        "' }}\n"
+        "{%- endfor -%}\n"
+        "{%- if add_generation_prompt -%}\n"
+        "    {{'<start_of_turn>model\n"
+        "'}}\n"
+        "{%- endif -%}\n"
+    ),
+    # Qwen/Qwen3-0.6B (the same template across Qwen3-1.7B … 8B): thinking blocks, tools
+    'qwen3': QWEN3_TEMPLATE,
 }
 
 # Special tokens each model's tokenizer passes to its template (apply_chat_template adds special_tokens_map).
@@ -490,6 +557,9 @@ SPECIAL = {
     "tinyllama": {"bos_token": "<s>", "eos_token": "</s>"},
     "chatml": {},
     "gemma2": {"bos_token": "<bos>", "eos_token": "<eos>"},
+    "phi3.5": {"bos_token": "<s>", "eos_token": "<|endoftext|>"},
+    "gemma3": {"bos_token": "<bos>", "eos_token": "<eos>"},
+    "qwen3": {"eos_token": "<|im_end|>"},
 }
 
 # The fixed "now" every case is rendered at: an instant (seconds since the epoch) that strftime_now formats as
@@ -582,7 +652,24 @@ def cases_for(tpl):
                                        {"role": "assistant", "tool_calls": [{"function": {"name": "brave_search", "arguments": {"query": "swift jinja"}}}]},
                                        {"role": "ipython", "content": "results"}], True,
                      builtin_tools=["brave_search", "code_interpreter", "wolfram_alpha"], date_string="26 Jul 2024")]
-    if tpl in ("mistral-v0.1", "mistral-v0.3", "gemma2"):
+    if tpl == "qwen3":
+        think = A("<think>\nLet me add.\n</think>\n\n4.")
+        out += [case("tools/no_system", TOOL_CHAT, False, TOOLS),
+                case("tools/system", [S("You are a weather bot.")] + TOOL_CHAT + [U("Thanks")], True, TOOLS),
+                case("tools/two_results", [U("Time and weather?"), CALL_STR_ARGS,
+                                           {"role": "tool", "content": "12:00"}, {"role": "tool", "content": "rain"}], True, TOOLS),
+                case("thinking/disabled", [U("Hi")], True, enable_thinking=False),
+                case("thinking/enabled", [U("Hi")], True, enable_thinking=True),
+                case("thinking/in_content_last", [U("What is 2+2?"), think], False),
+                case("thinking/in_content_history", [U("What is 2+2?"), think, U("And 3+3?")], True),
+                case("thinking/reasoning_content", [U("What is 2+2?"), {"role": "assistant", "content": "4.", "reasoning_content": "Add."}], False),
+                case("thinking/after_tool_response", [U("Weather?"), CALL, RESULT,
+                                                      A("<think>\nIt said clear.\n</think>\nClear.")], False, TOOLS)]
+    if tpl == "gemma3":
+        out += [case("system_prefix_parts", [{"role": "system", "content": [{"type": "text", "text": "Be terse."}]},
+                                             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " Describe "}]}], True),
+                case("error/content_type", [{"role": "user", "content": 5}], True)]
+    if tpl in ("mistral-v0.1", "mistral-v0.3", "gemma2", "gemma3"):
         out += [case("error/two_users", [U("a"), U("b")], True),
                 case("error/assistant_first", [A("a"), U("b")], True)]
     if tpl == "mistral-v0.1":
