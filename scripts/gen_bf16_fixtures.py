@@ -3,7 +3,7 @@
 PyTorch with bf16 frozen-weight products, for `--compute-dtype bf16` (Sources/LoRAEngine/LoRALinear.swift).
 
 Run from the repository root, AFTER scripts/gen_model_fixtures.py and scripts/gen_grad_fixtures.py:
-    .venv/bin/python scripts/gen_bf16_fixtures.py
+    .venv/bin/python scripts/gen_bf16_fixtures.py [CASE ...]
 
 For each case in CASES, reads Tests/LoRASharedTests/Fixtures/forward/<case>/{model,adapter,io.safetensors} and
 writes <case>/bf16.safetensors with two references:
@@ -42,7 +42,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-CASES = ["llama-gqa-tied", "qwen2-bias", "llama-nf4"]
+CASES = ["llama-gqa-tied", "qwen2-bias", "llama-nf4",
+         # the families of scripts/gen_family_fixtures.py (run that first): q/k norms, fused projections, sliding
+         # windows, LongRoPE, gemma's sandwich norms, GeGLU and soft-capping
+         "qwen3-qknorm", "qwen3-tied-sliding", "mistral-sliding", "phi3-fused", "phi3-longrope-partial",
+         "gemma2-softcap", "gemma3-local-rope"]
 
 
 def bf(t):
@@ -93,8 +97,13 @@ def run(pm, params, io, autocast):
 
 
 def main():
-    meta = {"versions": {"torch": torch.__version__}, "cases": {}}
+    only = set(sys.argv[1:])  # case names to (re)build; all when none given
+    meta_path = gg.OUT / "bf16_meta.json"
+    meta = json.loads(meta_path.read_text()) if only and meta_path.exists() else {"cases": {}}
+    meta["versions"] = {"torch": torch.__version__}
     for name in CASES:
+        if only and name not in only:
+            continue
         case = gg.OUT / name
         io = load_file(str(case / "io.safetensors"))
         ref32 = load_file(str(case / "grads.safetensors"))
@@ -124,7 +133,7 @@ def main():
         save_file(out, str(case / "bf16.safetensors"), metadata={"format": "pt"})
         meta["cases"][name] = m
         print(name, json.dumps(m))
-    (gg.OUT / "bf16_meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ final class ComputeDTypeTests: XCTestCase {
     static let emulated = ComputeChoice(dtype: .bf16, backend: .emulated)
 
     /// Against `*_ops` (the same bf16-operand products in torch, another summation order): a different fp32 sum
-    /// can round an activation to the neighbouring bf16 value (2⁻⁸ relative), so logits agree to ~1e-3, not 1e-6.
-    static let opsLogitTolerance: Float = 2e-3
+    /// can round an activation to the neighbouring bf16 value (2⁻⁸ relative), so logits agree to ~1e-3, not 1e-6 —
+    /// relative to the logits' scale, max(1, max |logit|) (the family fixtures' logits reach 2.2–4.6).
+    static let opsLogitTolerance: Float = 3e-3
     static let opsLossTolerance = 2e-4
     static let opsGradTolerance: Float = 5e-3   // max |Δg| / max |g|
-    /// Against torch.autocast bf16 (every Linear output and the LoRA path rounded to bf16 too).
+    /// Against torch.autocast bf16 (every Linear output and the LoRA path rounded to bf16 too): within these, or
+    /// within twice autocast's own distance from fp32 where that is larger (models with larger activations).
     static let autocastLogitTolerance: Float = 1e-2
     static let autocastLossTolerance = 1e-3
     static let autocastGradTolerance: Float = 2e-2
@@ -41,15 +43,20 @@ final class ComputeDTypeTests: XCTestCase {
     }
 
     func check(_ name: String) throws {
-        let (tr, batch, _, ref) = try load(name)
+        let (tr, batch, io, ref) = try load(name)
+        let f32Logits = try io.tensor("logits_lora").floats(), f32Loss = Double(try io.tensor("loss_lora").floats()[0])
+        let scale = max(1, f32Logits.map(abs).max()!)
         tr.compute = ComputeDTypeTests.emulated
         let out = try tr.forward(batch, wantLogits: true)
         let loss = out.nllSum / Double(out.tokens)
         let g = LoRAGradients(for: tr.lora)
         _ = try tr.trainStep(batch, lossScale: 1 / Float(out.tokens), grads: g)
-        for (kind, lt, losst, gt) in [("ops", ComputeDTypeTests.opsLogitTolerance, ComputeDTypeTests.opsLossTolerance, ComputeDTypeTests.opsGradTolerance),
-                                      ("autocast", ComputeDTypeTests.autocastLogitTolerance, ComputeDTypeTests.autocastLossTolerance,
-                                       ComputeDTypeTests.autocastGradTolerance)] {
+        let autocastLogits = try ref.tensor("logits_autocast").floats()
+        let autocastLoss = Double(try ref.tensor("loss_autocast").floats()[0])
+        let bandLogits = 2 * maxAbsDiff(autocastLogits, f32Logits), bandLoss = 2 * abs(autocastLoss - f32Loss)
+        for (kind, lt, losst, gt) in [("ops", ComputeDTypeTests.opsLogitTolerance * scale, ComputeDTypeTests.opsLossTolerance, ComputeDTypeTests.opsGradTolerance),
+                                      ("autocast", max(ComputeDTypeTests.autocastLogitTolerance, bandLogits),
+                                       max(ComputeDTypeTests.autocastLossTolerance, bandLoss), ComputeDTypeTests.autocastGradTolerance)] {
             let dl = maxAbsDiff(out.logits!, try ref.tensor("logits_" + kind).floats())
             let refLoss = Double(try ref.tensor("loss_" + kind).floats()[0])
             var gmax: Float = 0, gdiff: Float = 0
@@ -70,6 +77,11 @@ final class ComputeDTypeTests: XCTestCase {
     func testLlamaMatchesTorchBF16() throws { try check("llama-gqa-tied") }
     func testQwen2BiasMatchesTorchBF16() throws { try check("qwen2-bias") }
     func testNF4MatchesTorchBF16() throws { try check("llama-nf4") }
+    /// The families of FamilyParityTests in bf16 compute (fixtures from gen_bf16_fixtures.py after gen_family_fixtures.py).
+    func testFamiliesMatchTorchBF16() throws {
+        for c in ["qwen3-qknorm", "qwen3-tied-sliding", "mistral-sliding", "phi3-fused", "phi3-longrope-partial",
+                  "gemma2-softcap", "gemma3-local-rope"] { try check(c) }
+    }
 
     /// bf16 is not f32 (the products really are rounded), and f32 after bf16 is f32 again (no state left over).
     func testSwitchingBackToF32IsExact() throws {
