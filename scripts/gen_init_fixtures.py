@@ -2,8 +2,8 @@
 """Parity fixtures for lora-init's PiSSA and OLoRA initializations (issue 15): PEFT's
 get_peft_model(model, LoraConfig(init_lora_weights="pissa" | "olora", ...)) on the tiny forward-fixture models.
 
-Run from the repository root:  .venv/bin/python scripts/gen_init_fixtures.py
-(.venv: python3 -m venv .venv && .venv/bin/pip install torch transformers peft safetensors)
+Run from the repository root:  .venv/bin/python scripts/gen_init_fixtures.py [CASE ...]
+(.venv: python3 -m venv .venv && .venv/bin/pip install torch transformers peft safetensors bitsandbytes)
 
 Writes (replacing) Tests/LoRASharedTests/Fixtures/init/<case>/:
   adapter/             the initialized adapter as PEFT's PiSSA example saves it: init_lora_weights set back to True
@@ -102,9 +102,78 @@ def build(name, model_rel, lora_kw):
     print(name, len(residual), "modules")
 
 
+# LoftQ: PEFT's loftq_init (peft/utils/loftq_utils.py) hard-codes a CUDA/XPU device, so this runs the same steps on
+# the CPU with the same calls: bitsandbytes' Params4bit-equivalent quantize_4bit (nf4, blocksize 64, no double
+# quantization) and dequantize_4bit, peft's own _low_rank_decomposition (torch.linalg.svd), the same alternation.
+LOFTQ_CASES = {
+    "loftq-f32": ("forward/llama-gqa-tied/model", dict(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj", "down_proj"]), 1),
+    "loftq-iter3": ("forward/llama-gqa-tied/model", dict(r=4, lora_alpha=4, target_modules=["o_proj", "up_proj"]), 3),
+}
+
+
+def loftq_cpu(weight, reduced_rank, num_iter):
+    import bitsandbytes.functional as bf
+    from peft.utils.loftq_utils import _low_rank_decomposition
+    dtype = weight.dtype
+    weight = weight.to(torch.float32)
+    res = weight.clone()
+    for i in range(num_iter):
+        q, state = bf.quantize_4bit(res, blocksize=64, compress_statistics=False, quant_type="nf4")
+        dequantized = bf.dequantize_4bit(q, state)
+        res = weight - dequantized
+        out = _low_rank_decomposition(res, reduced_rank=reduced_rank)
+        L, R = out["L"], out["R"]
+        if i + 1 == num_iter:
+            break
+        res = weight - torch.mm(L, R)
+    return dequantized.to(dtype), R, L
+
+
+def build_loftq(name, model_rel, lora_kw, iters):
+    import bitsandbytes
+    case = OUT / name
+    if case.exists():
+        shutil.rmtree(case)
+    (case / "adapter").mkdir(parents=True)
+    src = FIX / model_rel
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    cfg = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **lora_kw)
+    pm = get_peft_model(model, cfg)
+    residual, tensors = {}, {}
+    with torch.no_grad():
+        for n, mod in pm.named_modules():
+            if hasattr(mod, "base_layer") and hasattr(mod, "lora_A"):
+                q, a, b = loftq_cpu(mod.base_layer.weight, mod.r["default"], iters)
+                mod.lora_A["default"].weight.copy_(a)
+                mod.lora_B["default"].weight.copy_(b)
+                mod.base_layer.weight.copy_(q)
+                key = n.replace("base_model.model.", "", 1)
+                residual[key + ".weight"] = q.contiguous().clone()
+    with tempfile.TemporaryDirectory() as td:
+        pm.save_pretrained(td)
+        for fn in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copyfile(Path(td) / fn, case / "adapter" / fn)
+    ac = json.loads((case / "adapter" / "adapter_config.json").read_text())
+    ac["base_model_name_or_path"] = model_rel
+    (case / "adapter" / "adapter_config.json").write_text(json.dumps(ac, indent=2, sort_keys=True) + "\n")
+    save_file(residual, str(case / "residual.safetensors"), metadata={"format": "pt"})
+    meta = {"case": name, "versions": {**VERSIONS, "bitsandbytes": bitsandbytes.__version__}, "model": model_rel,
+            "lora": lora_kw, "loftq_iter": iters, "generator": "PYTHONHASHSEED=0 .venv/bin/python scripts/gen_init_fixtures.py",
+            "calls": {"init": "peft loftq_init's steps on the CPU: bitsandbytes.functional.quantize_4bit(res, blocksize=64, "
+                              "compress_statistics=False, quant_type='nf4'), dequantize_4bit, peft _low_rank_decomposition",
+                      "residual": "the dequantized NF4 weight Q of every LoRA layer"}}
+    (case / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(name, len(residual), "modules")
+
+
 def main():
+    only = set(sys.argv[1:])  # case names to (re)build; all when none given
     for name, (model_rel, kw) in CASES.items():
-        build(name, model_rel, kw)
+        if not only or name in only:
+            build(name, model_rel, kw)
+    for name, (model_rel, kw, iters) in LOFTQ_CASES.items():
+        if not only or name in only:
+            build_loftq(name, model_rel, kw, iters)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ public enum RunConfig {
             "module names matched as PEFT does, or all-linear"),
         Key("lora", "rslora", .bool, initTool, "false", "rank-stabilized scaling alpha/√r"),
         Key("lora", "dora", .bool, initTool, "false", "DoRA: a magnitude vector per module (use_dora)"),
-        Key("lora", "init", .string, initTool, "kaiming", "initialization: kaiming, gaussian, pissa, pissa_niter_N or olora"),
+        Key("lora", "init", .string, initTool, "kaiming", "initialization: kaiming, gaussian, pissa, pissa_niter_N, olora, loftq or loftq_iter_N"),
         Key("data", "train", .string, train, flag: "data", flat: "data", nil,
             "training data: JSONL (JSON array, gzip), or a folder with train.jsonl, valid.jsonl, test.jsonl"),
         Key("data", "valid", .string, train, nil, "validation data (default: the data folder's valid.jsonl)"),

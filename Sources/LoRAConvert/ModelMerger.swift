@@ -116,6 +116,20 @@ public enum ModelMerger {
         return s
     }
 
+    /// `model` with some Linears' weights rewritten (fp32, in place, one tensor at a time), every other tensor copied
+    /// byte for byte; written under a temporary name and renamed to `output`.
+    static func rewritten(model: ModelDir, output: String, replace: Bool, rewrite: [String: (inout [Float]) throws -> Void]) throws -> MergeSummary {
+        if FileManager.default.fileExists(atPath: output) && !replace {
+            throw FileError.cannotWrite(path: output, reason: "already exists; choose another path or pass --force")
+        }
+        var o = MergeOptions()
+        o.replace = replace
+        let dir = try AtomicDirectory(path: output)
+        let s = try write(base: model, adapters: [], into: dir.tempPath, options: o, progress: nil, rewrite: rewrite)
+        try dir.commit(replace: replace)
+        return s
+    }
+
     /// Quantizes one Linear of `full` with the 4-bit model's settings and compares the packed bytes: a cheap
     /// check that the 4-bit model was made from this full-precision one.
     static func checkQuantizedFrom(_ full: ModelDir, quantized: ModelDir, module: String, warn: (String) -> Void) throws {
@@ -150,12 +164,15 @@ public enum ModelMerger {
         return any
     }
 
+    /// `rewrite[module]`, when given, replaces that Linear's fp32 weight in place instead of an adapter delta (lora-init
+    /// --init loftq writes its quantized weights through it, one tensor at a time).
     static func write(base: ModelDir, adapters: [MergeInput], into dir: String, options: MergeOptions,
-                      progress: ((Int, Int, String) -> Void)?) throws -> MergeSummary {
+                      progress: ((Int, Int, String) -> Void)?,
+                      rewrite: [String: (inout [Float]) throws -> Void] = [:]) throws -> MergeSummary {
         let store = base.weights
         let linears = try base.linearModules()
         let byWeight = Dictionary(uniqueKeysWithValues: linears.map { ($0.name + ".weight", $0) })
-        let targeted = Set(adapters.flatMap { $0.adapter.moduleNames })
+        let targeted = Set(adapters.flatMap { $0.adapter.moduleNames }).union(rewrite.keys)
         // Companion tensors of 4-bit weights (absmax, quant_map, quant_state, ...) are not part of the output.
         let quantizedWeights = linears.filter(\.quantized).map { $0.name + ".weight" }
         let companions = Set(store.names.filter { n in quantizedWeights.contains { n.hasPrefix($0 + ".") } })
@@ -187,7 +204,10 @@ public enum ModelMerger {
                     let n = lin.outFeatures * lin.inFeatures
                     var w = [Float](repeating: 0, count: n)
                     w.withUnsafeMutableBufferPointer { weight.expand(into: $0.baseAddress!) }
-                    if isTarget {
+                    if let r = rewrite[lin.name] {
+                        try r(&w)
+                        st.s.mergedModules += 1
+                    } else if isTarget {
                         var d = [Float](repeating: 0, count: n)
                         let any = d.withUnsafeMutableBufferPointer {
                             delta(lin.name, adapters: adapters, out: lin.outFeatures, in: lin.inFeatures, into: $0.baseAddress!)

@@ -13,16 +13,24 @@ public enum ResidualInitMethod: Equatable, Sendable, CustomStringConvertible {
     case pissa
     case pissaNiter(Int)
     case olora
+    /// LoftQ with N alternations of NF4 quantization and SVD (PEFT's loftq_config loftq_iter; "loftq" is 1).
+    case loftq(iterations: Int)
 
-    /// PEFT's init_lora_weights spelling: "pissa", "pissa_niter_N", "olora".
+    /// PEFT's init_lora_weights spelling: "pissa", "pissa_niter_N", "olora", "loftq" (and "loftq_iter_N" for
+    /// loftq_config's loftq_iter).
     public init?(_ s: String) {
         switch s {
         case "pissa": self = .pissa
         case "olora": self = .olora
+        case "loftq": self = .loftq(iterations: 1)
         default:
-            let p = s.split(separator: "_niter_", omittingEmptySubsequences: false)
-            guard p.count == 2, p[0] == "pissa", let n = Int(p[1]), n >= 0, n <= 1000 else { return nil }
-            self = .pissaNiter(n)
+            for (prefix, make) in [("pissa_niter_", { (n: Int) in ResidualInitMethod.pissaNiter(n) }),
+                                   ("loftq_iter_", { (n: Int) in ResidualInitMethod.loftq(iterations: n) })] where s.hasPrefix(prefix) {
+                guard let n = Int(s.dropFirst(prefix.count)), n >= (prefix == "loftq_iter_" ? 1 : 0), n <= 1000 else { return nil }
+                self = make(n)
+                return
+            }
+            return nil
         }
     }
 
@@ -31,6 +39,7 @@ public enum ResidualInitMethod: Equatable, Sendable, CustomStringConvertible {
         case .pissa: return "pissa"
         case .pissaNiter(let n): return "pissa_niter_\(n)"
         case .olora: return "olora"
+        case .loftq(let n): return n == 1 ? "loftq" : "loftq_iter_\(n)"
         }
     }
 }
@@ -50,6 +59,75 @@ public enum ResidualInitError: Error, CustomStringConvertible, ToolError {
 
 public enum ResidualInit {
     /// The adapter `config` asks for, initialized by `method` from the model's weights (float64 factorizations).
+    /// The adapter and its residual model at `residual`: PiSSA / OLoRA take scaling·B·A out of each weight; LoftQ
+    /// replaces each weight by its NF4 quantization Q and starts the adapter at the best rank-r fit of W − Q.
+    public static func run(config: LoRAConfig, model: ModelDir, method: ResidualInitMethod, seed: UInt64,
+                           residual: String, replace: Bool) throws -> (Adapter, MergeSummary) {
+        if case .loftq(let iterations) = method {
+            return try loftq(config: config, model: model, iterations: iterations, residual: residual, replace: replace)
+        }
+        let a = try adapter(config: config, model: model, method: method, seed: seed)
+        let s = try writeResidual(model: model, adapter: a, output: residual, replace: replace)
+        try roundToBaseDType(a, model: model)
+        return (a, s)
+    }
+
+    /// LoftQ as PEFT's loftq_init (peft/utils/loftq_utils.py) with 4 bits: Q = dequant(NF4(res)) (bitsandbytes'
+    /// blockwise NF4, blocksize 64, no double quantization), res = W − Q, (B, A) = the rank-r SVD factors of res
+    /// (B = U_r·√S_r, A = √S_r·Vᵀ_r, no division by scaling, as PEFT), then res = W − B·A for the next round.
+    /// The residual model holds Q in the model's dtype: lora-quantize it (blocksize 64, no double quantization) for
+    /// the 4-bit base, whose codes are Q's.
+    static func loftq(config: LoRAConfig, model: ModelDir, iterations: Int, residual: String, replace: Bool) throws -> (Adapter, MergeSummary) {
+        if model.isQuantized { throw ResidualInitError.quantizedBase(path: model.path, method: "loftq") }
+        let chosen = try Adapter.targetedModules(config, in: try model.linearModules())
+        final class Box { var mods: [String: LoRAWeights] = [:] }
+        let box = Box()
+        var rewrite: [String: (inout [Float]) throws -> Void] = [:]
+        for m in chosen {
+            let r = config.rank(for: m.name)
+            let limit = min(m.inFeatures, m.outFeatures)
+            guard r >= 1 && r <= limit else { throw AdapterError.badRank(module: m.name, rank: r, limit: limit) }
+            rewrite[m.name] = { w in
+                let (q, a, b) = try loftqFactors(w, out: m.outFeatures, in: m.inFeatures, r: r, iterations: iterations, module: m.name)
+                w = q
+                box.mods[m.name] = LoRAWeights(r: r, inFeatures: m.inFeatures, outFeatures: m.outFeatures, a: a, b: b)
+            }
+        }
+        let summary = try ModelMerger.rewritten(model: model, output: residual, replace: replace, rewrite: rewrite)
+        var cfg = config
+        cfg.initLoraWeights = .bool(true)
+        let a = Adapter(config: cfg, modules: chosen.map { ($0.name, box.mods[$0.name]!) }, source: "<new loftq adapter>")
+        try roundToBaseDType(a, model: model)
+        return (a, summary)
+    }
+
+    /// One weight's LoftQ: (Q, A, B), all float32 as PEFT computes them (the SVD in float64).
+    static func loftqFactors(_ w: [Float], out: Int, in inF: Int, r: Int, iterations: Int, module: String) throws -> (q: [Float], a: [Float], b: [Float]) {
+        var res = w, q = w
+        var a = [Float](repeating: 0, count: r * inF), b = [Float](repeating: 0, count: out * r)
+        for i in 0..<iterations {
+            q = res.withUnsafeBufferPointer {
+                QuantizedWeight.quantize($0.baseAddress!, shape: [out, inF], dtype: .F32, type: .nf4, blocksize: 64, doubleQuant: false).dequantized()
+            }
+            for j in res.indices { res[j] = w[j] - q[j] }
+            let f: (u: [Double], s: [Double], vt: [Double])
+            do { f = try Linalg.svd(res.map(Double.init), rows: out, cols: inF) } catch let e as LinalgError {
+                throw ResidualInitError.factorization(module: module, reason: "\(e)")
+            }
+            let k = min(out, inF)
+            for j in 0..<r {
+                let root = f.s[j].squareRoot()
+                for c in 0..<inF { a[j * inF + c] = Float(root * f.vt[j * inF + c]) }
+                for o in 0..<out { b[o * r + j] = Float(f.u[o * k + j] * root) }
+            }
+            if i + 1 == iterations { break }
+            var ba = [Float](repeating: 0, count: out * inF)
+            gemm(.none, .none, m: out, n: inF, k: r, a: b, lda: r, b: a, ldb: inF, c: &ba, ldc: inF)
+            for j in res.indices { res[j] = w[j] - ba[j] }
+        }
+        return (q, a, b)
+    }
+
     public static func adapter(config: LoRAConfig, model: ModelDir, method: ResidualInitMethod, seed: UInt64) throws -> Adapter {
         if model.isQuantized { throw ResidualInitError.quantizedBase(path: model.path, method: method.description) }
         let chosen = try Adapter.targetedModules(config, in: try model.linearModules())
@@ -80,6 +158,8 @@ public enum ResidualInit {
         var a = [Float](repeating: 0, count: r * inF), b = [Float](repeating: 0, count: out * r)
         do {
             switch method {
+            case .loftq:
+                preconditionFailure("LoftQ's factors come with its quantized weights: ResidualInit.run")
             case .pissa, .pissaNiter:
                 let f: (u: [Double], s: [Double], vt: [Double])
                 let k: Int

@@ -42,7 +42,8 @@ struct Init: ParsableCommand {
 
     @Option(name: .customLong("init"), help: """
         Initialization: kaiming or gaussian (A random, B = 0: the adapted model starts equal to the base), or \
-        pissa, pissa_niter_N or olora (the adapter takes the weight's principal part; needs --residual-model). \
+        pissa, pissa_niter_N, olora or loftq / loftq_iter_N (the adapter takes the weight's principal part, or \
+        LoftQ's fit of its NF4 quantization error; needs --residual-model). \
         [default: kaiming]
         """)
     var initMode: String?
@@ -82,7 +83,7 @@ struct Init: ParsableCommand {
         let residual = ResidualInitMethod(initName)
         if residual == nil {
             guard let v = LoRAInit(rawValue: initName) else {
-                throw UsageError("\(initOrigin) must be kaiming, gaussian, pissa, pissa_niter_N or olora (got '\(initName)')")
+                throw UsageError("\(initOrigin) must be kaiming, gaussian, pissa, pissa_niter_N, olora, loftq or loftq_iter_N (got '\(initName)')")
             }
             initMode = v
         }
@@ -128,12 +129,18 @@ struct Init: ParsableCommand {
             for p in [output, residualModel!] where FileManager.default.fileExists(atPath: p) && !force {
                 throw FileError.cannotWrite(path: p, reason: "already exists; choose another path or pass --force")
             }
-            adapter = try ResidualInit.adapter(config: cfg, model: m, method: method, seed: try common.seed(file))
+            if case .loftq = method, cfg.scaling(for: "") != 1 {
+                Log.warn("loftq: lora_alpha / r = \(cfg.scaling(for: "")); PEFT's LoftQ fits B·A to W − Q without the scaling, so base + adapter starts \(cfg.scaling(for: ""))× that fit away from Q; --alpha \(rank) makes it exact")
+            }
             // The residual model first, then the adapter: each is built under a temporary name and renamed.
-            residualSummary = try ResidualInit.writeResidual(model: m, adapter: adapter, output: residualModel!, replace: force)
-            try ResidualInit.roundToBaseDType(adapter, model: m)
+            (adapter, residualSummary) = try ResidualInit.run(config: cfg, model: m, method: method, seed: try common.seed(file),
+                                                              residual: residualModel!, replace: force)
             try adapter.save(to: output, replace: force)
-            Log.info("\(method): the adapter holds each targeted weight's principal part; train and merge on the residual model \(residualModel!) (base − scaling·B·A), not on \(model)")
+            if case .loftq = method {
+                Log.info("loftq: \(residualModel!) holds each targeted weight's NF4 quantization (in the model's dtype); lora-quantize --no-double-quant it (blocksize 64) for the QLoRA base whose weights are exactly Q, then train on that with the adapter")
+            } else {
+                Log.info("\(method): the adapter holds each targeted weight's principal part; train and merge on the residual model \(residualModel!) (base − scaling·B·A), not on \(model)")
+            }
         } else {
             adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: try common.seed(file))
         }

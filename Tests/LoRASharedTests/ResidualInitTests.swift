@@ -116,6 +116,48 @@ final class ResidualInitTests: XCTestCase {
         }
     }
 
+    /// LoftQ against PEFT's loftq_init steps (with bitsandbytes' NF4): Q bit for bit, B·A and the factors; then
+    /// the QLoRA route — lora-quantize --no-double-quant of the residual model has exactly Q as its weights, and
+    /// the 4-bit model with the adapter is closer to the original model than the 4-bit model alone.
+    func testLoftQMatchesPEFT() throws {
+        for (name, targets, extra) in [("loftq-f32", "q_proj,v_proj,down_proj", [String]()), ("loftq-iter3", "o_proj,up_proj", ["--init", "loftq_iter_3"])] {
+            let c = Case(name: name, model: "forward/llama-gqa-tied/model", method: "loftq",
+                         args: ["--rank", "4", "--alpha", "4", "--targets", targets] + extra)
+            let (a, res) = try initialize(c)
+            try compare(name, ours: a, residual: res, sourceModel: c.model)
+            // One round quantizes W itself: Q is bnb's NF4, bit for bit. Later rounds quantize W − B·A, whose float32
+            // sum (ours against torch.mm) moves a block's absmax by an ulp, so its values differ by ~1e-7 (compare()
+            // bounds that); no code changes.
+            let want = try SafetensorsFile(path: Fixtures.path("init/\(name)/residual.safetensors"))
+            var differ = 0, total = 0
+            for n in want.names {
+                let g = try res.weights.tensor(n).floats(), w = try want.tensor(n).floats()
+                differ += zip(g, w).filter { $0 != $1 }.count
+                total += w.count
+            }
+            if name == "loftq-f32" { XCTAssertEqual(differ, 0, "\(name): \(differ) of \(total) values of Q are not bnb's NF4") }
+            print("loftq \(name): \(differ) of \(total) quantized values differ from PEFT + bitsandbytes")
+        }
+        let q = try runTool("lora-quantize", [dir + "/loftq-f32-res", "-o", dir + "/nf4", "--no-double-quant", "-q"])
+        XCTAssertEqual(q.status, 0, q.stderr)
+        let nf4 = try ModelDir(path: dir + "/nf4"), res = try ModelDir(path: dir + "/loftq-f32-res")
+        for l in try nf4.linearModules() where ["q_proj", "v_proj", "down_proj"].contains(l.shortName) {
+            let w = try LinearWeight(name: l.name, store: nf4.weights, out: l.outFeatures, in: l.inFeatures, hasBias: false)
+            var d = [Float](repeating: 0, count: w.numel)
+            d.withUnsafeMutableBufferPointer { w.expand(into: $0.baseAddress!) }
+            XCTAssertTrue(d == (try res.weights.tensor(l.name + ".weight").floats()), "\(l.name): the 4-bit weight is not Q")
+        }
+        let (tr0, _, batch, _) = try loadForwardCase("llama-gqa-tied")
+        tr0.detach()
+        let original = try tr0.forward(batch, wantLogits: true).logits!
+        let tr = try Transformer(model: nf4)
+        let alone = try tr.forward(batch, wantLogits: true).logits!
+        try tr.attach(try Adapter.load(dir + "/loftq-f32"), linears: try nf4.linearModules())
+        let fitted = try tr.forward(batch, wantLogits: true).logits!
+        XCTAssertLessThan(maxAbsDiff(fitted, original), maxAbsDiff(alone, original), "LoftQ's adapter does not reduce the quantization error")
+        print("loftq: max |Δlogit| to the original model: NF4 alone \(maxAbsDiff(alone, original)), NF4 + adapter \(maxAbsDiff(fitted, original))")
+    }
+
     /// A bf16 model, rsLoRA scaling and a rank pattern (through the library: lora-init has no rank-pattern flag):
     /// the residual is rounded to bf16 once, as PEFT's weight.to(dtype) does.
     func testPiSSAOnBF16WithRsLoRAAndRankPattern() throws {
