@@ -101,23 +101,20 @@ final class ProjectionScratch {
         _doraDZ = p
         return p
     }
+    /// DoRA with dropout: W·x_d + s·B·A·x_d of one module.
+    private var _doraW: UnsafeMutablePointer<Float>?
+    var doraW: UnsafeMutablePointer<Float> {
+        if let p = _doraW { return p }
+        let p = pool.make(rows * widest)
+        _doraW = p
+        return p
+    }
 
     var wBF: UnsafeMutablePointer<UInt16> {
         if let p = _wBF { return p }
         let p = pool.makeHalf(weightCap)
         _wBF = p
         return p
-    }
-}
-
-public enum DoRAError: Error, CustomStringConvertible, ToolError {
-    case dropout(rate: Float)
-
-    public var description: String {
-        switch self {
-        case .dropout(let r):
-            return "DoRA with lora_dropout \(r) is not supported (PEFT then multiplies the base weight a second time by the dropped-out input); train DoRA with --dropout 0"
-        }
     }
 }
 
@@ -172,6 +169,10 @@ extension Transformer {
             projectPlain(lins, x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch, accumulate: accumulate, bias: true, drop: drop)
             return
         }
+        if let dr = drop {
+            projectDoRADropout(lins, x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch, accumulate: accumulate, drop: dr)
+            return
+        }
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
         let z = scratch.doraZ
         projectPlain(lins, x: x, ldx: ldx, rows: rows, y: z, ldy: outTotal, scratch: scratch, accumulate: false, bias: false, drop: drop)
@@ -197,7 +198,7 @@ extension Transformer {
 
     /// project without DoRA's factor: y (+)= x·Wᵀ (+ bias with `bias`) + s·(drop(x)·Aᵀ)·Bᵀ.
     private func projectPlain(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
-                              scratch: ProjectionScratch, accumulate: Bool, bias: Bool, drop: LoRADropout?) {
+                              scratch: ProjectionScratch, accumulate: Bool, bias: Bool, drop: LoRADropout?, withLoRA: Bool = true) {
         let prof = Profiler.shared
         let inF = lins[0].inFeatures
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
@@ -239,7 +240,7 @@ extension Transformer {
             let yc = y + col
             col += lin.outFeatures
             if bias, let b = lin.bias { b.withUnsafeBufferPointer { Kernels.addBias(yc, ld: ldy, rows: rows, cols: lin.outFeatures, $0.baseAddress!) } }
-            guard let l = lora[lin.name] else { continue }
+            guard withLoRA, let l = lora[lin.name] else { continue }
             prof.measure("lora") {
                 var xin = x, ldxin = ldx
                 if let dr = drop {
@@ -268,6 +269,10 @@ extension Transformer {
                          grads: LoRAGradients, drop: LoRADropout?) {
         guard hasDoRA(lins) else {
             projectBackwardPlain(lins, x: x, ldx: ldx, dy: dy, ldy: ldy, dx: dx, lddx: lddx, rows: rows, scratch: scratch, grads: grads, drop: drop)
+            return
+        }
+        if let dr = drop {
+            projectBackwardDoRADropout(lins, x: x, ldx: ldx, dy: dy, ldy: ldy, dx: dx, lddx: lddx, rows: rows, scratch: scratch, grads: grads, drop: dr)
             return
         }
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
@@ -307,7 +312,7 @@ extension Transformer {
 
     private func projectBackwardPlain(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
                                       dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, scratch: ProjectionScratch,
-                                      grads: LoRAGradients, drop: LoRADropout?) {
+                                      grads: LoRAGradients, drop: LoRADropout?, withLoRA: Bool = true) {
         let inF = lins[0].inFeatures
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
         let bf16 = computeDType == .bf16
@@ -334,11 +339,115 @@ extension Transformer {
                 }
             }
         }
+        guard withLoRA else { return }
         var col = 0
         for lin in lins {
             loraBackward(lin, x: x, ldx: ldx, dy: dy + col, ldy: ldy, dx: dx, lddx: lddx, rows: rows, scratch: scratch,
                          grads: grads, drop: drop)
             col += lin.outFeatures
+        }
+    }
+
+    /// DoRA with LoRA dropout in training, as PEFT's Linear.forward then computes it: the base output on x, and on
+    /// each module's dropped-out input x_d = drop(x) the DoRA term (g − 1)⊙(W·x_d) + g⊙s·B·A·x_d, so
+    /// y = W·x + bias + g⊙(W·x_d + s·B·A·x_d) − W·x_d. Each module has its own mask, so W·x_d is one product per
+    /// module, beside the stacked W·x.
+    private func projectDoRADropout(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>,
+                                    ldy: Int, scratch: ProjectionScratch, accumulate: Bool, drop dr: LoRADropout) {
+        projectPlain(lins, x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch, accumulate: accumulate, bias: true, drop: nil, withLoRA: false)
+        var col = 0
+        for lin in lins {
+            defer { col += lin.outFeatures }
+            guard lora[lin.name] != nil else { continue }
+            let out = lin.outFeatures, c0 = col
+            let xd = doraDroppedInput(lin, x: x, ldx: ldx, rows: rows, scratch: scratch, drop: dr)
+            let (z1, z2) = doraDroppedOutputs(lin, xd: xd, rows: rows, scratch: scratch)
+            let g = doraScale(lin)?.scale
+            Profiler.shared.measure("dora") {
+                Parallel.forRanges(rows, grain: 16) { r in
+                    for i in r {
+                        let yi = y + i * ldy + c0, a = z1 + i * out, b = z2 + i * out
+                        for o in 0..<out { yi[o] += (g.map { $0[o] * b[o] } ?? b[o]) - a[o] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// x_d = drop(x) for one module (its own mask), in scratch.xdrop (rows × in).
+    private func doraDroppedInput(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, rows: Int, scratch: ProjectionScratch,
+                                  drop dr: LoRADropout) -> UnsafePointer<Float> {
+        let xd = scratch.xdrop!  // allocated whenever the pass has dropout
+        dr.apply(x, ld: ldx, rows: rows, cols: lin.inFeatures, module: lin.name, into: xd)
+        return UnsafePointer(xd)
+    }
+
+    /// z1 = W·x_d (scratch.doraZ) and z2 = W·x_d + s·B·A·x_d (scratch.doraW), rows × out each.
+    private func doraDroppedOutputs(_ lin: LinearWeight, xd: UnsafePointer<Float>, rows: Int,
+                                    scratch: ProjectionScratch) -> (UnsafePointer<Float>, UnsafePointer<Float>) {
+        let out = lin.outFeatures, z1 = scratch.doraZ, z2 = scratch.doraW
+        projectPlain([lin], x: xd, ldx: lin.inFeatures, rows: rows, y: z1, ldy: out, scratch: scratch, accumulate: false, bias: false,
+                     drop: nil, withLoRA: false)
+        z2.update(from: z1, count: rows * out)
+        addLoRA(lin, x: xd, ldx: lin.inFeatures, rows: rows, y: z2, ldy: out, scratch: scratch)
+        return (UnsafePointer(z1), UnsafePointer(z2))
+    }
+
+    /// y += s·(x·Aᵀ)·Bᵀ for one module (no dropout).
+    private func addLoRA(_ lin: LinearWeight, x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                         scratch: ProjectionScratch) {
+        guard let l = lora[lin.name] else { return }
+        l.a.withUnsafeBufferPointer { ap in
+            gemm(.none, .transpose, m: rows, n: l.r, k: lin.inFeatures, a: x, lda: ldx, b: ap.baseAddress!, ldb: lin.inFeatures,
+                 c: scratch.t, ldc: l.r)
+        }
+        l.b.withUnsafeBufferPointer { bp in
+            gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
+                 b: bp.baseAddress!, ldb: l.r, beta: 1, c: y, ldc: ldy)
+        }
+    }
+
+    /// Backward of projectDoRADropout: dx += dy·W (the base path); per module, with x_d its dropped-out input,
+    /// ∂/∂x_d = (g − 1)⊙dy·W + the LoRA path of g⊙dy (dA, dB from x_d), and dx += mask/keep ⊙ ∂/∂x_d;
+    /// ∂/∂m = Σ_rows dy ⊙ (W·x_d + s·B·A·x_d) / ‖W + s·B·A‖.
+    private func projectBackwardDoRADropout(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
+                                            dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, scratch: ProjectionScratch,
+                                            grads: LoRAGradients, drop dr: LoRADropout) {
+        projectBackwardPlain(lins, x: x, ldx: ldx, dy: dy, ldy: ldy, dx: dx, lddx: lddx, rows: rows, scratch: scratch, grads: grads,
+                             drop: nil, withLoRA: false)
+        var col = 0
+        for lin in lins {
+            defer { col += lin.outFeatures }
+            guard lora[lin.name] != nil else { continue }
+            let out = lin.outFeatures, inF = lin.inFeatures, c0 = col
+            let sc = doraScale(lin)
+            let xd = doraDroppedInput(lin, x: x, ldx: ldx, rows: rows, scratch: scratch, drop: dr)
+            let dxd = scratch.tmp!  // rows × in, allocated with dropout in backward
+            dxd.update(repeating: 0, count: rows * inF)
+            let dz = scratch.doraDZ
+            for i in 0..<rows {
+                let di = dz + i * out, yi = dy + i * ldy + c0
+                if let g = sc?.scale { for o in 0..<out { di[o] = g[o] * yi[o] } } else { di.update(from: yi, count: out) }
+            }
+            loraBackward(lin, x: xd, ldx: inF, dy: dz, ldy: out, dx: dxd, lddx: inF, rows: rows, scratch: scratch, grads: grads, drop: nil)
+            if let g = sc?.scale, let norm = sc?.norm {
+                for i in 0..<rows {
+                    let di = dz + i * out, yi = dy + i * ldy + c0
+                    for o in 0..<out { di[o] = (g[o] - 1) * yi[o] }
+                }
+                projectBackwardPlain([lin], x: xd, ldx: inF, dy: dz, ldy: out, dx: dxd, lddx: inF, rows: rows, scratch: scratch, grads: grads,
+                                     drop: nil, withLoRA: false)
+                let (_, z2) = doraDroppedOutputs(lin, xd: xd, rows: rows, scratch: scratch)
+                grads.m[lin.name]!.withUnsafeMutableBufferPointer { dm in
+                    for o in 0..<out {
+                        var acc = 0.0
+                        for i in 0..<rows { acc += Double(dy[i * ldy + c0 + o]) * Double(z2[i * out + o]) }
+                        dm[o] += Float(acc) / norm[o]
+                    }
+                }
+            }
+            // x_d was overwritten by nothing above (the products read it); the mask scales ∂/∂x_d back to x.
+            dr.apply(dxd, ld: inF, rows: rows, cols: inF, module: lin.name, into: dx, ldd: lddx, accumulate: true)
         }
     }
 

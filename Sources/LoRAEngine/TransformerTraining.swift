@@ -235,7 +235,6 @@ extension Transformer {
         guard rows > 0 else { throw ModelError.emptyBatch(batch: batch.batch, seq: batch.seq) }
         let maxR = lora.values.map(\.r).max() ?? 1
         let drop = (dropout?.rate ?? 0) > 0 ? dropout : nil
-        if let d = drop, lora.values.contains(where: { $0.magnitude != nil }) { throw DoRAError.dropout(rate: d.rate) }
         if trainWorkspace == nil || trainWorkspace!.rows != rows || trainWorkspace!.seq != batch.seq
             || trainWorkspace!.tCap < rows * maxR || (drop != nil && !trainWorkspace!.dropout)
             || trainWorkspace!.checkpointed != checkpointLayers {

@@ -37,7 +37,7 @@ struct Init: ParsableCommand {
     @Flag(help: "Rank-stabilized scaling alpha/√r instead of alpha/r.")
     var rslora = false
 
-    @Flag(help: "DoRA (use_dora): each module also gets a magnitude vector m = ‖W‖ per output row; trains with dropout 0.")
+    @Flag(help: "DoRA (use_dora): each module also gets a magnitude vector m = ‖W‖ per output row.")
     var dora = false
 
     @Option(name: .customLong("init"), help: """
@@ -69,8 +69,7 @@ struct Init: ParsableCommand {
         let rank = try self.rank ?? file?.int("rank") ?? Defaults.rank
         let alpha = try self.alpha ?? file?.double("alpha")
         let dora = try self.dora || (file?.bool("dora") ?? false)
-        // DoRA trains without dropout (lora-train refuses it), so its default is 0.
-        let dropout = try self.dropout ?? file?.double("dropout") ?? (dora ? 0 : Defaults.dropout)
+        let dropout = try self.dropout ?? file?.double("dropout") ?? Defaults.dropout
         let m = try ModelDir(path: model)
         try m.validate()
         // The default names the attention Linears: q/k/v/o, or phi3's fused qkv_proj and o_proj.
@@ -86,9 +85,6 @@ struct Init: ParsableCommand {
                 throw UsageError("\(initOrigin) must be kaiming, gaussian, pissa, pissa_niter_N, olora, loftq or loftq_iter_N (got '\(initName)')")
             }
             initMode = v
-        }
-        if dora && dropout > 0 {
-            throw UsageError("--dora with dropout \(dropout): DoRA trains with dropout 0 here (PEFT's DoRA multiplies the base weight a second time by the dropped-out input); drop --dropout")
         }
         if let method = residual {
             guard !dora else { throw UsageError("--dora with --init \(method) is not supported; use one of them") }

@@ -184,10 +184,6 @@ struct Train: ParsableCommand {
         try transformer.attach(startAdapter, linears: linears)
         o.dropout = dropout ?? dropoutFromConfig ?? startAdapter.config.dropout
         guard o.dropout >= 0 && o.dropout < 1 else { throw UsageError("--dropout must be in [0, 1)") }
-        if startAdapter.config.useDora && o.dropout > 0 {
-            let from = dropout != nil ? "--dropout" : dropoutFromConfig != nil ? "the run config's dropout" : "the adapter's lora_dropout"
-            throw UsageError("DoRA with dropout \(o.dropout) (\(from)) is not supported: PEFT then multiplies the base weight a second time by the dropped-out input; pass --dropout 0")
-        }
 
         let tokenizer = try Tokenizer.load(directory: model)
         let file = try JSONLFile.read(dataPath, skipBad: skipBadLines)
