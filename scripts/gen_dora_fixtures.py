@@ -2,7 +2,7 @@
 """Parity fixtures for DoRA (issue 15): PEFT's LoraConfig(use_dora=True) on the tiny forward-fixture models.
 
 Run from the repository root:  .venv/bin/python scripts/gen_dora_fixtures.py
-(.venv: python3 -m venv .venv && .venv/bin/pip install torch transformers peft safetensors)
+(.venv: python3 -m venv .venv && .venv/bin/pip install torch transformers peft safetensors bitsandbytes)
 
 Writes (replacing) Tests/LoRASharedTests/Fixtures/dora/<case>/:
   adapter/            the DoRA adapter (save_pretrained): lora_A, lora_B and lora_magnitude_vector [out], with A, B
@@ -66,10 +66,19 @@ CASES = {
     # qwen2 with q/k/v biases (y = m/‖·‖ · (W·x + s·B·A·x) + b), rsLoRA scaling, a rank pattern.
     "dora-qwen2-bias": ("forward/qwen2-bias/model", dict(r=4, lora_alpha=8, use_rslora=True, rank_pattern={"v_proj": 2},
                                                          target_modules=["q_proj", "v_proj", "o_proj", "up_proj"])),
+    # the NF4 (bitsandbytes layout, double-quantized) llama: PEFT's DoRA on the fp32 dequantization of its 4-bit
+    # weights, as the llama-nf4 forward fixtures are made (bitsandbytes' own CPU matmul computes in bf16).
+    "dora-llama-nf4": ("forward/llama-nf4/model", dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"])),
 }
 
 
 def load(path):
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    if "quantization_config" in cfg:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import gen_model_fixtures as gm  # bitsandbytes' NF4 dequantization in fp32, and an fp32 llama from it
+        sd32, _, _ = gm.nf4_dequant_from_file(Path(path) / "model.safetensors")
+        return gm.fp32_llama_from_state(cfg, sd32).eval()
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
 
 
@@ -138,7 +147,7 @@ def build(name, model_rel, lora_kw, seed):
     save_file({"loss": out.loss.detach().float().reshape(1), **grads}, str(case / "grads.safetensors"), metadata={"format": "pt"})
     (case / "generate.json").write_text(json.dumps({"prompt": PROMPT, "lora": gen}, indent=2) + "\n")
     targeted = {n.replace(PREFIX, "", 1) for n, m in pm.named_modules() if hasattr(m, "lora_magnitude_vector") and hasattr(m, "base_layer")}
-    merged = pm.merge_and_unload()
+    merged = pm.merge_and_unload()  # (of the dequantized weights for the NF4 case)
     sd = merged.state_dict()
     save_file({k + ".weight": sd[k + ".weight"].contiguous() for k in sorted(targeted)}, str(case / "merged.safetensors"),
               metadata={"format": "pt"})
@@ -153,8 +162,10 @@ def build(name, model_rel, lora_kw, seed):
 
 
 def main():
+    only = set(sys.argv[1:])  # case names to (re)build; all when none given
     for i, (name, (model_rel, kw)) in enumerate(CASES.items()):
-        build(name, model_rel, kw, 8100 + 10 * i)
+        if not only or name in only:
+            build(name, model_rel, kw, 8100 + 10 * i)
 
 
 if __name__ == "__main__":

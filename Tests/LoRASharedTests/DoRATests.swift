@@ -12,7 +12,8 @@ import XCTest
 @testable import LoRAFormats
 
 final class DoRATests: XCTestCase {
-    static let cases = [("dora-llama", "forward/llama-gqa-tied/model"), ("dora-qwen2-bias", "forward/qwen2-bias/model")]
+    static let cases = [("dora-llama", "forward/llama-gqa-tied/model"), ("dora-qwen2-bias", "forward/qwen2-bias/model"),
+                        ("dora-llama-nf4", "forward/llama-nf4/model")]
     var dir = ""
     override func setUp() { dir = makeTempDir("dora") }
     override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
