@@ -84,9 +84,7 @@ public enum ResidualInit {
         let box = Box()
         var rewrite: [String: (inout [Float]) throws -> Void] = [:]
         for m in chosen {
-            let r = config.rank(for: m.name)
-            let limit = min(m.inFeatures, m.outFeatures)
-            guard r >= 1 && r <= limit else { throw AdapterError.badRank(module: m.name, rank: r, limit: limit) }
+            let r = try Adapter.checkedRank(config, m)
             rewrite[m.name] = { w in
                 let (q, a, b) = try loftqFactors(w, out: m.outFeatures, in: m.inFeatures, r: r, iterations: iterations, module: m.name)
                 w = q
@@ -134,9 +132,7 @@ public enum ResidualInit {
         var rng = Xoshiro256(seed: seed)
         var mods: [(String, LoRAWeights)] = []
         for m in chosen {
-            let r = config.rank(for: m.name)
-            let limit = min(m.inFeatures, m.outFeatures)
-            guard r >= 1 && r <= limit else { throw AdapterError.badRank(module: m.name, rank: r, limit: limit) }
+            let r = try Adapter.checkedRank(config, m)
             let scaling = config.scaling(for: m.name)
             let lin = try LinearWeight(name: m.name, store: model.weights, out: m.outFeatures, in: m.inFeatures, hasBias: false)
             var w = [Float](repeating: 0, count: lin.numel)

@@ -71,13 +71,16 @@ final class ProjectionScratch {
         tmp = dropout && backward ? pool.make(rows * maxIn) : nil
     }
 
-    /// The bf16-rounded activation operand (rows × the widest input or output), made on first use in bf16.
-    var op: UnsafeMutablePointer<Float> {
-        if let p = _op { return p }
+    /// A rows × widest fp32 buffer made on first use in `slot`.
+    private func onDemand(_ slot: inout UnsafeMutablePointer<Float>?) -> UnsafeMutablePointer<Float> {
+        if let p = slot { return p }
         let p = pool.make(rows * widest)
-        _op = p
+        slot = p
         return p
     }
+
+    /// The bf16-rounded activation operand (rows × the widest input or output), made on first use in bf16.
+    var op: UnsafeMutablePointer<Float> { onDemand(&_op) }
 
     /// bf16 operands for oneDNN: the activation (rows × widest) and the stacked weights, made on first use.
     var opBF: UnsafeMutablePointer<UInt16> {
@@ -87,28 +90,12 @@ final class ProjectionScratch {
         return p
     }
 
-    /// DoRA: the stack's unscaled outputs z = W·x + s·B·A·x, and ∂/∂z in backward (rows × the widest output).
-    private var _doraZ: UnsafeMutablePointer<Float>?, _doraDZ: UnsafeMutablePointer<Float>?
-    var doraZ: UnsafeMutablePointer<Float> {
-        if let p = _doraZ { return p }
-        let p = pool.make(rows * widest)
-        _doraZ = p
-        return p
-    }
-    var doraDZ: UnsafeMutablePointer<Float> {
-        if let p = _doraDZ { return p }
-        let p = pool.make(rows * widest)
-        _doraDZ = p
-        return p
-    }
-    /// DoRA with dropout: W·x_d + s·B·A·x_d of one module.
-    private var _doraW: UnsafeMutablePointer<Float>?
-    var doraW: UnsafeMutablePointer<Float> {
-        if let p = _doraW { return p }
-        let p = pool.make(rows * widest)
-        _doraW = p
-        return p
-    }
+    /// DoRA: the stack's unscaled outputs z = W·x + s·B·A·x, and ∂/∂z in backward; with dropout also one
+    /// module's W·x_d + s·B·A·x_d (rows × the widest output each).
+    private var _doraZ: UnsafeMutablePointer<Float>?, _doraDZ: UnsafeMutablePointer<Float>?, _doraW: UnsafeMutablePointer<Float>?
+    var doraZ: UnsafeMutablePointer<Float> { onDemand(&_doraZ) }
+    var doraDZ: UnsafeMutablePointer<Float> { onDemand(&_doraDZ) }
+    var doraW: UnsafeMutablePointer<Float> { onDemand(&_doraW) }
 
     var wBF: UnsafeMutablePointer<UInt16> {
         if let p = _wBF { return p }

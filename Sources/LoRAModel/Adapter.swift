@@ -65,9 +65,7 @@ public final class Adapter: @unchecked Sendable {
         var rng = Xoshiro256(seed: seed)
         var mods: [(String, LoRAWeights)] = []
         for m in chosen {
-            let r = config.rank(for: m.name)
-            let limit = min(m.inFeatures, m.outFeatures)
-            guard r >= 1 && r <= limit else { throw AdapterError.badRank(module: m.name, rank: r, limit: limit) }
+            let r = try checkedRank(config, m)
             var a = [Float](repeating: 0, count: r * m.inFeatures)
             switch initMode {
             case .kaiming:
@@ -84,6 +82,14 @@ public final class Adapter: @unchecked Sendable {
             mods.append((m.name, LoRAWeights(r: r, inFeatures: m.inFeatures, outFeatures: m.outFeatures, a: a, b: b, magnitude: mag)))
         }
         return Adapter(config: config, modules: mods, source: "<new adapter>")
+    }
+
+    /// The rank the config gives module m, which must be between 1 and min(in, out).
+    public static func checkedRank(_ config: LoRAConfig, _ m: LinearModule) throws -> Int {
+        let r = config.rank(for: m.name)
+        let limit = min(m.inFeatures, m.outFeatures)
+        guard r >= 1 && r <= limit else { throw AdapterError.badRank(module: m.name, rank: r, limit: limit) }
+        return r
     }
 
     /// ‖W[o, :]‖₂ of one Linear's weight (dequantized when 4-bit), accumulated in double, rounded to float32.

@@ -21,11 +21,7 @@ final class DoRATests: XCTestCase {
     func load(_ name: String, model: String) throws -> (Transformer, ModelDir, TokenBatch, SafetensorsFile) {
         let m = try ModelDir(path: Fixtures.path(model))
         let io = try SafetensorsFile(path: Fixtures.path("dora/\(name)/io.safetensors"))
-        func ints(_ t: TensorView) -> [Int32] { t.data.bindMemory(to: Int64.self).map { Int32($0) } }
-        let ids = try io.tensor("input_ids"), mask = ints(try io.tensor("attention_mask"))
-        let B = ids.shape[0], T = ids.shape[1]
-        let lengths = (0..<B).map { b in (0..<T).reduce(0) { $0 + Int(mask[b * T + $1]) } }
-        let batch = TokenBatch(tokens: ints(ids), labels: ints(try io.tensor("labels")), lengths: lengths, batch: B, seq: T)
+        let batch = try fixtureBatch(io)
         let tr = try Transformer(model: m)
         let a = try Adapter.load(Fixtures.path("dora/\(name)/adapter"))
         XCTAssertTrue(a.config.useDora)

@@ -138,15 +138,20 @@ func writeData(_ data: Data, _ path: String, file: StaticString = #filePath, lin
 }
 
 /// A forward fixture case (Fixtures/forward/NAME): the model with the case's adapter attached, its batch, and io.
-func loadForwardCase(_ name: String) throws -> (Transformer, ModelDir, TokenBatch, SafetensorsFile) {
-    let dir = Fixtures.path("forward/" + name)
-    let model = try ModelDir(path: dir + "/model")
-    let io = try SafetensorsFile(path: dir + "/io.safetensors")
+/// The right-padded batch of a fixture's io.safetensors (input_ids, attention_mask, labels; I64 [B, T]).
+func fixtureBatch(_ io: SafetensorsFile) throws -> TokenBatch {
     func ints(_ t: TensorView) -> [Int32] { t.data.bindMemory(to: Int64.self).map { Int32($0) } }
     let ids = try io.tensor("input_ids"), mask = ints(try io.tensor("attention_mask"))
     let B = ids.shape[0], T = ids.shape[1]
     let lengths = (0..<B).map { b in (0..<T).reduce(0) { $0 + Int(mask[b * T + $1]) } }
-    let batch = TokenBatch(tokens: ints(ids), labels: ints(try io.tensor("labels")), lengths: lengths, batch: B, seq: T)
+    return TokenBatch(tokens: ints(ids), labels: ints(try io.tensor("labels")), lengths: lengths, batch: B, seq: T)
+}
+
+func loadForwardCase(_ name: String) throws -> (Transformer, ModelDir, TokenBatch, SafetensorsFile) {
+    let dir = Fixtures.path("forward/" + name)
+    let model = try ModelDir(path: dir + "/model")
+    let io = try SafetensorsFile(path: dir + "/io.safetensors")
+    let batch = try fixtureBatch(io)
     let tr = try Transformer(model: model)
     try tr.attach(try Adapter.load(dir + "/adapter"), linears: try model.linearModules())
     return (tr, model, batch, io)
