@@ -194,6 +194,8 @@ final class FamilyParityTests: XCTestCase {
     }
 
     func testQwen3MergeAndQuantize() throws { try checkMergeAndQuantize("qwen3-qknorm") }
+    func testPhi3MergeAndQuantize() throws { try checkMergeAndQuantize("phi3-fused") }
+    func testSlidingWindowMergeAndQuantize() throws { try checkMergeAndQuantize("mistral-sliding") }
     func testGemma2MergeAndQuantize() throws { try checkMergeAndQuantize("gemma2-softcap") }
     func testGemma3MergeAndQuantize() throws { try checkMergeAndQuantize("gemma3-local-rope") }
 
