@@ -47,12 +47,14 @@ public enum ResidualInitMethod: Equatable, Sendable, CustomStringConvertible {
 public enum ResidualInitError: Error, CustomStringConvertible, ToolError {
     case quantizedBase(path: String, method: String)
     case factorization(module: String, reason: String)
+    case loftqWithoutResidual
 
     public var description: String {
         switch self {
         case .quantizedBase(let p, let m):
             return "\(p) is 4-bit: --init \(m) rewrites the base weights, which a 4-bit base cannot take exactly; run lora-init on the full-precision model and lora-quantize its residual model (PEFT's QLoRA route for PiSSA/OLoRA)"
         case .factorization(let m, let r): return "\(m): \(r)"
+        case .loftqWithoutResidual: return "loftq's factors come with its quantized weights: initialize it with ResidualInit.run, which writes both"
         }
     }
 }
@@ -127,6 +129,7 @@ public enum ResidualInit {
     }
 
     public static func adapter(config: LoRAConfig, model: ModelDir, method: ResidualInitMethod, seed: UInt64) throws -> Adapter {
+        if case .loftq = method { throw ResidualInitError.loftqWithoutResidual }
         if model.isQuantized { throw ResidualInitError.quantizedBase(path: model.path, method: method.description) }
         let chosen = try Adapter.targetedModules(config, in: try model.linearModules())
         var rng = Xoshiro256(seed: seed)
@@ -155,7 +158,7 @@ public enum ResidualInit {
         do {
             switch method {
             case .loftq:
-                preconditionFailure("LoftQ's factors come with its quantized weights: ResidualInit.run")
+                throw ResidualInitError.loftqWithoutResidual
             case .pissa, .pissaNiter:
                 let f: (u: [Double], s: [Double], vt: [Double])
                 let k: Int

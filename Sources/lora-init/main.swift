@@ -139,15 +139,13 @@ struct Init: ParsableCommand {
             }
         } else {
             adapter = try Adapter.initialize(config: cfg, model: m, initMode: initMode, seed: try common.seed(file))
-        }
-        if residual != nil {
-            // written above
-        } else if output == "-" {
-            let sink = FDSink.standardOutput()
-            try adapter.write(stream: sink)
-            try sink.flush()
-        } else {
-            try adapter.save(to: output, replace: force)
+            if output == "-" {
+                let sink = FDSink.standardOutput()
+                try adapter.write(stream: sink)
+                try sink.flush()
+            } else {
+                try adapter.save(to: output, replace: force)
+            }
         }
         let trainable = adapter.trainableParameters
         let total = m.parameterCount() + trainable
