@@ -10,7 +10,7 @@ shapes as lora-train / lora-eval.
 Measures forward-only throughput (batch x seq tokens per forward, no grad), LoRA training throughput (AdamW,
 r / alpha = 2r on --targets, one optimizer step per batch, first step excluded as warm-up) and the peak RSS of the
 process, and prints one JSON line. Options the bench scripts pass: --steps, --seq, --batch, --rank, --targets,
---threads, --eval-batches. Needs a venv with torch transformers peft (and bitsandbytes for --qlora).
+--threads, --eval-batches, --generate. Needs a venv with torch transformers peft (and bitsandbytes for --qlora).
 
 usage: bench/peer.py MODEL_DIR DATA.jsonl [--dtype fp32|bf16] [--qlora] [--dropout P] [--steps N] ...
 """
@@ -59,6 +59,10 @@ def main():
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--warmup", type=int, default=1, help="untimed training steps before the timed ones")
     ap.add_argument("--grad-checkpoint", action="store_true", help="gradient checkpointing (transformers' own)")
+    ap.add_argument("--generate", type=int, default=0, metavar="N",
+                    help="also time greedy decoding of N new tokens after --prompt (batch 1, KV cache)")
+    ap.add_argument("--prompt", default="Write a long story about a lighthouse keeper who finds a map in a bottle.",
+                    help="the --generate prompt, plain text (no chat template)")
     a = ap.parse_args()
     dtype = torch.bfloat16 if (a.bf16 or a.dtype == "bf16") else torch.float32
     if a.threads:
@@ -98,6 +102,16 @@ def main():
                 nll += model(x, labels=x).loss.item()
             out["eval_tokens_per_s"] = round(a.eval_batches * n / (time.time() - t), 2)
             out["eval_ppl"] = round(math.exp(nll / a.eval_batches), 4)
+
+    if a.generate > 0:
+        # Decode speed: N new tokens after --prompt, prompt processing subtracted (timed as a 1-token generate),
+        # EOS ignored; as lora-generate reports its tokens_per_s.
+        x = tok(a.prompt, return_tensors="pt")["input_ids"]
+        kw = dict(do_sample=False, attention_mask=torch.ones_like(x), pad_token_id=tok.eos_token_id)
+        with torch.inference_mode():
+            t = time.time(); model.generate(x, max_new_tokens=1, min_new_tokens=1, **kw); t1 = time.time()
+            g = model.generate(x, max_new_tokens=a.generate, min_new_tokens=a.generate, **kw); t2 = time.time()
+        out["generate_tokens_per_s"] = round((g.shape[1] - x.shape[1] - 1) / ((t2 - t1) - (t1 - t)), 3)
 
     if not a.no_train:
         if a.qlora:

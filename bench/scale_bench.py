@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
-"""The cost curve (issue 12): tokens/s, peak RSS and time to the first step of lora-train against model size,
-sequence length and rank, on synthetic models of the published shapes (scripts/make-synthetic-model: seeded random
-weights; throughput and memory do not depend on the weights' values, so these measure what the real models cost),
-ours beside transformers + PEFT (+ bitsandbytes) from bench/peer.py where the peer fits in memory, alternating runs.
+"""The cost curve (issue 12): tokens/s, peak RSS and time to the first step of lora-train, lora-eval and
+lora-generate against model size, sequence length and rank, on synthetic models of the published shapes
+(scripts/make-synthetic-model: seeded random weights; throughput and memory do not depend on the weights' values,
+so these measure what the real models cost), ours beside transformers + PEFT (+ bitsandbytes) from bench/peer.py
+where the peer fits in memory and time, alternating runs, medians.
 
-  bench/scale_bench.py --points qwen2.5-0.5b:qlora:1024:16,qwen2.5-7b:qlora:1024:16 [--peer] [--runs 1]
-                       [--models-dir /work/scale] [--out bench/results/scale.json]
+  bench/scale_bench.py --points qwen2.5-0.5b:qlora:1024:16,llama-3.2-1b:eval:1024:0 [--peer] [--runs 1]
+                       [--models-dir bench/.models] [--out bench/results/scale.json]
 
-A point is SHAPE:VARIANT:SEQ:RANK with VARIANT qlora (our lora-quantize NF4 dir / the peer's --qlora) or lora
-(the bf16 base, mmapped; the peer loads it in bf16). Batch 1, LoRA on all linear layers, --grad-checkpoint on both
-sides, --max-steps STEPS (the last step is timed; the first includes paging the weights in). Models are made (and
-quantized) on first use under --models-dir. Results merge into --out by point; bench/plot_scale.py draws them.
-Never run it while a build or anything else runs: only same-run ratios count.
+A point is SHAPE:VARIANT:SEQ:RANK. VARIANT:
+  qlora     lora-train on our lora-quantize NF4 dir (the peer: bitsandbytes NF4, double quant, bf16 compute)
+  lora      lora-train on the bf16 base, mmapped (the peer loads it in bf16)
+  eval      lora-eval of the bf16 base, windows of SEQ tokens (RANK ignored; the peer: forward, no grad)
+  generate  lora-generate from the bf16 base, SEQ new tokens after a 16-token prompt, greedy, EOS ignored
+            (the peer: transformers' generate() with its KV cache; prompt processing excluded on both sides)
+Training: batch 1, LoRA r RANK / alpha 2r on all linear layers, --grad-checkpoint on both sides, --steps steps;
+tokens/s is the last step's (the first includes paging the weights in). The data are the 16 rows of
+bench/corpus.jsonl each joined with the others (about 9k tokens a row), so every sequence is SEQ tokens long.
+Models are made (and quantized) on first use under --models-dir. Results merge into --out by point;
+bench/plot_scale.py draws them. Never run it while a build or anything else runs: only same-run ratios count.
 """
-import argparse, json, os, pathlib, subprocess, sys, tempfile, time
+import argparse, json, os, pathlib, statistics, subprocess, sys, tempfile, time
 
 root = pathlib.Path(__file__).resolve().parent.parent
 ap = argparse.ArgumentParser()
@@ -45,19 +52,84 @@ def model_dir(shape, variant):
 
 
 def params(cfg):
-    """Linear parameters (the FLOPs of a token: 2 per parameter forward, 2 more for the activation gradient)."""
+    """(linear parameters of the layers, of the head): a token costs 2 FLOPs per parameter in each forward."""
     d, i, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     hd = cfg.get("head_dim") or d // cfg["num_attention_heads"]
     q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
-    return L * (d * (q + 2 * kv) + q * d + 3 * d * i) + cfg["vocab_size"] * d
+    return L * (d * (q + 2 * kv) + q * d + 3 * d * i), cfg["vocab_size"] * d
+
+
+def flops_per_token(cfg, variant, seq):
+    """FLOPs a token costs. Training with --grad-checkpoint: each layer's forward twice and its activation gradient
+    (6 per parameter), the head forward and backward (4); causal attention 2·seq·q_dim per layer in a forward (QKᵀ
+    and PV over seq/2 keys on average), 4 forwards' worth in training. Eval: one forward. Decoding: the
+    forward of one token (the attention over its short context left out). LoRA's own FLOPs (r ≪ d) left out."""
+    layers, head = params(cfg)
+    L = cfg["num_hidden_layers"]
+    qd = cfg["num_attention_heads"] * (cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    attn = 2 * seq * qd * L
+    if variant in ("qlora", "lora"):
+        return 6 * layers + 4 * head + 4 * attn
+    if variant == "eval":
+        return 2 * (layers + head) + attn
+    return 2 * (layers + head)
+
+
+def long_data():
+    """The training / eval rows: each corpus row followed by all the others (about 9k tokens), written once."""
+    path = work / "long.jsonl"
+    if not path.exists():
+        texts = [json.loads(l)["text"] for l in data.read_text().splitlines() if l.strip()]
+        path.write_text("".join(json.dumps({"text": " ".join(texts[i:] + texts[:i])}) + "\n" for i in range(len(texts))))
+    return path
+
+
+def eval_data(seq):
+    """One text of about two SEQ-token windows (the demo tokenizer: about 4.6 characters a token on this prose)."""
+    path = work / f"eval-{seq}.jsonl"
+    text = " ".join(json.loads(l)["text"] for l in data.read_text().splitlines() if l.strip())
+    while len(text) < 10 * seq:
+        text = text + " " + text
+    path.write_text(json.dumps({"text": text[:int(9.4 * seq)]}) + "\n")
+    return path
+
+
+def timed(cmd, **kw):
+    """Runs cmd under /usr/bin/time: (CompletedProcess, peak RSS of the child in MB or None)."""
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, **kw)
+    tail = p.stderr.strip().splitlines()
+    rss = round(int(tail[-1]) / 1024) if tail and tail[-1].isdigit() else None
+    return p, rss
+
+
+def failure(p):
+    tail = [l for l in p.stderr.strip().splitlines() if not l.strip().isdigit()]
+    if p.returncode in (-9, 137) or "Killed" in p.stderr or "out of memory" in p.stderr.lower():
+        return {"error": "out of memory"}
+    errs = [l for l in tail if l.startswith("error:") or "Error" in l]
+    return {"error": (errs[-1] if errs else (tail[-1] if tail else f"exit {p.returncode}"))[:300]}
 
 
 def ours(shape, variant, seq, rank):
+    if variant == "eval":
+        p, rss = timed([f"{a.bin}/lora-eval", str(model_dir(shape, "lora")), "--data", str(eval_data(seq)), "--seq-len",
+                        str(seq), "--batch-size", "1", "-q"])
+        if p.returncode != 0:
+            return failure(p)
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        return {"tokens_per_s": r["tokens_per_s"], "peak_rss_mb": rss}
+    if variant == "generate":
+        p, rss = timed([f"{a.bin}/lora-generate", str(model_dir(shape, "lora")), "--no-chat", "--max-tokens", str(seq),
+                        "--ignore-eos", "--temperature", "0", "--jsonl", "-"], input=json.dumps({"prompt": PROMPT}) + "\n")
+        if p.returncode != 0:
+            return failure(p)
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        return {"tokens_per_s": r["tokens_per_s"], "peak_rss_mb": rss}
     m = model_dir(shape, variant)
     ad = work / f"a-{shape}-{variant}-{seq}-{rank}"
     subprocess.run([f"{a.bin}/lora-init", str(m), "-o", str(ad), "--rank", str(rank), "--alpha", str(2 * rank),
                     "--targets", "all-linear", "--dropout", "0", "-q", "--force"], check=True, capture_output=True)
-    cmd = ["/usr/bin/time", "-f", "%M", f"{a.bin}/lora-train", str(m), str(ad), "--data", str(data), "-o",
+    cmd = ["/usr/bin/time", "-f", "%M", f"{a.bin}/lora-train", str(m), str(ad), "--data", str(long_data()), "-o",
            str(work / f"o-{time.time()}"), "--max-steps", str(a.steps), "--seq-len", str(seq), "--batch-size", "1",
            "--grad-checkpoint", "--log-every", "1", "-q", "--save-every", "0"]
     t0 = time.time()
@@ -70,33 +142,49 @@ def ours(shape, variant, seq, rank):
     err = p.stderr.read()
     p.wait()
     if p.returncode != 0:
-        return {"error": err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"}
+        return failure(subprocess.CompletedProcess(cmd, p.returncode, "", err))
     st = [s for s in steps if "step" in s and not s.get("final")]
-    return {"tokens_per_s": st[-1]["tokens_per_s"], "peak_rss_mb": round(int(err.strip().splitlines()[-1]) / 1024),
+    # Step lines carry cumulative figures (elapsed_s, tokens_per_s since the start): the last step alone is the
+    # difference of the last two.
+    done = [s["tokens_per_s"] * s["elapsed_s"] for s in st]
+    if len(st) > 1:
+        tps = (done[-1] - done[-2]) / (st[-1]["elapsed_s"] - st[-2]["elapsed_s"])
+    else:
+        tps = st[-1]["tokens_per_s"]
+    return {"tokens_per_s": round(tps, 3), "peak_rss_mb": round(int(err.strip().splitlines()[-1]) / 1024),
+            "step_tokens": round(done[-1] - (done[-2] if len(st) > 1 else 0)),
             # process start to training start: the first step line's arrival less the step's own time
             "startup_s": round(first_line_at - st[0]["elapsed_s"], 2), "first_step_s": round(first_line_at, 2)}
 
 
+PROMPT = "Write a long story about a lighthouse keeper who finds a map in a bottle."
+
+
 def peer(shape, variant, seq, rank):
     m = model_dir(shape, "lora")
-    cmd = ["/usr/bin/time", "-f", "%M", a.python, str(root / "bench/peer.py"), str(m), str(data), "--bf16", "--seq", str(seq),
-           "--batch", "1", "--rank", str(rank), "--targets", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-           "--steps", str(max(1, a.steps - 1)), "--warmup", "1", "--eval-batches", "0", "--grad-checkpoint"] + (["--qlora"] if variant == "qlora" else [])
+    cmd = [a.python, str(root / "bench/peer.py"), str(m)]
+    if variant == "eval":
+        cmd += [str(eval_data(seq)), "--bf16", "--seq", str(seq), "--batch", "1", "--no-train", "--eval-batches", "1"]
+    elif variant == "generate":
+        cmd += [str(data), "--bf16", "--no-train", "--eval-batches", "0", "--generate", str(seq), "--prompt", PROMPT]
+    else:
+        cmd += [str(long_data()), "--bf16", "--seq", str(seq), "--batch", "1", "--rank", str(rank), "--targets",
+                "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "--steps", str(max(1, a.steps - 1)),
+                "--warmup", "1", "--eval-batches", "0", "--grad-checkpoint"] + (["--qlora"] if variant == "qlora" else [])
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.peer_timeout)
+        p, rss = timed(cmd, timeout=a.peer_timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish in {a.peer_timeout} s"}
     if p.returncode != 0:
-        tail = p.stderr.strip().splitlines()
-        oom = p.returncode in (-9, 137) or "Killed" in p.stderr
-        return {"error": "out of memory" if oom else (tail[-2] if len(tail) > 1 else f"exit {p.returncode}")}
+        return failure(p)
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    return {"tokens_per_s": r["train_tokens_per_s"], "peak_rss_mb": round(int(p.stderr.strip().splitlines()[-1]) / 1024),
-            "first_step_s": r.get("first_step_s")}
+    key = {"eval": "eval_tokens_per_s", "generate": "generate_tokens_per_s"}.get(variant, "train_tokens_per_s")
+    return {"tokens_per_s": r[key], "peak_rss_mb": rss, "first_step_s": r.get("first_step_s")}
 
 
 out = pathlib.Path(a.out)
-results = json.loads(out.read_text()) if out.exists() else {"note": __doc__.split("\n\n")[0], "points": {}}
+results = json.loads(out.read_text()) if out.exists() else {"points": {}}
+results["note"] = __doc__.split("\n\n")[0]
 for spec in a.points.split(","):
     shape, variant, seq, rank = spec.split(":")
     seq, rank = int(seq), int(rank)
@@ -108,17 +196,25 @@ for spec in a.points.split(","):
             r["peer"] = peer(shape, variant, seq, rank)
         runs.append(r)
         print(f"{spec} run {i + 1}: {json.dumps(r)}", file=sys.stderr)
-    med = lambda side, k: sorted(x[side][k] for x in runs if k in x.get(side, {}))[len(runs) // 2] if all(k in x.get(side, {}) for x in runs) else None
-    point = {"shape": shape, "variant": variant, "seq": seq, "rank": rank, "batch": 1, "linear_params": params(cfg),
-             "runs": runs, "ours_tokens_per_s": med("ours", "tokens_per_s"), "ours_peak_rss_mb": med("ours", "peak_rss_mb")}
+    med = lambda side, k: statistics.median(x[side][k] for x in runs) if all(x.get(side, {}).get(k) is not None for x in runs) else None
+    point = {"shape": shape, "variant": variant, "seq": seq, "rank": rank, "batch": 1, "linear_params": sum(params(cfg)),
+             "flops_per_token": flops_per_token(cfg, variant, seq),
+             "runs": runs, "ours_tokens_per_s": med("ours", "tokens_per_s"), "ours_peak_rss_mb": med("ours", "peak_rss_mb"),
+             "command": "bench/scale_bench.py --points " + spec + (" --peer" if a.peer else "") + f" --runs {a.runs} --steps {a.steps}"}
     if point["ours_tokens_per_s"]:
-        # 6 FLOPs per linear parameter and token: forward, activation gradient, and the checkpointed recompute.
-        point["ours_gflops"] = round(point["ours_tokens_per_s"] * 6 * point["linear_params"] / 1e9, 1)
+        point["ours_gflops"] = round(point["ours_tokens_per_s"] * point["flops_per_token"] / 1e9, 1)
+    if variant in ("qlora", "lora"):
+        point["ours_first_step_s"] = med("ours", "first_step_s")
+        point["ours_startup_s"] = med("ours", "startup_s")
     if a.peer:
         point["peer_tokens_per_s"] = med("peer", "tokens_per_s")
         point["peer_peak_rss_mb"] = med("peer", "peak_rss_mb")
+        errs = [x["peer"]["error"] for x in runs if "error" in x["peer"]]
+        if errs:
+            point["peer_error"] = errs[0]
         if point["peer_tokens_per_s"] and point["ours_tokens_per_s"]:
             point["speed_ratio"] = round(point["ours_tokens_per_s"] / point["peer_tokens_per_s"], 3)
+            point["peer_gflops"] = round(point["peer_tokens_per_s"] * point["flops_per_token"] / 1e9, 1)
     results["points"][spec] = point
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")

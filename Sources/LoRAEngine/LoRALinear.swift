@@ -439,35 +439,76 @@ extension Transformer {
     }
 
     /// The frozen product on oneDNN with bf16 operands: y (+)= bf16(a)·Wᵀ (`transposeW`, a is rows × in) or
-    /// y (+)= bf16(a)·W (a is rows × Σ out). The stacked weights are copied as stored when bf16, otherwise
-    /// expanded and converted. False when oneDNN failed; the caller then computes the same product emulated.
+    /// y (+)= bf16(a)·W (a is rows × Σ out). Weights stored as bf16 are multiplied where they are mapped (no copy: a
+    /// 7B model's gate/up pair is 270 MB); runs of other weights (NF4, fp16, fp32) are expanded to bf16 in tiles
+    /// of output rows into one stacked buffer and multiplied together. False when oneDNN failed; the caller then
+    /// computes the same product emulated.
     private func oneDNNProduct(_ lins: [LinearWeight], a: UnsafePointer<Float>, lda: Int, rows: Int, transposeW: Bool,
                                y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool, scratch: ProjectionScratch) -> Bool {
         let inF = lins[0].inFeatures
         let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
-        let wb = scratch.wBF, ab = scratch.opBF
-        Profiler.shared.measure("expand weights") {
-            var off = 0
-            for lin in lins {
-                if case .dense(let t) = lin.storage, t.dtype == .BF16 {
-                    (wb + off * inF).update(from: t.data.baseAddress!.assumingMemoryBound(to: UInt16.self), count: lin.numel)
-                } else {
-                    let tile = max(1, scratch.wCap / inF)
-                    var o0 = 0
-                    while o0 < lin.outFeatures {
-                        let n = min(tile, lin.outFeatures - o0)
-                        lin.expandRows(o0..<(o0 + n), into: scratch.w, roundToBF16: false)
-                        OneDNN.convert(scratch.w, ld: inF, rows: n, cols: inF, into: wb + (off + o0) * inF, ldd: inF)
-                        o0 += n
-                    }
-                }
-                off += lin.outFeatures
-            }
-        }
-        let k = transposeW ? inF : outTotal, n = transposeW ? outTotal : inF
+        let ab = scratch.opBF
+        let k = transposeW ? inF : outTotal
         OneDNN.convert(a, ld: lda, rows: rows, cols: k, into: ab, ldd: k)
-        let ok = Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
-            OneDNN.gemm(transB: transposeW, m: rows, n: n, k: k, a: ab, lda: k, b: wb, ldb: inF, accumulate: accumulate, c: y, ldc: ldy)
+        // One product of the stacked weights [col, col + n) held at w (row stride inF).
+        var first = true, failed = false
+        func product(col: Int, n: Int, w: UnsafePointer<UInt16>) -> Bool {
+            let acc = transposeW ? accumulate : (accumulate || !first)
+            let wasFirst = first
+            first = false
+            if !failed {
+                let ok = Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * n * inF)) {
+                    transposeW
+                        ? OneDNN.gemm(transB: true, m: rows, n: n, k: inF, a: ab, lda: k, b: w, ldb: inF, accumulate: acc, c: y + col, ldc: ldy)
+                        : OneDNN.gemm(transB: false, m: rows, n: inF, k: n, a: ab + col, lda: k, b: w, ldb: inF, accumulate: acc, c: y, ldc: ldy)
+                }
+                if ok { return true }
+                failed = true
+                if wasFirst { return false }  // nothing written yet: the caller computes the whole product
+                OneDNN.warnFallback()
+            }
+            // oneDNN failed after part of y was written: this part and the rest by emulation (the bf16 operands
+            // widened to fp32 exactly, OpenBLAS sgemm), in tiles of the weight's rows.
+            let af = scratch.op, wf = scratch.w
+            for r in 0..<rows { for j in 0..<k { af[r * k + j] = bf16ToFloat(ab[r * k + j]) } }
+            let tile = max(1, scratch.wCap / inF)
+            var o0 = 0
+            while o0 < n {
+                let m = min(tile, n - o0)
+                for j in 0..<(m * inF) { wf[j] = bf16ToFloat(w[o0 * inF + j]) }
+                if transposeW {
+                    gemm(.none, .transpose, m: rows, n: m, k: inF, a: af, lda: k, b: wf, ldb: inF, beta: acc ? 1 : 0, c: y + col + o0, ldc: ldy)
+                } else {
+                    gemm(.none, .none, m: rows, n: inF, k: m, a: af + col + o0, lda: k, b: wf, ldb: inF,
+                         beta: (acc || o0 > 0) ? 1 : 0, c: y, ldc: ldy)
+                }
+                o0 += m
+            }
+            return true
+        }
+        var ok = true
+        var i = 0, col = 0
+        while i < lins.count && ok {
+            if case .dense(let t) = lins[i].storage, t.dtype == .BF16 {
+                ok = product(col: col, n: lins[i].outFeatures, w: t.data.baseAddress!.assumingMemoryBound(to: UInt16.self))
+                col += lins[i].outFeatures
+                i += 1
+                continue
+            }
+            // A run of weights not stored as bf16: expand them, stacked, then one product.
+            let wb = scratch.wBF
+            var off = 0
+            Profiler.shared.measure("expand weights") {
+                while i < lins.count {
+                    let lin = lins[i]
+                    if case .dense(let t) = lin.storage, t.dtype == .BF16 { break }
+                    lin.expandRowsBF16(0..<lin.outFeatures, into: wb + off * inF)
+                    off += lin.outFeatures
+                    i += 1
+                }
+            }
+            ok = product(col: col, n: off, w: wb)
+            col += off
         }
         if !ok { OneDNN.warnFallback() }
         return ok

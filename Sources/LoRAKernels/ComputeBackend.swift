@@ -138,6 +138,12 @@ public enum OneDNN {
         FileHandle.standardError.write(Data("warning: oneDNN bf16 matmul failed (\(String(cString: lp_bf16_last_error()))); computing bf16 products by emulation\n".utf8))
     }
 
+    /// dst[0..<count] = bf16(src[0..<count]), round to nearest even, on the calling thread.
+    @inline(__always)
+    public static func convertSerial(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<UInt16>, count: Int) {
+        lp_f32_to_bf16_2d(src, count, dst, count, 1, count)
+    }
+
     /// dst = bf16(src), round to nearest even, rows × cols with row strides.
     public static func convert(_ src: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, into dst: UnsafeMutablePointer<UInt16>, ldd: Int) {
         Parallel.forRanges(rows, grain: max(1, 16384 / max(1, cols))) { r in

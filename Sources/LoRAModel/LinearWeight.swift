@@ -158,6 +158,32 @@ extension LinearWeight {
         }
     }
 
+    /// Writes stored rows `rows` of the weight as bf16 [rows.count, in] into `dst` (rows split across cores): each
+    /// value decoded to fp32 (NF4: code × absmax, as bitsandbytes) and rounded to nearest even, one row at a time
+    /// through a per-thread row buffer, so the fp32 values never leave the cache.
+    public func expandRowsBF16(_ rows: Range<Int>, into dst: UnsafeMutablePointer<UInt16>) {
+        let inF = inFeatures
+        if case .dense(let t) = storage, t.dtype == .BF16 {
+            let src = t.data.baseAddress!.assumingMemoryBound(to: UInt16.self)
+            Parallel.forRanges(rows.count, grain: max(1, (1 << 16) / max(1, inF))) { r in
+                (dst + r.lowerBound * inF).update(from: src + (rows.lowerBound + r.lowerBound) * inF, count: r.count * inF)
+            }
+            return
+        }
+        let pairs = nibblePairs()
+        pairs.withUnsafeBufferPointer { pb in
+            let pp = pb.isEmpty ? nil : pb.baseAddress
+            Parallel.forRanges(rows.count, grain: max(1, (1 << 15) / max(1, inF))) { r in
+                let row = UnsafeMutablePointer<Float>.allocate(capacity: inF)
+                defer { row.deallocate() }
+                for i in r {
+                    expandRow(rows.lowerBound + i, into: row, pairs: pp)
+                    OneDNN.convertSerial(row, into: dst + i * inF, count: inF)
+                }
+            }
+        }
+    }
+
     /// y[i, :] (+)= x[i, :]·Wᵀ for a few rows i < rows (≤ directRows), converting one weight row at a time
     /// (rounded to bf16 with `bf16`); output rows are split across cores.
     package func multiplyDirect(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool,

@@ -125,6 +125,52 @@ final class ComputeDTypeTests: XCTestCase {
         XCTAssertLessThan(maxAbsDiff(e, o), ComputeDTypeTests.opsLogitTolerance, OneDNN.lastImplementation)
     }
 
+    /// oneDNN against the emulation, forward and LoRA gradients (so the activation gradient dy·W too), on each
+    /// way a frozen weight reaches oneDNN: fp32 weights expanded and stacked (the fixture), bf16 weights multiplied
+    /// where they are mapped, one product per module (a TinyModel), and NF4 decoded to bf16 (its lora-quantize).
+    func testOneDNNMatchesEmulationOnEveryStorage() throws {
+        guard CPUFeatures.hasBF16(), OneDNN.probe() == nil else {
+            throw XCTSkip("this CPU has no AVX512-BF16 / AMX-BF16 (or oneDNN cannot run bf16 here): \(OneDNN.probe() ?? "")")
+        }
+        let dir = makeTempDir("onednn")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try TinyModel.write(to: dir + "/bf16")
+        XCTAssertEqual(try runTool("lora-quantize", [dir + "/bf16", "-o", dir + "/nf4", "-q"]).status, 0)
+        let r = try runTool("lora-init", [dir + "/bf16", "-o", dir + "/a", "--rank", "4", "--targets", "all-linear", "--init", "gaussian", "-q"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let t: [Int32] = (0..<24).map { Int32(($0 * 37 + 5) % 300) }
+        let tiny = TokenBatch(tokens: t, labels: t, lengths: [t.count], batch: 1, seq: t.count)
+        var cases: [(String, Transformer, TokenBatch)] = []
+        let (fx, fxBatch, _, _) = try load("llama-gqa-tied")
+        cases.append(("fp32 fixture", fx, fxBatch))
+        for kind in ["bf16", "nf4"] {
+            let m = try ModelDir(path: dir + "/" + kind)
+            let tr = try Transformer(model: m)
+            try tr.attach(try Adapter.load(dir + "/a"), linears: try m.linearModules())
+            cases.append((kind, tr, tiny))
+        }
+        for (name, tr, batch) in cases {
+            var logits: [[Float]] = [], grads: [LoRAGradients] = []
+            for choice in [ComputeDTypeTests.emulated, ComputeChoice(dtype: .bf16, backend: .onednn)] {
+                tr.compute = choice
+                logits.append(try tr.forward(batch, wantLogits: true).logits!)
+                let g = LoRAGradients(for: tr.lora)
+                _ = try tr.trainStep(batch, lossScale: 1 / Float(batch.lengths.reduce(0, +)), grads: g)
+                grads.append(g)
+            }
+            XCTAssertLessThan(maxAbsDiff(logits[0], logits[1]), ComputeDTypeTests.opsLogitTolerance * max(1, logits[0].map(abs).max()!), name)
+            var gmax: Float = 0, gdiff: Float = 0
+            for m in tr.lora.keys {
+                for (e, o) in [(grads[0].a[m]!, grads[1].a[m]!), (grads[0].b[m]!, grads[1].b[m]!)] {
+                    gmax = max(gmax, e.map(abs).max()!)
+                    gdiff = max(gdiff, maxAbsDiff(e, o))
+                }
+            }
+            XCTAssertGreaterThan(gmax, 0, name)
+            XCTAssertLessThan(gdiff / gmax, ComputeDTypeTests.opsGradTolerance, name)
+        }
+    }
+
     func testResolution() throws {
         XCTAssertEqual(try ComputeChoice.resolve(.f32, environment: [:]), .f32)
         // Forced fallback: auto is f32, bf16 is an error naming the missing feature and the fallback flag.
