@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <math.h>
 #include <cpuid.h>
 #include <immintrin.h>
 
@@ -71,6 +72,52 @@ void lp_f32_to_bf16(const float *src, uint16_t *dst, size_t n) {
 void lp_f32_to_bf16_2d(const float *src, size_t lds, uint16_t *dst, size_t ldd, size_t rows, size_t cols) {
     if (lds == cols && ldd == cols) { lp_f32_to_bf16(src, dst, rows * cols); return; }
     for (size_t r = 0; r < rows; r++) lp_f32_to_bf16(src + r * lds, dst + r * ldd, cols);
+}
+
+// MARK: 4-bit decoding
+
+static int has_avx512f = -1;
+
+static int cpu_has_avx512f(void) {
+    unsigned a, b, c, d;
+    if (!os_saves_zmm()) return 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 16));
+}
+
+static inline uint16_t nf4_scalar(const uint8_t *packed, const float *absmax, int64_t bs, const float *code, int64_t j) {
+    uint8_t byte = packed[j >> 1];
+    return bf16_round(code[(j & 1) ? (byte & 15) : (byte >> 4)] * absmax[j / bs]);
+}
+
+// 32 values (16 bytes) at a time: the nibbles widened to 32-bit lanes, looked up in the 16-entry code book by a
+// permute, scaled, rounded to bf16 with the integer round-to-nearest-even of bf16_round (no NaN can occur with a
+// finite absmax, so its NaN case is not needed), and each byte's pair packed into one 32-bit lane (high nibble
+// first in memory, as the scalar order).
+__attribute__((target("avx512f")))
+static int64_t nf4_avx512(const uint8_t *packed, float s, const float *code, int64_t j, int64_t end, uint16_t *out) {
+    const __m512 cb = _mm512_loadu_ps(code), vs = _mm512_set1_ps(s);
+    const __m512i m15 = _mm512_set1_epi32(15), one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7FFF);
+    for (; j + 32 <= end; j += 32, out += 32) {
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(packed + (j >> 1))));
+        __m512i uh = _mm512_castps_si512(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), cb), vs));
+        __m512i ul = _mm512_castps_si512(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(v, m15), cb), vs));
+        uh = _mm512_srli_epi32(_mm512_add_epi32(uh, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(uh, 16), one))), 16);
+        ul = _mm512_srli_epi32(_mm512_add_epi32(ul, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(ul, 16), one))), 16);
+        _mm512_storeu_si512((void *)out, _mm512_or_si512(uh, _mm512_slli_epi32(ul, 16)));
+    }
+    return j;
+}
+
+void lp_4bit_to_bf16(const uint8_t *packed, const float *absmax, int64_t blocksize, const float *code,
+                     int64_t start, int64_t count, uint16_t *dst) {
+    if (has_avx512f < 0) has_avx512f = cpu_has_avx512f();
+    int64_t j = start, end = start + count;
+    while (j < end) {
+        int64_t b = j / blocksize, bend = (b + 1) * blocksize;
+        if (bend > end) bend = end;
+        if (has_avx512f && !(j & 1) && isfinite(absmax[b])) j = nf4_avx512(packed, absmax[b], code, j, bend, dst + (j - start));
+        for (; j < bend; j++) dst[j - start] = nf4_scalar(packed, absmax, blocksize, code, j);
+    }
 }
 
 // MARK: GEMM

@@ -144,6 +144,14 @@ public enum OneDNN {
         lp_f32_to_bf16_2d(src, count, dst, count, 1, count)
     }
 
+    /// dst[i] = bf16(code[nibble(start + i)] · absmax[(start + i) / blocksize]) for i < count (bitsandbytes' 4-bit
+    /// dequantization, rounded to nearest even), on the calling thread; AVX-512 where the CPU has it.
+    @inline(__always)
+    public static func decode4Bit(packed: UnsafePointer<UInt8>, absmax: UnsafePointer<Float>, blocksize: Int, code: UnsafePointer<Float>,
+                                  start: Int, count: Int, into dst: UnsafeMutablePointer<UInt16>) {
+        lp_4bit_to_bf16(packed, absmax, Int64(blocksize), code, Int64(start), Int64(count), dst)
+    }
+
     /// dst = bf16(src), round to nearest even, rows × cols with row strides.
     public static func convert(_ src: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, into dst: UnsafeMutablePointer<UInt16>, ldd: Int) {
         Parallel.forRanges(rows, grain: max(1, 16384 / max(1, cols))) { r in

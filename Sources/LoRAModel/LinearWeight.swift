@@ -170,6 +170,21 @@ extension LinearWeight {
             }
             return
         }
+        if case .fourBit(let q) = storage, q.quantMap.count == 16 {
+            let packed = q.packed.data.bindMemory(to: UInt8.self).baseAddress!, bs = q.state.blocksize
+            q.absmax.withUnsafeBufferPointer { am in
+                q.quantMap.withUnsafeBufferPointer { cm in
+                    let amp = am.baseAddress!, code = cm.baseAddress!
+                    Parallel.forRanges(rows.count, grain: max(1, (1 << 15) / max(1, inF))) { r in
+                        for i in r {
+                            OneDNN.decode4Bit(packed: packed, absmax: amp, blocksize: bs, code: code,
+                                              start: (rows.lowerBound + i) * inF, count: inF, into: dst + i * inF)
+                        }
+                    }
+                }
+            }
+            return
+        }
         let pairs = nibblePairs()
         pairs.withUnsafeBufferPointer { pb in
             let pp = pb.isEmpty ? nil : pb.baseAddress

@@ -42,6 +42,31 @@ final class ComputeDTypeTests: XCTestCase {
         }
     }
 
+    /// The 4-bit → bf16 decoder (AVX-512 where present) equals code[q] · absmax rounded by the scalar conversion,
+    /// bit for bit: odd and even starts, runs that end inside a block, block sizes 64 and 128, a zero, a tiny
+    /// (products below the normal range) and an infinite absmax (the scalar path).
+    func testFourBitDecodeMatchesTheScalarConversion() {
+        var rng = Xoshiro256(seed: 7)
+        let code = FourBit.nf4Code
+        let packed = (0..<4096).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        for bs in [64, 128] {
+            var absmax = (0..<(8192 / bs)).map { _ in Float(rng.next() % 1000 + 1) / 7919 }
+            absmax[1] = 0; absmax[2] = 1e-39; absmax[3] = .infinity; absmax[4] = 3.4e38
+            for (start, count) in [(0, 8192), (1, 8191), (62, 100), (64, 31), (130, 4000), (7, 1)] {
+                var got = [UInt16](repeating: 0, count: count)
+                packed.withUnsafeBufferPointer { p in absmax.withUnsafeBufferPointer { a in code.withUnsafeBufferPointer { c in
+                    OneDNN.decode4Bit(packed: p.baseAddress!, absmax: a.baseAddress!, blocksize: bs, code: c.baseAddress!,
+                                      start: start, count: count, into: &got)
+                }}}
+                for i in 0..<count {
+                    let j = start + i, byte = packed[j >> 1]
+                    let want = floatToBF16(code[Int(j & 1 == 0 ? byte >> 4 : byte & 15)] * absmax[j / bs])
+                    if got[i] != want { XCTFail("bs \(bs) start \(start) element \(j): \(got[i]) != \(want)"); break }
+                }
+            }
+        }
+    }
+
     func check(_ name: String) throws {
         let (tr, batch, io, ref) = try load(name)
         let f32Logits = try io.tensor("logits_lora").floats(), f32Loss = Double(try io.tensor("loss_lora").floats()[0])

@@ -85,7 +85,9 @@ final class DoRATests: XCTestCase {
             let h: Float = 1e-2 * abs(base.magnitude![o])
             let numeric = (try loss(h) - loss(-h)) / Double(2 * h)
             tr.setLoRA(module, base)
-            XCTAssertEqual(Double(g.m[module]![o]), numeric, accuracy: 2e-3 * max(abs(numeric), 1e-3), "\(module)[\(o)]")
+            // The forward is fp32: its loss carries ~1e-7 relative rounding noise, which central differences turn
+            // into ~5e-6 absolute (the BLAS kernel, so the summation order, varies with the CPU), hence the floor.
+            XCTAssertEqual(Double(g.m[module]![o]), numeric, accuracy: 2e-3 * max(abs(numeric), 1e-2), "\(module)[\(o)]")
         }
     }
 

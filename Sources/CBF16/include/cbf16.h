@@ -21,6 +21,12 @@ void lp_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 /// Row-strided conversion: rows x cols from src (row stride lds) into dst (row stride ldd).
 void lp_f32_to_bf16_2d(const float *src, size_t lds, uint16_t *dst, size_t ldd, size_t rows, size_t cols);
 
+/// dst[i] = bf16(code[q(start + i)] * absmax[(start + i) / blocksize]) for i < count, round to nearest even:
+/// bitsandbytes' 4-bit dequantization (q: the nibbles of `packed`, high nibble first; code: the 16-entry NF4 or
+/// FP4 code book) rounded as torch's .to(bfloat16). AVX-512 where the CPU has it.
+void lp_4bit_to_bf16(const uint8_t *packed, const float *absmax, int64_t blocksize, const float *code,
+                     int64_t start, int64_t count, uint16_t *dst);
+
 /// Row-major C[m x n] = alpha * A[m x k] * op(B) + beta * C, A and B bf16, C fp32.
 /// op(B) is B stored k x n (trans_b = 0, row stride ldb >= n) or n x k (trans_b = 1, ldb >= k).
 /// beta must be 0 or 1. Returns 0 on success, or a oneDNN status (the message in lp_bf16_last_error()).
