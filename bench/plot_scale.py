@@ -193,3 +193,27 @@ if by_shape:
         s2, _ = curves(sel, xk, "peak_rss_mb", ["qlora", "lora"])
         chart("scale-rank.svg", f"Cost against LoRA rank ({key[0]} shape, batch 1, seq {key[1]}, all linear layers)",
               [("tokens/s", "rank", s1, True, True, xs), ("peak RSS (MB)", "rank", s2, True, False, xs)], e1)
+
+# The README's scale table (markdown on stdout), one row per point.
+SHAPE_ORDER = ["qwen2.5-0.5b", "llama-3.2-1b", "qwen2.5-1.5b", "llama-3.2-3b", "qwen2.5-7b", "llama-3.1-8b"]
+VARIANT_ORDER = ["qlora", "lora", "eval", "generate"]
+print("| shape | tool | seq | r | ours tokens/s | ours GFLOP/s | ours peak RSS | peer tokens/s | peer peak RSS | ours / peer |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+gb = lambda mb: f"{mb / 1024:.2f} GB" if mb else "–"
+for p in sorted(points, key=lambda p: (VARIANT_ORDER.index(p["variant"]), p["seq"], p["rank"],
+                                       SHAPE_ORDER.index(p["shape"]) if p["shape"] in SHAPE_ORDER else 99)):
+    tool = {"qlora": "train QLoRA", "lora": "train LoRA bf16", "eval": "eval bf16", "generate": "generate bf16"}[p["variant"]]
+    seq = f"{p['seq']} new" if p["variant"] == "generate" else str(p["seq"])
+    r = str(p["rank"]) if p["variant"] in ("qlora", "lora") else "–"
+    ours = p.get("ours_tokens_per_s")
+    ours_err = next((x["ours"]["error"] for x in p["runs"] if "error" in x["ours"]), None)
+    peer = p.get("peer_tokens_per_s")
+    if peer:
+        peer_s = f"{peer:g}"
+    elif "peer_error" in p:
+        peer_s = "fails: " + p["peer_error"].replace("|", "/")[:80]
+    else:
+        peer_s = "not run"
+    ratio = f"{p['speed_ratio']:.2f}×" if p.get("speed_ratio") else "–"
+    print(f"| {p['shape']} | {tool} | {seq} | {r} | {ours if ours else 'fails: ' + str(ours_err)} | {p.get('ours_gflops', '–')} | "
+          f"{gb(p.get('ours_peak_rss_mb'))} | {peer_s} | {gb(p.get('peer_peak_rss_mb'))} | {ratio} |")

@@ -11,11 +11,14 @@ where the peer fits in memory and time, alternating runs, medians.
 A point is SHAPE:VARIANT:SEQ:RANK. VARIANT:
   qlora     lora-train on our lora-quantize NF4 dir (the peer: bitsandbytes NF4, double quant, bf16 compute)
   lora      lora-train on the bf16 base, mmapped (the peer loads it in bf16)
-  eval      lora-eval of the bf16 base, windows of SEQ tokens (RANK ignored; the peer: forward, no grad)
+  eval      lora-eval of the bf16 base, windows of SEQ tokens (RANK ignored; the peer: forward, no grad);
+            the model's files are read once first, so its pages are in the cache as the peer's weights are in
+            its memory when its timer starts (the same for generate)
   generate  lora-generate from the bf16 base, SEQ new tokens after a 16-token prompt, greedy, EOS ignored
             (the peer: transformers' generate() with its KV cache; prompt processing excluded on both sides)
 Training: batch 1, LoRA r RANK / alpha 2r on all linear layers, --grad-checkpoint on both sides, --steps steps;
-tokens/s is the last step's (the first includes paging the weights in). The data are the 16 rows of
+tokens/s is the last step's (the first includes paging the weights in; the peer times its steps after a
+warm-up step). The data are the 16 rows of
 bench/corpus.jsonl each joined with the others (about 9k tokens a row), so every sequence is SEQ tokens long.
 Models are made (and quantized) on first use under --models-dir. Results merge into --out by point;
 bench/plot_scale.py draws them. Never run it while a build or anything else runs: only same-run ratios count.
@@ -110,7 +113,20 @@ def failure(p):
     return {"error": (errs[-1] if errs else (tail[-1] if tail else f"exit {p.returncode}"))[:300]}
 
 
+def warm(model):
+    """Reads the model's files once, so the page cache holds them: lora-eval and lora-generate map the weights
+    and time from the first token, where the peer has read them into its own memory before its timer starts
+    (after the peer's run a large model's pages are gone from the cache, so without this ours would be timed
+    reading them from disk)."""
+    for f in sorted(pathlib.Path(model).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+
+
 def ours(shape, variant, seq, rank):
+    if variant in ("eval", "generate"):
+        warm(model_dir(shape, "lora"))
     if variant == "eval":
         p, rss = timed([f"{a.bin}/lora-eval", str(model_dir(shape, "lora")), "--data", str(eval_data(seq)), "--seq-len",
                         str(seq), "--batch-size", "1", "-q"])
@@ -144,15 +160,8 @@ def ours(shape, variant, seq, rank):
     if p.returncode != 0:
         return failure(subprocess.CompletedProcess(cmd, p.returncode, "", err))
     st = [s for s in steps if "step" in s and not s.get("final")]
-    # Step lines carry cumulative figures (elapsed_s, tokens_per_s since the start): the last step alone is the
-    # difference of the last two.
-    done = [s["tokens_per_s"] * s["elapsed_s"] for s in st]
-    if len(st) > 1:
-        tps = (done[-1] - done[-2]) / (st[-1]["elapsed_s"] - st[-2]["elapsed_s"])
-    else:
-        tps = st[-1]["tokens_per_s"]
-    return {"tokens_per_s": round(tps, 3), "peak_rss_mb": round(int(err.strip().splitlines()[-1]) / 1024),
-            "step_tokens": round(done[-1] - (done[-2] if len(st) > 1 else 0)),
+    # With --log-every 1 each step line's tokens_per_s is that step's own (scored tokens / the step's seconds).
+    return {"tokens_per_s": st[-1]["tokens_per_s"], "peak_rss_mb": round(int(err.strip().splitlines()[-1]) / 1024),
             # process start to training start: the first step line's arrival less the step's own time
             "startup_s": round(first_line_at - st[0]["elapsed_s"], 2), "first_step_s": round(first_line_at, 2)}
 
