@@ -47,9 +47,9 @@ def ticks(lo, hi, log):
 
 def fmt(v):
     if v >= 1e9:
-        return f"{v / 1e9:g}B"
+        return f"{v / 1e9:.3g}B"
     if v >= 1e6:
-        return f"{v / 1e6:g}M"
+        return f"{v / 1e6:.3g}M"
     if v >= 1e4:
         return f"{v / 1e3:g}k"
     return f"{v:g}"
@@ -77,14 +77,14 @@ def panel(x0, y0, w, h, title, xlabel, series, xlog, ylog, xs_all=None):
     Y = lambda v: y0 + h - (ty(v) - ty(ylo)) / (ty(yhi) - ty(ylo)) * h
     el = [f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#888"/>',
           f'<text x="{x0 + w / 2}" y="{y0 - 8}" text-anchor="middle" font-size="13" font-weight="bold">{title}</text>',
-          f'<text x="{x0 + w / 2}" y="{y0 + h + 34}" text-anchor="middle" font-size="12">{xlabel}</text>']
+          f'<text x="{x0 + w / 2}" y="{y0 + h + 40}" text-anchor="middle" font-size="12">{xlabel}</text>']
     for v in ticks(ylo, yhi, ylog):
         el.append(f'<line x1="{x0}" x2="{x0 + w}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/>')
         el.append(f'<text x="{x0 - 4}" y="{Y(v) + 4:.1f}" text-anchor="end" font-size="10">{fmt(v)}</text>')
     xt = sorted(set(xs_all or [])) if xs_all else ticks(xlo, xhi, xlog)
-    for v in xt:
+    for i, v in enumerate(xt):  # close ticks (1.24B and 1.54B) alternate between two rows
         el.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{y0 + h}" y2="{y0 + h + 4}" stroke="#888"/>')
-        el.append(f'<text x="{X(v):.1f}" y="{y0 + h + 16}" text-anchor="middle" font-size="10">{fmt(v)}</text>')
+        el.append(f'<text x="{X(v):.1f}" y="{y0 + h + 14 + 10 * (i % 2)}" text-anchor="middle" font-size="10">{fmt(v)}</text>')
     for label, colour, dashed, pts, fails in series:
         pts = sorted(p for p in pts if p[1] > 0)
         dash = ' stroke-dasharray="6,4"' if dashed else ""
@@ -171,6 +171,8 @@ for p in train:
 if by_shape:
     shape = max(by_shape, key=lambda s: len(by_shape[s]))
     sel = [p for p in train if p["shape"] == shape and p["rank"] in (16, 0)]
+    multi = {v for v in ("qlora", "lora", "eval") if len({p["seq"] for p in sel if p["variant"] == v}) > 1}
+    sel = [p for p in sel if p["variant"] in multi]  # only the curves, not single points
     if len({p["seq"] for p in sel}) > 1:
         xk = lambda p: p["seq"]
         xs = sorted({p["seq"] for p in sel})
@@ -186,6 +188,8 @@ for p in points:
 if by_shape:
     key = max(by_shape, key=lambda k: len(by_shape[k]))
     sel = [p for p in points if p["variant"] in ("qlora", "lora") and (p["shape"], p["seq"]) == key]
+    multi = {v for v in ("qlora", "lora") if len({p["rank"] for p in sel if p["variant"] == v}) > 1}
+    sel = [p for p in sel if p["variant"] in multi]
     if len({p["rank"] for p in sel}) > 1:
         xk = lambda p: p["rank"]
         xs = sorted({p["rank"] for p in sel})
