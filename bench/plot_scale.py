@@ -9,7 +9,7 @@ Ours solid, the peer (transformers + PEFT, + bitsandbytes for QLoRA) dashed in t
 peer ran out of memory, time or failed is an × on the axis, with the reason in the legend.
 
 usage: bench/plot_scale.py [--json bench/results/scale.json] [--size-seq 256]"""
-import argparse, json, math, pathlib
+import argparse, json, math, pathlib, sys
 
 root = pathlib.Path(__file__).resolve().parent.parent
 ap = argparse.ArgumentParser()
@@ -122,7 +122,7 @@ def chart(name, title, panels, entries):
            f'<rect width="100%" height="100%" fill="white"/>' + "".join(el) + "</svg>\n")
     path = root / "bench/results" / name
     path.write_text(svg)
-    print(path)
+    print(path, file=sys.stderr)
 
 
 def curves(selected, xkey, ykey, variants):
