@@ -108,7 +108,9 @@ extension Transformer {
         let n = ws.n
         let gu = ws.gu[l]
         let h = ws.h
-        let dgu = ws.dgu
+        // ∂/∂(gate|up) overwrites gate|up: the activation's backward reads each g, u before writing its dg, du, and
+        // nothing reads them after (the recompute, or the next forward, refills them).
+        let dgu = gu
         let dh = ws.dh
         let dx = ws.dx
         let dn = ws.dn

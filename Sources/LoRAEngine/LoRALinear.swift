@@ -43,6 +43,8 @@ final class ProjectionScratch {
     /// tile of a weight's output rows at a time.
     let w: UnsafeMutablePointer<Float>
     let wCap: Int
+    /// Capacity of wBF (bf16 values): the stacked weights when they fit bf16TileHalves, else a tile of rows.
+    let wBFCap: Int
     /// fp32 values of expanded weight per tile (16 MB): a small model's stacked projection is one tile, so one GEMM;
     /// a 7B model's 18944 × 3584 gate_proj goes in tiles of output rows instead of a 270 MB copy.
     nonisolated(unsafe) static var weightTileFloats = 1 << 22
@@ -63,6 +65,7 @@ final class ProjectionScratch {
         widest = max(d, qd + 2 * kvd, 2 * i)
         weightCap = max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d)
         wCap = min(weightCap, max(ProjectionScratch.weightTileFloats, max(d, i, qd)))
+        wBFCap = min(weightCap, max(ProjectionScratch.bf16TileHalves, max(d, i, qd)))
         w = pool.make(wCap)
         t = pool.make(rows * max(1, maxR))
         dt = backward ? pool.make(rows * max(1, maxR)) : nil
@@ -97,9 +100,12 @@ final class ProjectionScratch {
     var doraDZ: UnsafeMutablePointer<Float> { onDemand(&_doraDZ) }
     var doraW: UnsafeMutablePointer<Float> { onDemand(&_doraW) }
 
+    /// bf16 values of expanded weight per tile (32 MB): what oneDNN multiplies when the weights are not bf16.
+    nonisolated(unsafe) static var bf16TileHalves = 1 << 24
+
     var wBF: UnsafeMutablePointer<UInt16> {
         if let p = _wBF { return p }
-        let p = pool.makeHalf(weightCap)
+        let p = pool.makeHalf(wBFCap)
         _wBF = p
         return p
     }
@@ -495,20 +501,26 @@ extension Transformer {
                 i += 1
                 continue
             }
-            // A run of weights not stored as bf16: expand them, stacked, then one product.
+            // A run of weights not stored as bf16: expanded, stacked, in tiles of at most wBFCap values (a
+            // small model's whole run is one tile, so one product; a 7B model's NF4 gate + up pair goes in ~9
+            // tiles of 32 MB instead of one 270 MB copy), one product per tile.
             let wb = scratch.wBF
-            var off = 0
-            Profiler.shared.measure("expand weights") {
-                while i < lins.count {
-                    let lin = lins[i]
-                    if case .dense(let t) = lin.storage, t.dtype == .BF16 { break }
-                    lin.expandRowsBF16(0..<lin.outFeatures, into: wb + off * inF)
-                    off += lin.outFeatures
-                    i += 1
+            let tileRows = max(1, scratch.wBFCap / inF)
+            var filled = 0, o0 = 0
+            while i < lins.count && ok {
+                let lin = lins[i]
+                if case .dense(let t) = lin.storage, t.dtype == .BF16 { break }
+                let n = min(tileRows - filled, lin.outFeatures - o0)
+                Profiler.shared.measure("expand weights") { lin.expandRowsBF16(o0..<(o0 + n), into: wb + filled * inF) }
+                filled += n; o0 += n
+                if o0 == lin.outFeatures { o0 = 0; i += 1 }
+                let runEnds = i == lins.count || { if case .dense(let t) = lins[i].storage, t.dtype == .BF16 { return true }; return false }()
+                if filled == tileRows || (o0 == 0 && runEnds) {
+                    ok = product(col: col, n: filled, w: wb)
+                    col += filled
+                    filled = 0
                 }
             }
-            ok = product(col: col, n: off, w: wb)
-            col += off
         }
         if !ok { OneDNN.warnFallback() }
         return ok

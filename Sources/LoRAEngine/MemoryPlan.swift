@@ -42,14 +42,17 @@ public struct MemoryPlan: Sendable {
         let widest = max(d, qd + 2 * kvd, 2 * i)
         let weightCap = max((qd + 2 * kvd) * d, 2 * i * d)
         let tile = min(weightCap, max(ProjectionScratch.weightTileFloats, max(d, i, qd)))
+        let tileBF16 = min(weightCap, max(ProjectionScratch.bf16TileHalves, max(d, i, qd)))
         let bf16 = compute.dtype == .bf16, onednn = compute.backend == .onednn
         let headFloats = Limits.product(c.vocabSize, d) ?? Int.max
         p.scratch = Limits.sum(Limits.product(tile, 4),
                                bf16 ? Limits.product(rows, widest, 4) : 0,
-                               onednn ? Limits.sum(Limits.product(weightCap, 2), Limits.product(rows, widest, 2)) : 0,
+                               onednn ? Limits.sum(Limits.product(tileBF16, 2), Limits.product(rows, widest, 2)) : 0,
                                Transformer.headBlockFloats * 4) ?? Int.max
         if let hb = Limits.product(headFloats, 4), hb <= Transformer.headResidentLimit { p.head = hb }
-        if onednn { p.head = Limits.sum(p.head, Limits.product(headFloats, 2)) ?? Int.max }
+        // oneDNN multiplies a bf16 head where it is mapped, any other one from a bf16 copy.
+        let headName = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"
+        if onednn && s.info(headName)?.dtype != .BF16 { p.head = Limits.sum(p.head, Limits.product(headFloats, 2)) ?? Int.max }
         p.adapter = Limits.product(adapterParams, 4, training ? 4 : 1) ?? Int.max
         return p
     }

@@ -158,7 +158,7 @@ extension Transformer {
         var rstd3: [UnsafeMutablePointer<Float>?] = [], rstd4: [UnsafeMutablePointer<Float>?] = []
         /// ∂/∂ a sandwich-normed branch's input (gemma; one float otherwise).
         let dbr: UnsafeMutablePointer<Float>
-        let xFinal, rstdF, nF, dnF, n, h, dgu, dh, dx, dn, dqkv, datt, p, dp, head, gathered: UnsafeMutablePointer<Float>
+        let xFinal, rstdF, nF, dnF, n, h, dh, dx, dn, dqkv, datt, p, dp, head, gathered: UnsafeMutablePointer<Float>
         let scratch: ProjectionScratch
         let checkpointed: Bool
 
@@ -189,7 +189,7 @@ extension Transformer {
             }
             dbr = z(c.sandwichNorms ? rows * d : 1)
             xFinal = z(rows * d); rstdF = z(rows); nF = z(rows * d); dnF = z(rows * d)
-            n = z(rows * d); h = z(rows * i); dgu = z(rows * 2 * i); dh = z(rows * i)
+            n = z(rows * d); h = z(rows * i); dh = z(rows * i)
             dx = z(rows * d); dn = z(rows * d); dqkv = z(rows * (qd + 2 * kvd)); datt = z(rows * qd)
             p = z(Transformer.attentionScratch(seq: seq)); dp = z(Transformer.attentionScratch(seq: seq))
             head = z(headChunk * c.vocabSize); gathered = z(headChunk * d)
@@ -215,7 +215,7 @@ extension Transformer {
         let saved = 2 * d + ldqkv + qd + 2 + 2 * i + qkNormSaved + sandwichSaved
         let perLayer = checkpointed ? d : saved
         guard let perRow = Limits.sum(Limits.product(perLayer, c.numLayers), checkpointed ? saved : 0,
-                                      6 * d + 4 * i + 2 * ldqkv + qd + 3 * max(1, maxR) + (c.sandwichNorms ? d : 0)) else { return nil }
+                                      6 * d + 2 * i + 2 * ldqkv + qd + 3 * max(1, maxR) + (c.sandwichNorms ? d : 0)) else { return nil }
         return Limits.sum(Limits.product(rows, perRow, 4),
                           Limits.product(Transformer.attentionScratch(seq: seq), 2, 4),
                           Limits.product(min(rows, Transformer.headChunkRows), c.vocabSize + d, 4))

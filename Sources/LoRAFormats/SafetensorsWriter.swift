@@ -23,9 +23,25 @@ public struct TensorRecord {
         self.init(name: name, dtype: dtype, shape: shape) { try $0.write(bytes) }
     }
 
+    /// fp32 values written in `dtype`'s stored form, encoded a chunk at a time as the file is written (a
+    /// checkpoint of a 7B model's 40 M LoRA parameters and their AdamW moments is never a second copy in memory).
     public init(name: String, floats: [Float], shape: [Int], dtype: DType = .F32) {
         precondition(floats.count == checkedNumel(shape), "TensorRecord \(name): value count does not match shape")
-        self.init(name: name, dtype: dtype, shape: shape, bytes: encodeFloats(floats, as: dtype))
+        self.init(name: name, dtype: dtype, shape: shape) { sink in
+            let chunk = 1 << 16
+            var buf = [UInt8](repeating: 0, count: min(floats.count, chunk) * dtype.size)
+            try floats.withUnsafeBufferPointer { s in
+                var i = 0
+                while i < s.count {
+                    let n = min(chunk, s.count - i)
+                    try buf.withUnsafeMutableBytes { d in
+                        convertFromFloat(dtype, s.baseAddress! + i, d.baseAddress!, count: n)
+                        try sink.write(UnsafeRawBufferPointer(rebasing: d[0..<(n * dtype.size)]))
+                    }
+                    i += n
+                }
+            }
+        }
     }
 
     /// A copy of a tensor from another file, bytes unchanged.

@@ -64,13 +64,14 @@ public struct LinearWeight: @unchecked Sendable {
             let bs = q.state.blocksize
             let blocks = FourBit.blockCount(numel, bs)
             let n = numel
-            q.absmax.withUnsafeBufferPointer { am in
-                q.quantMap.withUnsafeBufferPointer { cm in
-                    let amp = am.baseAddress!, code = cm.baseAddress!
-                    let packed = q.packed.data.bindMemory(to: UInt8.self).baseAddress!
-                    Parallel.forRanges(blocks, grain: 256) { r in
+            q.quantMap.withUnsafeBufferPointer { cm in
+                let code = cm.baseAddress!
+                let packed = q.packed.data.bindMemory(to: UInt8.self).baseAddress!
+                Parallel.forRanges(blocks, grain: 256) { r in
+                    let e0 = r.lowerBound * bs
+                    q.withScales(elements: e0, count: min(n, r.upperBound * bs) - e0) { amp, first in
                         for b in r {
-                            let s = amp[b]
+                            let s = amp[b - first]
                             let start = b * bs, end = min(n, start + bs)
                             var j = start
                             // Blocks start on even elements, so each byte holds two values of the same block.
@@ -112,12 +113,12 @@ extension LinearWeight {
         case .fourBit(let q):
             let bs = q.state.blocksize
             let packed = q.packed.data.bindMemory(to: UInt8.self).baseAddress!
-            q.absmax.withUnsafeBufferPointer { am in
-                let start = row * inF, end = start + inF
+            let start = row * inF, end = start + inF
+            q.withScales(elements: start, count: inF) { am, first in
                 var j = start
                 while j < end {
                     let b = j / bs
-                    let s = am[b]
+                    let s = am[b - first]
                     let segEnd = min(end, (b + 1) * bs)
                     // Pairs of values from whole bytes (blocks start on even elements), then a lone nibble.
                     if let pr = pairs, j & 1 == 0 {
@@ -172,13 +173,17 @@ extension LinearWeight {
         }
         if case .fourBit(let q) = storage, q.quantMap.count == 16 {
             let packed = q.packed.data.bindMemory(to: UInt8.self).baseAddress!, bs = q.state.blocksize
-            q.absmax.withUnsafeBufferPointer { am in
-                q.quantMap.withUnsafeBufferPointer { cm in
-                    let amp = am.baseAddress!, code = cm.baseAddress!
-                    Parallel.forRanges(rows.count, grain: max(1, (1 << 15) / max(1, inF))) { r in
-                        for i in r {
-                            OneDNN.decode4Bit(packed: packed, absmax: amp, blocksize: bs, code: code,
-                                              start: (rows.lowerBound + i) * inF, count: inF, into: dst + i * inF)
+            q.quantMap.withUnsafeBufferPointer { cm in
+                let code = cm.baseAddress!
+                Parallel.forRanges(rows.count, grain: max(1, (1 << 15) / max(1, inF))) { r in
+                    for i in r {
+                        let start = (rows.lowerBound + i) * inF
+                        // The row's blocks from the first that holds it: packed and start shifted by whole blocks
+                        // (block sizes are even, so by whole bytes).
+                        q.withScales(elements: start, count: inF) { amp, first in
+                            let e0 = first * bs
+                            OneDNN.decode4Bit(packed: packed + e0 / 2, absmax: amp, blocksize: bs, code: code,
+                                              start: start - e0, count: inF, into: dst + i * inF)
                         }
                     }
                 }

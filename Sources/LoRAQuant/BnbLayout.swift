@@ -167,8 +167,13 @@ public struct BnbWeight: @unchecked Sendable {
     public let name: String
     public let state: BnbQuantState
     public let packed: TensorView
-    public let absmax: [Float]       // reconstructed float32 block scales
     public let quantMap: [Float]
+    /// The block scales as stored: fp32 (or another float type) per block, or with double quant one byte per block
+    /// indexing the nested code book, scaled per group of nestedBlock blocks, plus the offset. They are
+    /// reconstructed a range at a time where a weight is expanded (`scales`), never as one fp32 array: a 7B
+    /// model's 102 M blocks would be 0.4 GB of memory.
+    private let storedScales: TensorView
+    private let nested: (absmax: [Float], code: [Float], offset: Float, block: Int)?
 
     /// Suffix of the JSON state tensor, if `name` (a `.weight`) is stored in the bnb 4-bit layout.
     public static func stateTensorName(_ name: String, in store: WeightStore) -> String? {
@@ -222,15 +227,51 @@ public struct BnbWeight: @unchecked Sendable {
             guard nq.dtype.isFloatingPoint, nq.numel == 256 else {
                 throw QuantError.inconsistent(tensor: name + ".nested_quant_map", reason: "expected 256 floats")
             }
-            let nav = na.floats(), nqv = nq.floats()
-            let idx = am.bytes()
-            let offset = Float(off)
-            absmax = (0..<blocks).map { nqv[Int(idx[$0])] * nav[$0 / nbs] + offset }
+            nested = (na.floats(), nq.floats(), Float(off), nbs)
         } else {
             guard am.dtype.isFloatingPoint else {
                 throw QuantError.inconsistent(tensor: name + ".absmax", reason: "absmax has dtype \(am.dtype.rawValue) but the state is not nested")
             }
-            absmax = am.floats()
+            nested = nil
+        }
+        storedScales = am
+    }
+
+    /// The fp32 scales of `blocks` into dst[0..<blocks.count], as bitsandbytes reconstructs them: the stored value,
+    /// or (double quant) nested_code[byte] × nested_absmax[block / nestedBlock] + offset in float32.
+    public func scales(_ blocks: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        precondition(blocks.lowerBound >= 0 && blocks.upperBound <= storedScales.numel)
+        guard !blocks.isEmpty else { return }
+        if let n = nested {
+            let idx = storedScales.data.bindMemory(to: UInt8.self).baseAddress!
+            n.code.withUnsafeBufferPointer { code in
+                n.absmax.withUnsafeBufferPointer { na in
+                    for b in blocks { dst[b - blocks.lowerBound] = code[Int(idx[b])] * na[b / n.block] + n.offset }
+                }
+            }
+        } else {
+            let t = storedScales
+            convertToFloat(t.dtype, t.data.baseAddress! + blocks.lowerBound * t.dtype.size, dst, count: blocks.count)
+        }
+    }
+
+    /// Every block's scale in fp32 (tools and tests; the passes reconstruct them a range at a time).
+    public var absmax: [Float] {
+        [Float](unsafeUninitializedCapacity: storedScales.numel) { buf, n in
+            scales(0..<storedScales.numel, into: buf.baseAddress!)
+            n = storedScales.numel
+        }
+    }
+
+    /// Runs body with the fp32 scales of the blocks holding flattened elements [start, start + count) and the
+    /// first of those blocks: scale of element j = scales[j / blocksize − firstBlock].
+    public func withScales<T>(elements start: Int, count: Int, _ body: (_ scales: UnsafePointer<Float>, _ firstBlock: Int) throws -> T) rethrows -> T {
+        let bs = state.blocksize
+        let first = start / bs, last = count > 0 ? (start + count - 1) / bs : first - 1
+        let n = max(0, last - first + 1)
+        return try withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, n)) { buf in
+            scales(first..<(first + n), into: buf.baseAddress!)
+            return try body(UnsafePointer(buf.baseAddress!), first)
         }
     }
 
@@ -240,18 +281,15 @@ public struct BnbWeight: @unchecked Sendable {
     public func dequantize(start: Int = 0, count: Int? = nil, into dst: UnsafeMutablePointer<Float>) {
         let c = count ?? (state.numel - start)
         precondition(start >= 0 && start + c <= state.numel)
-        let scales = absmax
-        let code = quantMap
-        scales.withUnsafeBufferPointer { s in
-            let sp = s.baseAddress!
-            code.withUnsafeBufferPointer { cb in
+        withScales(elements: start, count: c) { sp, first in
+            quantMap.withUnsafeBufferPointer { cb in
                 let cp = cb.baseAddress!
                 let p = packed.data.bindMemory(to: UInt8.self).baseAddress!
                 let bs = state.blocksize
                 for j in start..<(start + c) {
                     let byte = p[j >> 1]
                     let nib = (j & 1) == 0 ? byte >> 4 : byte & 0x0F
-                    dst[j - start] = cp[Int(nib)] * sp[j / bs]
+                    dst[j - start] = cp[Int(nib)] * sp[j / bs - first]
                 }
             }
         }

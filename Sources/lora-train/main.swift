@@ -247,6 +247,9 @@ struct Train: ParsableCommand {
         if trainer.isWriter {
             try TrainCLI.saveConfig(out, o, model: model, adapter: adapter, data: dataPath, valid: validPath, maskPrompt: mask)
         }
+        // The adapter's weights live in the transformer now, and the optimizer's first step replaces them: the file's
+        // arrays, still held here, would stay beside them for the whole run (0.15 GB on a 7B model at r 16).
+        startAdapter.modules = [:]
         try TrainCLI.run(trainer, stats: stats, out: out, model: model)
     }
 }

@@ -34,21 +34,26 @@ final class ScaleTests: XCTestCase {
     }
 
     func testTiledWeightExpansionMatchesTheStackedExpansion() throws {
-        let saved = ProjectionScratch.weightTileFloats
-        defer { ProjectionScratch.weightTileFloats = saved }
-        try compareVariants { ProjectionScratch.weightTileFloats = 1 }  // tiles of a few output rows
+        let saved = (ProjectionScratch.weightTileFloats, ProjectionScratch.bf16TileHalves)
+        defer { (ProjectionScratch.weightTileFloats, ProjectionScratch.bf16TileHalves) = saved }
+        // tiles of a few output rows (fp32 for OpenBLAS, bf16 for oneDNN), some spanning two stacked modules
+        try compareVariants { (ProjectionScratch.weightTileFloats, ProjectionScratch.bf16TileHalves) = (1, 1) }
     }
 
     /// Each forward case in f32 and bf16 compute, as the engine is by default and after `variant`.
     func compareVariants(_ variant: () -> Void) throws {
-        let defaults = (Transformer.headResidentLimit, Transformer.headBlockFloats, ProjectionScratch.weightTileFloats)
+        let defaults = (Transformer.headResidentLimit, Transformer.headBlockFloats, ProjectionScratch.weightTileFloats,
+                        ProjectionScratch.bf16TileHalves)
+        // oneDNN's bf16 products too where this CPU runs them (AVX512-BF16 / AMX).
+        let oneDNN = CPUFeatures.hasBF16() && OneDNN.probe() == nil ? [ComputeChoice(dtype: .bf16, backend: .onednn)] : []
         for name in ["llama-gqa-tied", "qwen2-bias", "llama-nf4", "llama-linear-rope", "llama-bf16-weights"] {
-            for compute in [ComputeChoice.f32, ComputeDTypeTests.emulated] {
-                (Transformer.headResidentLimit, Transformer.headBlockFloats, ProjectionScratch.weightTileFloats) = defaults
+            for compute in [ComputeChoice.f32, ComputeDTypeTests.emulated] + oneDNN {
+                (Transformer.headResidentLimit, Transformer.headBlockFloats, ProjectionScratch.weightTileFloats,
+                 ProjectionScratch.bf16TileHalves) = defaults
                 let resident = try pass(name, compute: compute)
                 variant()
                 let streamed = try pass(name, compute: compute)
-                let what = "\(name) \(compute.dtype)"
+                let what = "\(name) \(compute.dtype) \(compute.backend)"
                 // The same products; only the order of the sums differs (BLAS blocking, dx summed tile by tile). In
                 // bf16 compute a different fp32 sum can round an activation to the neighbouring bf16 value, so the
                 // bound there is ComputeDTypeTests' for another summation order.
