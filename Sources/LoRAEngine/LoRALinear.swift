@@ -509,12 +509,12 @@ extension Transformer {
             var filled = 0, o0 = 0
             while i < lins.count && ok {
                 let lin = lins[i]
-                if case .dense(let t) = lin.storage, t.dtype == .BF16 { break }
+                if lin.isStoredBF16 { break }
                 let n = min(tileRows - filled, lin.outFeatures - o0)
                 Profiler.shared.measure("expand weights") { lin.expandRowsBF16(o0..<(o0 + n), into: wb + filled * inF) }
                 filled += n; o0 += n
                 if o0 == lin.outFeatures { o0 = 0; i += 1 }
-                let runEnds = i == lins.count || { if case .dense(let t) = lins[i].storage, t.dtype == .BF16 { return true }; return false }()
+                let runEnds = i == lins.count || lins[i].isStoredBF16
                 if filled == tileRows || (o0 == 0 && runEnds) {
                     ok = product(col: col, n: filled, w: wb)
                     col += filled
