@@ -123,7 +123,8 @@ void lp_4bit_to_bf16(const uint8_t *packed, const float *absmax, int64_t blocksi
 // MARK: GEMM
 
 typedef struct {
-    int trans_b, accumulate;
+    int f32, trans_a, trans_b, accumulate;  // f32: fp32 A and B (else bf16); trans_a: A stored k x m
+    int refused;                            // f32 only: oneDNN offered its reference kernel, so the caller uses sgemm
     int64_t m, n, k, lda, ldb, ldc;
     float alpha;
     dnnl_primitive_t prim;
@@ -168,11 +169,12 @@ static int create(entry_t *e) {
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_dims_t ad = {e->m, e->k}, as = {e->lda, 1};
+    dnnl_dims_t ad = {e->m, e->k}, as_n = {e->lda, 1}, as_t = {1, e->lda};
     dnnl_dims_t bd = {e->k, e->n}, bs_n = {e->ldb, 1}, bs_t = {1, e->ldb};
     dnnl_dims_t cd = {e->m, e->n}, cs = {e->ldc, 1};
-    CHECK(dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_bf16, as), "memory_desc (A)");
-    CHECK(dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dnnl_bf16, e->trans_b ? bs_t : bs_n), "memory_desc (B)");
+    dnnl_data_type_t dt = e->f32 ? dnnl_f32 : dnnl_bf16;
+    CHECK(dnnl_memory_desc_init_by_strides(&amd, 2, ad, dt, e->trans_a ? as_t : as_n), "memory_desc (A)");
+    CHECK(dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dt, e->trans_b ? bs_t : bs_n), "memory_desc (B)");
     CHECK(dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs), "memory_desc (C)");
     CHECK(dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd), "matmul_desc_init");
     CHECK(dnnl_primitive_attr_create(&attr), "primitive_attr_create");
@@ -187,6 +189,8 @@ static int create(entry_t *e) {
         const char *impl = NULL;
         if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
             snprintf(last_impl, sizeof last_impl, "%s", impl);
+        // fp32 products have a good sgemm beside them: oneDNN's reference kernel is not worth a primitive
+        if (e->f32 && impl && strncmp(impl, "ref", 3) == 0) { e->refused = 1; goto done; }
     }
     CHECK(dnnl_primitive_create(&e->prim, pd), "primitive_create");
     CHECK(dnnl_memory_create(&e->a, &amd, engine, DNNL_MEMORY_NONE), "memory_create (A)");
@@ -200,9 +204,8 @@ done:
     return st;
 }
 
-int lp_bf16_gemm(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                 const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
-                 float beta, float *c, int64_t ldc) {
+static int matmul(int f32, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const void *a, int64_t lda, const void *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m <= 0 || n <= 0) return 0;
     if (beta != 0.0f && beta != 1.0f) { snprintf(last_error, sizeof last_error, "beta must be 0 or 1"); return -1; }
     int acc = beta == 1.0f;
@@ -219,20 +222,21 @@ int lp_bf16_gemm(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
     entry_t *e = NULL;
     for (int i = 0; i < cache_count; i++) {
         entry_t *x = &cache[i];
-        if (x->trans_b == trans_b && x->accumulate == acc && x->m == m && x->n == n && x->k == k && x->lda == lda
-            && x->ldb == ldb && x->ldc == ldc && x->alpha == alpha) { e = x; break; }
+        if (x->f32 == f32 && x->trans_a == trans_a && x->trans_b == trans_b && x->accumulate == acc && x->m == m
+            && x->n == n && x->k == k && x->lda == lda && x->ldb == ldb && x->ldc == ldc && x->alpha == alpha) { e = x; break; }
     }
     if (!e) {
         int appended = cache_count < CACHE_MAX;
         if (appended) e = &cache[cache_count++];
         else { e = &cache[cache_next]; cache_next = (cache_next + 1) % CACHE_MAX; release(e); }
-        e->trans_b = trans_b; e->accumulate = acc; e->m = m; e->n = n; e->k = k;
+        e->f32 = f32; e->trans_a = trans_a; e->trans_b = trans_b; e->accumulate = acc; e->m = m; e->n = n; e->k = k;
         e->lda = lda; e->ldb = ldb; e->ldc = ldc; e->alpha = alpha;
         if ((st = create(e)) != 0) {  // create() left the slot zeroed; an appended one is given back
             if (appended) cache_count--;
             goto done;
         }
     }
+    if (e->refused) { st = LP_REFUSED; goto done; }  // remembered, so the next call of the shape costs a lookup
     CHECK(dnnl_memory_set_data_handle(e->a, (void *)a), "set_data_handle (A)");
     CHECK(dnnl_memory_set_data_handle(e->b, (void *)b), "set_data_handle (B)");
     CHECK(dnnl_memory_set_data_handle(e->c, c), "set_data_handle (C)");
@@ -244,4 +248,15 @@ int lp_bf16_gemm(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
 done:
     pthread_mutex_unlock(&lock);
     return st;
+}
+
+int lp_bf16_gemm(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
+                 float beta, float *c, int64_t ldc) {
+    return matmul(0, 0, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+int lp_f32_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    return matmul(1, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

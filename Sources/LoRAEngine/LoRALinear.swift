@@ -242,12 +242,12 @@ extension Transformer {
                     xin = UnsafePointer(xd); ldxin = inF
                 }
                 l.a.withUnsafeBufferPointer { ap in
-                    gemm(.none, .transpose, m: rows, n: l.r, k: inF, a: xin, lda: ldxin, b: ap.baseAddress!, ldb: inF,
-                         c: scratch.t, ldc: l.r)
+                    gemmAcrossCores(.none, .transpose, m: rows, n: l.r, k: inF, a: xin, lda: ldxin, b: ap.baseAddress!, ldb: inF,
+                                   c: scratch.t, ldc: l.r)
                 }
                 l.b.withUnsafeBufferPointer { bp in
-                    gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
-                         b: bp.baseAddress!, ldb: l.r, beta: 1, c: yc, ldc: ldy)
+                    gemmAcrossCores(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
+                                   b: bp.baseAddress!, ldb: l.r, beta: 1, c: yc, ldc: ldy)
                 }
             }
         }
@@ -391,12 +391,12 @@ extension Transformer {
                          scratch: ProjectionScratch) {
         guard let l = lora[lin.name] else { return }
         l.a.withUnsafeBufferPointer { ap in
-            gemm(.none, .transpose, m: rows, n: l.r, k: lin.inFeatures, a: x, lda: ldx, b: ap.baseAddress!, ldb: lin.inFeatures,
-                 c: scratch.t, ldc: l.r)
+            gemmAcrossCores(.none, .transpose, m: rows, n: l.r, k: lin.inFeatures, a: x, lda: ldx, b: ap.baseAddress!, ldb: lin.inFeatures,
+                           c: scratch.t, ldc: l.r)
         }
         l.b.withUnsafeBufferPointer { bp in
-            gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
-                 b: bp.baseAddress!, ldb: l.r, beta: 1, c: y, ldc: ldy)
+            gemmAcrossCores(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
+                           b: bp.baseAddress!, ldb: l.r, beta: 1, c: y, ldc: ldy)
         }
     }
 
@@ -572,22 +572,22 @@ extension Transformer {
                     xin = UnsafePointer(xd); ldxin = inF
                 }
                 // t = drop(x)·Aᵀ; dB += s·dyᵀ·t
-                gemm(.none, .transpose, m: rows, n: r, k: inF, a: xin, lda: ldxin, b: a.baseAddress!, ldb: inF, c: t, ldc: r)
-                gemm(.transpose, .none, m: outF, n: r, k: rows, alpha: l.scaling, a: dy, lda: ldy, b: t, ldb: r,
-                     beta: 1, c: db.baseAddress!, ldc: r)
+                gemmAcrossCores(.none, .transpose, m: rows, n: r, k: inF, a: xin, lda: ldxin, b: a.baseAddress!, ldb: inF, c: t, ldc: r)
+                gemmAcrossCores(.transpose, .none, m: outF, n: r, k: rows, alpha: l.scaling, a: dy, lda: ldy, b: t, ldb: r,
+                               beta: 1, c: db.baseAddress!, ldc: r)
                 // u = dy·B; dA += s·uᵀ·drop(x)
-                gemm(.none, .none, m: rows, n: r, k: outF, a: dy, lda: ldy, b: b.baseAddress!, ldb: r, c: u, ldc: r)
-                gemm(.transpose, .none, m: r, n: inF, k: rows, alpha: l.scaling, a: u, lda: r, b: xin, ldb: ldxin,
-                     beta: 1, c: da.baseAddress!, ldc: inF)
+                gemmAcrossCores(.none, .none, m: rows, n: r, k: outF, a: dy, lda: ldy, b: b.baseAddress!, ldb: r, c: u, ldc: r)
+                gemmAcrossCores(.transpose, .none, m: r, n: inF, k: rows, alpha: l.scaling, a: u, lda: r, b: xin, ldb: ldxin,
+                               beta: 1, c: da.baseAddress!, ldc: inF)
                 // dx += s·(u·A) ⊙ mask/keep
                 if let dr = drop {
                     let tmp = scratch.tmp!
-                    gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
-                         c: tmp, ldc: inF)
+                    gemmAcrossCores(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
+                                   c: tmp, ldc: inF)
                     dr.apply(tmp, ld: inF, rows: rows, cols: inF, module: lin.name, into: dx, ldd: lddx, accumulate: true)
                 } else {
-                    gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
-                         beta: 1, c: dx, ldc: lddx)
+                    gemmAcrossCores(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
+                                   beta: 1, c: dx, ldc: lddx)
                 }
             }}}}
         }

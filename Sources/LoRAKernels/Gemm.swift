@@ -1,6 +1,8 @@
 // Gemm: row-major single-precision matrix products through OpenBLAS cblas_sgemm, with named transposes,
 // plus a naive reference used by tests. C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C.
+import CBF16
 import CBLAS
+import Dispatch
 
 public enum Transpose: Sendable {
     case none
@@ -74,3 +76,52 @@ public func withSingleThreadedBLAS<T>(_ body: () -> T) -> T {
 public func setBLASThreads(_ n: Int) {
     if n > 0 { openblas_set_num_threads(Int32(n)) }
 }
+
+/// `gemm` for products that run while OpenBLAS is held to the calling thread (bf16 compute on oneDNN, where its
+/// spinning workers would take the cores from oneDNN's): LoRA's rank-r products. They go to oneDNN's fp32 matmul,
+/// on the same threads as its bf16 products; where oneDNN offers only its reference kernel for a shape (or
+/// fails), C is cut into one block of rows (or of columns, when wider than tall) per core, each a single-threaded
+/// sgemm. With OpenBLAS on several threads, one core, or a product too small to pay for the hand-off: `gemm`.
+/// fp32 throughout: only the order of each element's sum over k differs from `gemm`'s.
+public func gemmAcrossCores(
+    _ transA: Transpose, _ transB: Transpose,
+    m: Int, n: Int, k: Int,
+    alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    let parts = min(Parallel.cores, max(m, n) / 16)
+    guard parts > 1, 2 * m * n * max(k, 1) >= gemmSplitMinFlops, beta == 0 || beta == 1,
+          openblas_get_num_threads() == 1 else {
+        gemm(transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    precondition(lda >= max(1, transA == .none ? k : m) && ldb >= max(1, transB == .none ? n : k) && ldc >= max(1, n),
+                 "gemmAcrossCores: a leading dimension is too small")
+    if gemmOnOneDNN && lp_f32_gemm(transA == .none ? 0 : 1, transB == .none ? 0 : 1, Int64(m), Int64(n), Int64(k), alpha,
+                                   a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc)) == 0 {
+        return
+    }
+    let byRows = m >= n
+    let total = byRows ? m : n
+    DispatchQueue.concurrentPerform(iterations: parts) { p in
+        let s = p * total / parts, e = (p + 1) * total / parts
+        guard s < e else { return }
+        if byRows {  // rows s..<e of op(A) and C
+            let ap = transA == .none ? a + s * lda : a + s
+            gemm(transA, transB, m: e - s, n: n, k: k, alpha: alpha, a: ap, lda: lda, b: b, ldb: ldb, beta: beta,
+                 c: c + s * ldc, ldc: ldc)
+        } else {  // columns s..<e of op(B) and C
+            let bp = transB == .none ? b + s : b + s * ldb
+            gemm(transA, transB, m: m, n: e - s, k: k, alpha: alpha, a: a, lda: lda, b: bp, ldb: ldb, beta: beta,
+                 c: c + s, ldc: ldc)
+        }
+    }
+}
+
+/// The least work (FLOPs) `gemmAcrossCores` hands to other cores: below it the hand-off costs more than it saves.
+nonisolated(unsafe) public var gemmSplitMinFlops = 1 << 20
+/// Whether `gemmAcrossCores` tries oneDNN's fp32 matmul first (tests turn it off to check the split).
+nonisolated(unsafe) public var gemmOnOneDNN = true

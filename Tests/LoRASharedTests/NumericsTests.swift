@@ -30,6 +30,41 @@ final class NumericsTests: XCTestCase {
         }
     }
 
+    /// gemmAcrossCores (LoRA's products while OpenBLAS is held to one thread): oneDNN's fp32 matmul and the split
+    /// into row / column blocks per core, each against the reference, on strided operands and both betas.
+    func testGemmAcrossCoresMatchesNaive() {
+        let savedMin = gemmSplitMinFlops, savedOn = gemmOnOneDNN, savedCores = Parallel.cores
+        defer { gemmSplitMinFlops = savedMin; gemmOnOneDNN = savedOn; Parallel.cores = savedCores }
+        gemmSplitMinFlops = 1
+        Parallel.cores = 2
+        var rng = Xoshiro256(seed: 11)
+        withSingleThreadedBLAS {
+            for onednn in [true, false] {
+                gemmOnOneDNN = onednn
+                for (m, n, k) in [(40, 33, 17), (20, 70, 9), (3, 5, 7), (64, 16, 300)] {
+                    for ta in [Transpose.none, .transpose] {
+                        for tb in [Transpose.none, .transpose] {
+                            for beta: Float in [0, 1] {
+                                let lda = (ta == .none ? k : m) + 3, ldb = (tb == .none ? n : k) + 2, ldc = n + 5
+                                let a = (0..<((ta == .none ? m : k) * lda)).map { _ in rng.uniform(-1, 1) }
+                                let b = (0..<((tb == .none ? k : n) * ldb)).map { _ in rng.uniform(-1, 1) }
+                                var c0 = (0..<(m * ldc)).map { _ in rng.uniform(-1, 1) }
+                                var c1 = c0
+                                gemmAcrossCores(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
+                                                c: &c0, ldc: ldc)
+                                gemmNaive(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
+                                          c: &c1, ldc: ldc)
+                                let d = maxAbsDiff(c0, c1)  // the padding columns too: untouched on both sides
+                                XCTAssertLessThan(d, NumericsTests.gemmTolerance * Float(k),
+                                                  "oneDNN \(onednn) m\(m) n\(n) k\(k) \(ta) \(tb) beta \(beta): max diff \(d)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testBF16RoundsToNearestEven() {
         XCTAssertEqual(floatToBF16(1.0), 0x3F80)
         // 1 + 2^-8 is exactly halfway between bf16 1.0 and the next value: ties to even (down).

@@ -33,6 +33,13 @@ void lp_4bit_to_bf16(const uint8_t *packed, const float *absmax, int64_t blocksi
 int lp_bf16_gemm(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                  const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
                  float beta, float *c, int64_t ldc);
+/// lp_f32_gemm's answer when oneDNN offers only its reference kernel for the shape: compute it another way.
+#define LP_REFUSED (-2)
+/// Row-major C[m x n] = alpha * op(A) * op(B) + beta * C, all fp32, on oneDNN's threads: op(A) is A stored m x k
+/// (trans_a = 0, lda >= k) or k x m (trans_a = 1, lda >= m); op(B) as in lp_bf16_gemm. beta 0 or 1. Returns 0,
+/// LP_REFUSED, or a oneDNN status.
+int lp_f32_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 /// What the last failed call said (static storage).
 const char *lp_bf16_last_error(void);
 /// Implementation oneDNN chose for the most recently created primitive (e.g. "brg:avx512_core_bf16").
