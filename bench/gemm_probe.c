@@ -2,7 +2,9 @@
 // (batch 4 x seq 256 = 1024 rows; SmolLM2-135M: hidden 576, q|k|v 960, gate|up 3072, intermediate 1536, head
 // 49152 x 576 in chunks of 128 rows): OpenBLAS sgemm (fp32, today's path) against oneDNN's bf16 matmul
 // (bf16 operands, fp32 accumulation and output) through Sources/CBF16, and the fp32 -> bf16 conversion of
-// the activations that the bf16 path adds. Build and run with bench/gemm_probe.sh.
+// the activations that the bf16 path adds. Build and run with bench/gemm_probe.sh. Other shapes: pass them after
+// the two numbers as M:N:K:T (T 1: x.W^T with W stored n x k, as the forward; T 0: dy.W, as the activation
+// gradient), e.g. the Qwen2.5-7B shape's tiles: gemm_probe 2 1 1024:37888:3584:1 1024:3584:18944:1.
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,17 @@ int main(int argc, char **argv) {
         {"head fwd    128 rows", 128, 49152, 576, 1}, {"head bwd    128 rows", 128, 576, 49152, 0},
     };
     int ns = sizeof shapes / sizeof shapes[0];
+    if (argc > 3) {  // the shapes named on the command line instead of the demo model's
+        ns = 0;
+        for (int i = 3; i < argc && ns < (int)(sizeof shapes / sizeof shapes[0]); i++) {
+            shape_t sh = {argv[i], 0, 0, 0, 1};
+            if (sscanf(argv[i], "%d:%d:%d:%d", &sh.m, &sh.n, &sh.k, &sh.trans_b) != 4 || sh.m <= 0 || sh.n <= 0 || sh.k <= 0) {
+                fprintf(stderr, "error: shape '%s' is not M:N:K:T (positive sizes, T 0 or 1)\n", argv[i]);
+                return 2;
+            }
+            shapes[ns++] = sh;
+        }
+    }
     printf("{\"threads\": %d, \"avx512_bf16\": %d, \"amx_bf16\": %d, \"shapes\": [\n", threads,
            lp_cpu_has_avx512_bf16(), lp_cpu_has_amx_bf16());
     double tot_f = 0, tot_s = 0, tot_b = 0, tot_c = 0;
