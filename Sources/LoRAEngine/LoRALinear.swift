@@ -242,12 +242,12 @@ extension Transformer {
                     xin = UnsafePointer(xd); ldxin = inF
                 }
                 l.a.withUnsafeBufferPointer { ap in
-                    gemmAcrossCores(.none, .transpose, m: rows, n: l.r, k: inF, a: xin, lda: ldxin, b: ap.baseAddress!, ldb: inF,
-                                   c: scratch.t, ldc: l.r)
+                    gemm(.none, .transpose, m: rows, n: l.r, k: inF, a: xin, lda: ldxin, b: ap.baseAddress!, ldb: inF,
+                         c: scratch.t, ldc: l.r, acrossCores: true)
                 }
                 l.b.withUnsafeBufferPointer { bp in
-                    gemmAcrossCores(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
-                                   b: bp.baseAddress!, ldb: l.r, beta: 1, c: yc, ldc: ldy)
+                    gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
+                         b: bp.baseAddress!, ldb: l.r, beta: 1, c: yc, ldc: ldy, acrossCores: true)
                 }
             }
         }
@@ -391,12 +391,12 @@ extension Transformer {
                          scratch: ProjectionScratch) {
         guard let l = lora[lin.name] else { return }
         l.a.withUnsafeBufferPointer { ap in
-            gemmAcrossCores(.none, .transpose, m: rows, n: l.r, k: lin.inFeatures, a: x, lda: ldx, b: ap.baseAddress!, ldb: lin.inFeatures,
-                           c: scratch.t, ldc: l.r)
+            gemm(.none, .transpose, m: rows, n: l.r, k: lin.inFeatures, a: x, lda: ldx, b: ap.baseAddress!, ldb: lin.inFeatures,
+                 c: scratch.t, ldc: l.r, acrossCores: true)
         }
         l.b.withUnsafeBufferPointer { bp in
-            gemmAcrossCores(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
-                           b: bp.baseAddress!, ldb: l.r, beta: 1, c: y, ldc: ldy)
+            gemm(.none, .transpose, m: rows, n: lin.outFeatures, k: l.r, alpha: l.scaling, a: scratch.t, lda: l.r,
+                 b: bp.baseAddress!, ldb: l.r, beta: 1, c: y, ldc: ldy, acrossCores: true)
         }
     }
 
@@ -572,22 +572,22 @@ extension Transformer {
                     xin = UnsafePointer(xd); ldxin = inF
                 }
                 // t = drop(x)·Aᵀ; dB += s·dyᵀ·t
-                gemmAcrossCores(.none, .transpose, m: rows, n: r, k: inF, a: xin, lda: ldxin, b: a.baseAddress!, ldb: inF, c: t, ldc: r)
-                gemmAcrossCores(.transpose, .none, m: outF, n: r, k: rows, alpha: l.scaling, a: dy, lda: ldy, b: t, ldb: r,
-                               beta: 1, c: db.baseAddress!, ldc: r)
+                gemm(.none, .transpose, m: rows, n: r, k: inF, a: xin, lda: ldxin, b: a.baseAddress!, ldb: inF, c: t, ldc: r, acrossCores: true)
+                gemm(.transpose, .none, m: outF, n: r, k: rows, alpha: l.scaling, a: dy, lda: ldy, b: t, ldb: r,
+                     beta: 1, c: db.baseAddress!, ldc: r, acrossCores: true)
                 // u = dy·B; dA += s·uᵀ·drop(x)
-                gemmAcrossCores(.none, .none, m: rows, n: r, k: outF, a: dy, lda: ldy, b: b.baseAddress!, ldb: r, c: u, ldc: r)
-                gemmAcrossCores(.transpose, .none, m: r, n: inF, k: rows, alpha: l.scaling, a: u, lda: r, b: xin, ldb: ldxin,
-                               beta: 1, c: da.baseAddress!, ldc: inF)
+                gemm(.none, .none, m: rows, n: r, k: outF, a: dy, lda: ldy, b: b.baseAddress!, ldb: r, c: u, ldc: r, acrossCores: true)
+                gemm(.transpose, .none, m: r, n: inF, k: rows, alpha: l.scaling, a: u, lda: r, b: xin, ldb: ldxin,
+                     beta: 1, c: da.baseAddress!, ldc: inF, acrossCores: true)
                 // dx += s·(u·A) ⊙ mask/keep
                 if let dr = drop {
                     let tmp = scratch.tmp!
-                    gemmAcrossCores(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
-                                   c: tmp, ldc: inF)
+                    gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
+                         c: tmp, ldc: inF, acrossCores: true)
                     dr.apply(tmp, ld: inF, rows: rows, cols: inF, module: lin.name, into: dx, ldd: lddx, accumulate: true)
                 } else {
-                    gemmAcrossCores(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
-                                   beta: 1, c: dx, ldc: lddx)
+                    gemm(.none, .none, m: rows, n: inF, k: r, alpha: l.scaling, a: u, lda: r, b: a.baseAddress!, ldb: inF,
+                         beta: 1, c: dx, ldc: lddx, acrossCores: true)
                 }
             }}}}
         }

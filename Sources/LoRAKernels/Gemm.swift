@@ -17,7 +17,8 @@ private func int32(_ v: Int, _ what: StaticString) -> Int32 {
     return Int32(v)
 }
 
-/// Row-major SGEMM. `lda`, `ldb`, `ldc` are row strides of A, B, C as stored (before op()).
+/// Row-major SGEMM. `lda`, `ldb`, `ldc` are row strides of A, B, C as stored (before op()). `acrossCores`: see
+/// gemmAcrossCores below (LoRA's products in bf16 compute).
 /// op(A) is m×k: A is stored m×k (`.none`, lda ≥ k) or k×m (`.transpose`, lda ≥ m).
 public func gemm(
     _ transA: Transpose, _ transB: Transpose,
@@ -26,12 +27,14 @@ public func gemm(
     a: UnsafePointer<Float>, lda: Int,
     b: UnsafePointer<Float>, ldb: Int,
     beta: Float = 0,
-    c: UnsafeMutablePointer<Float>, ldc: Int
+    c: UnsafeMutablePointer<Float>, ldc: Int,
+    acrossCores: Bool = false
 ) {
     precondition(lda >= max(1, transA == .none ? k : m), "gemm: lda too small")
     precondition(ldb >= max(1, transB == .none ? n : k), "gemm: ldb too small")
     precondition(ldc >= max(1, n), "gemm: ldc too small")
     if m == 0 || n == 0 { return }
+    if acrossCores && gemmAcrossCores(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) { return }
     cblas_sgemm(
         CblasRowMajor, transA.cblas, transB.cblas,
         int32(m, "m"), int32(n, "n"), int32(k, "k"),
@@ -77,32 +80,21 @@ public func setBLASThreads(_ n: Int) {
     if n > 0 { openblas_set_num_threads(Int32(n)) }
 }
 
-/// `gemm` for products that run while OpenBLAS is held to the calling thread (bf16 compute on oneDNN, where its
-/// spinning workers would take the cores from oneDNN's): LoRA's rank-r products. They go to oneDNN's fp32 matmul,
-/// on the same threads as its bf16 products; where oneDNN offers only its reference kernel for a shape (or
-/// fails), C is cut into one block of rows (or of columns, when wider than tall) per core, each a single-threaded
-/// sgemm. With OpenBLAS on several threads, one core, or a product too small to pay for the hand-off: `gemm`.
-/// fp32 throughout: only the order of each element's sum over k differs from `gemm`'s.
-public func gemmAcrossCores(
-    _ transA: Transpose, _ transB: Transpose,
-    m: Int, n: Int, k: Int,
-    alpha: Float = 1,
-    a: UnsafePointer<Float>, lda: Int,
-    b: UnsafePointer<Float>, ldb: Int,
-    beta: Float = 0,
-    c: UnsafeMutablePointer<Float>, ldc: Int
-) {
+/// `gemm(..., acrossCores: true)`: for products that run while OpenBLAS is held to the calling thread (bf16 compute
+/// on oneDNN, where its spinning workers would take the cores from oneDNN's) — LoRA's rank-r products. They go to
+/// oneDNN's fp32 matmul, on the same threads as its bf16 products; where oneDNN offers only its reference kernel
+/// for a shape (or fails), C is cut into one block of rows (or of columns, when wider than tall) per core, each a
+/// single-threaded sgemm. False (the caller runs one sgemm) with OpenBLAS on several threads, one core, or a
+/// product too small to pay for the hand-off. fp32 throughout: only the order of each sum over k can differ.
+private func gemmAcrossCores(_ transA: Transpose, _ transB: Transpose, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                             _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
+                             _ c: UnsafeMutablePointer<Float>, _ ldc: Int) -> Bool {
     let parts = min(Parallel.cores, max(m, n) / 16)
     guard parts > 1, 2 * m * n * max(k, 1) >= gemmSplitMinFlops, beta == 0 || beta == 1,
-          openblas_get_num_threads() == 1 else {
-        gemm(transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
-        return
-    }
-    precondition(lda >= max(1, transA == .none ? k : m) && ldb >= max(1, transB == .none ? n : k) && ldc >= max(1, n),
-                 "gemmAcrossCores: a leading dimension is too small")
+          openblas_get_num_threads() == 1 else { return false }
     if gemmOnOneDNN && lp_f32_gemm(transA == .none ? 0 : 1, transB == .none ? 0 : 1, Int64(m), Int64(n), Int64(k), alpha,
                                    a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc)) == 0 {
-        return
+        return true
     }
     let byRows = m >= n
     let total = byRows ? m : n
@@ -119,9 +111,10 @@ public func gemmAcrossCores(
                  c: c + s, ldc: ldc)
         }
     }
+    return true
 }
 
-/// The least work (FLOPs) `gemmAcrossCores` hands to other cores: below it the hand-off costs more than it saves.
+/// The least work (FLOPs) `gemm(..., acrossCores: true)` hands to other cores: below it the hand-off costs more than it saves.
 nonisolated(unsafe) public var gemmSplitMinFlops = 1 << 20
 /// Whether `gemmAcrossCores` tries oneDNN's fp32 matmul first (tests turn it off to check the split).
 nonisolated(unsafe) public var gemmOnOneDNN = true

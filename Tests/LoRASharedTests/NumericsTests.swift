@@ -30,7 +30,7 @@ final class NumericsTests: XCTestCase {
         }
     }
 
-    /// gemmAcrossCores (LoRA's products while OpenBLAS is held to one thread): oneDNN's fp32 matmul and the split
+    /// gemm(..., acrossCores: true) (LoRA's products while OpenBLAS is held to one thread): oneDNN's fp32 matmul and the split
     /// into row / column blocks per core, each against the reference, on strided operands and both betas.
     func testGemmAcrossCoresMatchesNaive() {
         let savedMin = gemmSplitMinFlops, savedOn = gemmOnOneDNN, savedCores = Parallel.cores
@@ -50,8 +50,8 @@ final class NumericsTests: XCTestCase {
                                 let b = (0..<((tb == .none ? k : n) * ldb)).map { _ in rng.uniform(-1, 1) }
                                 var c0 = (0..<(m * ldc)).map { _ in rng.uniform(-1, 1) }
                                 var c1 = c0
-                                gemmAcrossCores(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
-                                                c: &c0, ldc: ldc)
+                                gemm(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
+                                     c: &c0, ldc: ldc, acrossCores: true)
                                 gemmNaive(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
                                           c: &c1, ldc: ldc)
                                 let d = maxAbsDiff(c0, c1)  // the padding columns too: untouched on both sides
