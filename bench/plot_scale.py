@@ -161,7 +161,7 @@ if size_pts:
     s3, _ = curves(size_pts, xk, "peak_rss_mb", variants)
     chart("scale-size.svg", f"Cost against model size (synthetic weights of the published shapes; batch 1, seq {a.size_seq}, r 16)",
           [("tokens/s", "linear parameters", s1, True, True, xs), ("effective GFLOP/s (ours)", "linear parameters", s2, True, False, xs),
-           ("peak RSS (MB)", "linear parameters", s3, True, True, xs)], e1)
+           ("peak RSS (MiB)", "linear parameters", s3, True, True, xs)], e1)
 
 train = [p for p in points if p["variant"] in ("qlora", "lora", "eval")]
 by_shape = {}
@@ -179,7 +179,7 @@ if by_shape:
         s1, e1 = curves(sel, xk, "tokens_per_s", ["qlora", "lora", "eval"])
         s2, _ = curves(sel, xk, "peak_rss_mb", ["qlora", "lora", "eval"])
         chart("scale-seq.svg", f"Cost against sequence length ({shape} shape, batch 1, r 16)",
-              [("tokens/s", "sequence length", s1, True, True, xs), ("peak RSS (MB)", "sequence length", s2, True, False, xs)], e1)
+              [("tokens/s", "sequence length", s1, True, True, xs), ("peak RSS (MiB)", "sequence length", s2, True, False, xs)], e1)
 
 by_shape = {}
 for p in points:
@@ -196,14 +196,14 @@ if by_shape:
         s1, e1 = curves(sel, xk, "tokens_per_s", ["qlora", "lora"])
         s2, _ = curves(sel, xk, "peak_rss_mb", ["qlora", "lora"])
         chart("scale-rank.svg", f"Cost against LoRA rank ({key[0]} shape, batch 1, seq {key[1]}, all linear layers)",
-              [("tokens/s", "rank", s1, True, True, xs), ("peak RSS (MB)", "rank", s2, True, False, xs)], e1)
+              [("tokens/s", "rank", s1, True, True, xs), ("peak RSS (MiB)", "rank", s2, True, False, xs)], e1)
 
 # The README's scale table (markdown on stdout), one row per point.
 SHAPE_ORDER = ["qwen2.5-0.5b", "llama-3.2-1b", "qwen2.5-1.5b", "llama-3.2-3b", "qwen2.5-7b", "llama-3.1-8b"]
 VARIANT_ORDER = ["qlora", "lora", "eval", "generate"]
 print("| shape | tool | seq | r | ours tokens/s | ours GFLOP/s | ours peak RSS | peer tokens/s | peer peak RSS | ours / peer |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-gb = lambda mb: f"{mb / 1024:.2f} GB" if mb else "–"
+gb = lambda mb: f"{mb / 1024:.2f} GiB" if mb else "–"  # /usr/bin/time KiB / 1024 / 1024
 for p in sorted(points, key=lambda p: (VARIANT_ORDER.index(p["variant"]), p["seq"], p["rank"],
                                        SHAPE_ORDER.index(p["shape"]) if p["shape"] in SHAPE_ORDER else 99)):
     tool = {"qlora": "train QLoRA", "lora": "train LoRA bf16", "eval": "eval bf16", "generate": "generate bf16"}[p["variant"]]
