@@ -20,7 +20,8 @@ Training: batch 1, LoRA r RANK / alpha 2r on all linear layers, --grad-checkpoin
 tokens/s is the last step's (the first includes paging the weights in; the peer times its steps after a
 warm-up step). The data are the 16 rows of
 bench/corpus.jsonl each joined with the others (about 9k tokens a row), so every sequence is SEQ tokens long.
-Models are made (and quantized) on first use under --models-dir. Results merge into --out by point;
+Models are made (and quantized) on first use under --models-dir. Results merge into --out by point, each with
+the date and the commit it was measured at;
 bench/plot_scale.py draws them. Never run it while a build or anything else runs: only same-run ratios count.
 """
 import argparse, json, os, pathlib, statistics, subprocess, sys, tempfile, time
@@ -194,6 +195,16 @@ def peer(shape, variant, seq, rank):
 out = pathlib.Path(a.out)
 results = json.loads(out.read_text()) if out.exists() else {"points": {}}
 results["note"] = __doc__.split("\n\n")[0]
+
+
+def source_state():
+    """The commit the tools were built from (+ "-dirty" with uncommitted changes), for each point's record."""
+    git = lambda *args: subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+measured = {"date": time.strftime("%Y-%m-%d"), "commit": source_state()}
 for spec in a.points.split(","):
     shape, variant, seq, rank = spec.split(":")
     seq, rank = int(seq), int(rank)
@@ -209,7 +220,8 @@ for spec in a.points.split(","):
     point = {"shape": shape, "variant": variant, "seq": seq, "rank": rank, "batch": 1, "linear_params": sum(params(cfg)),
              "flops_per_token": flops_per_token(cfg, variant, seq),
              "runs": runs, "ours_tokens_per_s": med("ours", "tokens_per_s"), "ours_peak_rss_mb": med("ours", "peak_rss_mb"),
-             "command": "bench/scale_bench.py --points " + spec + (" --peer" if a.peer else "") + f" --runs {a.runs} --steps {a.steps}"}
+             "command": "bench/scale_bench.py --points " + spec + (" --peer" if a.peer else "") + f" --runs {a.runs} --steps {a.steps}",
+             "measured": measured}
     if point["ours_tokens_per_s"]:
         point["ours_gflops"] = round(point["ours_tokens_per_s"] * point["flops_per_token"] / 1e9, 1)
     if variant in ("qlora", "lora"):
