@@ -187,10 +187,10 @@ static int create(entry_t *e) {
     CHECK(dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL), "primitive_desc_create");
     {
         const char *impl = NULL;
-        if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
-            snprintf(last_impl, sizeof last_impl, "%s", impl);
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
         // fp32 products have a good sgemm beside them: oneDNN's reference kernel is not worth a primitive
         if (e->f32 && impl && strncmp(impl, "ref", 3) == 0) { e->refused = 1; goto done; }
+        if (impl) snprintf(last_impl, sizeof last_impl, "%s", impl);  // of primitives created only
     }
     CHECK(dnnl_primitive_create(&e->prim, pd), "primitive_create");
     CHECK(dnnl_memory_create(&e->a, &amd, engine, DNNL_MEMORY_NONE), "memory_create (A)");
