@@ -34,10 +34,15 @@ int main(int argc, char **argv) {
     };
     int ns = sizeof shapes / sizeof shapes[0];
     if (argc > 3) {  // the shapes named on the command line instead of the demo model's
+        if (argc - 3 > ns) {
+            fprintf(stderr, "error: at most %d shapes per run (got %d); split them over several runs\n", ns, argc - 3);
+            return 2;
+        }
         ns = 0;
-        for (int i = 3; i < argc && ns < (int)(sizeof shapes / sizeof shapes[0]); i++) {
+        for (int i = 3; i < argc; i++) {
             shape_t sh = {argv[i], 0, 0, 0, 1};
-            if (sscanf(argv[i], "%d:%d:%d:%d", &sh.m, &sh.n, &sh.k, &sh.trans_b) != 4 || sh.m <= 0 || sh.n <= 0 || sh.k <= 0) {
+            if (sscanf(argv[i], "%d:%d:%d:%d", &sh.m, &sh.n, &sh.k, &sh.trans_b) != 4 || sh.m <= 0 || sh.n <= 0 || sh.k <= 0
+                || (sh.trans_b != 0 && sh.trans_b != 1)) {
                 fprintf(stderr, "error: shape '%s' is not M:N:K:T (positive sizes, T 0 or 1)\n", argv[i]);
                 return 2;
             }

@@ -10,4 +10,8 @@ trap 'rm -rf "$(dirname "$bin")"' EXIT
 cc -O2 -o "$bin" bench/gemm_probe.c Sources/CBF16/cbf16.c -I Sources/CBF16/include -lopenblas -ldnnl -lgomp -lpthread
 mkdir -p bench/results
 out=${GEMM_PROBE_OUT:-bench/results/gemm_probe.json}
-"$bin" "${1:-2}" "${2:-0.6}" "${@:3}" > "$out.tmp" && mv "$out.tmp" "$out" && cat "$out"
+part=$(mktemp "$out.XXXXXX")  # beside the output, renamed into place once complete
+trap 'rm -rf "$(dirname "$bin")" "$part"' EXIT
+"$bin" "${1:-2}" "${2:-0.6}" "${@:3}" > "$part"
+mv "$part" "$out"
+cat "$out"
