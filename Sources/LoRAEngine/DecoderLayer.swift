@@ -26,7 +26,13 @@ extension Transformer {
     /// xm = x + o(attend(rope(q, k), v)), q|k|v = proj(norm(x)); gemma norms the o and down outputs before the
     /// residual adds and uses GeGLU. `attend(qkv, att)` turns the projected, rotated
     /// q|k|v rows (stride qd + 2·kvd) into attention outputs (stride qd).
+    ///
+    /// `savedOnly` (the recompute of a checkpointed layer before its backward) stops once everything
+    /// layerBackward reads is in place: the layer's output is the next layer's saved input, and layerBackward
+    /// recomputes the SwiGLU product itself, so the activation and the down projection (about 30% of a layer's
+    /// weights) are skipped. Gemma's sandwich norms need the down output (mo) and go through to the end.
     func layerForward(_ l: Int, _ io: LayerBuffers, rows: Int, positions: [Int32], scratch: ProjectionScratch, drop: LoRADropout?,
+                      savedOnly: Bool = false,
                       attend: (_ qkv: UnsafeMutablePointer<Float>, _ att: UnsafeMutablePointer<Float>) -> Void) {
         let L = layers[l], c = config
         let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, ldqkv = qd + 2 * kvd
@@ -58,6 +64,7 @@ extension Transformer {
         }
         L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd2) }
         project(L.gateUp, x: io.n, ldx: d, rows: rows, y: io.gu, ldy: 2 * inter, scratch: scratch, accumulate: false, drop: drop)
+        if savedOnly && L.mlpOutNorm == nil { return }
         Profiler.shared.measure("silu") { activate(io.h, io.gu, rows: rows) }
         if io.out != io.xm { io.out.update(from: io.xm, count: rows * d) }
         if let mn = L.mlpOutNorm {

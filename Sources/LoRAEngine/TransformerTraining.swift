@@ -2,7 +2,7 @@
 // input, mid-residual, roped q/k/v, attention output and gate/up projection (DecoderLayer.swift), the head's
 // loss and gradient (Head.swift), then each layer's backward, producing gradients for LoRA A and B only (frozen
 // weights of any dtype or NF4 pass gradients to activations). With checkpointing only each layer's input is
-// kept and the layer is recomputed once before its backward. LoRA dropout masks are regenerated from (seed,
+// kept and the layer is recomputed once before its backward, up to its gate/up projection. LoRA dropout masks are regenerated from (seed,
 // step, micro-batch, module, element).
 
 /// Gradients of every LoRA module's A and B (same shapes), accumulated across micro-batches.
@@ -249,8 +249,8 @@ extension Transformer {
         let L = layers.count
 
         try embed(batch.tokens, seq: batch.seq, into: ws.xIn[0])
-        func forwardLayer(_ l: Int) {
-            layerForward(l, ws.layer(l), rows: rows, positions: positions, scratch: ws.scratch, drop: drop) { qkv, att in
+        func forwardLayer(_ l: Int, savedOnly: Bool = false) {
+            layerForward(l, ws.layer(l), rows: rows, positions: positions, scratch: ws.scratch, drop: drop, savedOnly: savedOnly) { qkv, att in
                 attention(qkv: qkv, out: att, batch: batch, scores: ws.p, window: layers[l].window)
             }
         }
@@ -268,10 +268,11 @@ extension Transformer {
             Backward.rmsNorm(ws.dx, ws.dnF, ws.xFinal, w.baseAddress!, ws.rstdF, rows: rows, dim: d)
         }
         for l in stride(from: L - 1, through: 0, by: -1) {
-            if checkpointLayers {
-                // Refill the shared buffers with this layer's activations; its output (xIn[l+1] or xFinal) is
-                // rewritten with the same values, which nothing reads any more.
-                Profiler.shared.measure("recompute layer") { forwardLayer(l) }
+            if checkpointLayers && l < L - 1 {
+                // Refill the shared buffers with this layer's activations; its output (xIn[l+1] or xFinal), which
+                // nothing reads any more, is not recomputed. The last layer's are still there from the forward
+                // (the head and the final norm have buffers of their own).
+                Profiler.shared.measure("recompute layer") { forwardLayer(l, savedOnly: true) }
             }
             layerBackward(l, ws, batch, positions, grads, drop)
         }
