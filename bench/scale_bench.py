@@ -67,7 +67,10 @@ def flops_per_token(cfg, variant, seq):
     """FLOPs a token costs. Training with --grad-checkpoint: each layer's forward twice and its activation gradient
     (6 per parameter), the head forward and backward (4); causal attention 2·seq·q_dim per layer in a forward (QKᵀ
     and PV over seq/2 keys on average), 4 forwards' worth in training. Eval: one forward. Decoding: the
-    forward of one token (the attention over its short context left out). LoRA's own FLOPs (r ≪ d) left out."""
+    forward of one token (the attention over its short context left out). LoRA's own FLOPs (r ≪ d) left out.
+    These are the FLOPs of a standard checkpointed step, which the peer does (torch's checkpoint reruns the whole
+    layer). Ours reruns a layer only up to its gate/up projection and not the last layer at all, about 9% fewer
+    FLOPs, so its GFLOP/s is a throughput in the peer's units, not the arithmetic rate of the cores."""
     layers, head = params(cfg)
     L = cfg["num_hidden_layers"]
     qd = cfg["num_attention_heads"] * (cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])

@@ -11,6 +11,10 @@
 #include <immintrin.h>
 
 extern void omp_set_num_threads(int);
+extern int omp_get_thread_num(void);
+extern int omp_get_num_threads(void);
+// libgomp's entry point for `#pragma omp parallel` (this target is not compiled with -fopenmp).
+extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
 
 // MARK: CPU features
 
@@ -145,6 +149,22 @@ const char *lp_bf16_last_impl(void) { return last_impl; }
 
 void lp_bf16_set_threads(int n) {
     if (n > 0) omp_set_num_threads(n);
+}
+
+typedef struct { void (*fn)(void *, int); void *ctx; int n; } parallel_job;
+
+static void parallel_body(void *p) {
+    const parallel_job *j = p;
+    int team = omp_get_num_threads();
+    // A smaller team than asked for (nested region, thread limit) still covers every chunk.
+    for (int c = omp_get_thread_num(); c < j->n; c += team) j->fn(j->ctx, c);
+}
+
+void lp_parallel(int n, void (*fn)(void *ctx, int chunk), void *ctx) {
+    if (n <= 0) return;
+    if (n == 1) { fn(ctx, 0); return; }
+    parallel_job j = { fn, ctx, n };
+    GOMP_parallel(parallel_body, &j, (unsigned)n, 0);
 }
 
 static int fail(const char *what, dnnl_status_t s) {

@@ -98,7 +98,7 @@ private func gemmAcrossCores(_ transA: Transpose, _ transB: Transpose, _ m: Int,
     }
     let byRows = m >= n
     let total = byRows ? m : n
-    DispatchQueue.concurrentPerform(iterations: parts) { p in
+    Parallel.run(parts) { p in
         let s = p * total / parts, e = (p + 1) * total / parts
         guard s < e else { return }
         if byRows {  // rows s..<e of op(A) and C

@@ -47,6 +47,13 @@ const char *lp_bf16_last_impl(void);
 /// Threads oneDNN's OpenMP runtime uses (n <= 0 leaves its default).
 void lp_bf16_set_threads(int n);
 
+/// Runs fn(ctx, c) for every chunk c < n on a team of up to n threads of oneDNN's OpenMP runtime (the calling
+/// thread is one of them) and returns when all are done. Our own kernels and oneDNN's products then share one
+/// set of workers: a worker that just finished a product and is still spinning for the next one takes the next
+/// kernel's chunk, instead of competing for the core with a second pool's thread. Inside a parallel region
+/// (nested), the chunks run on the calling thread.
+void lp_parallel(int n, void (*fn)(void *ctx, int chunk), void *ctx);
+
 #ifdef __cplusplus
 }
 #endif
