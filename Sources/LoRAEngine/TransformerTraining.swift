@@ -189,10 +189,13 @@ extension Transformer {
             }
             dbr = z(c.sandwichNorms ? rows * d : 1)
             xFinal = z(rows * d); rstdF = z(rows); nF = z(rows * d); dnF = z(rows * d)
-            n = z(rows * d); h = z(rows * i); dh = z(rows * i)
+            // The SwiGLU product h and its gradient dh are free while the head runs (h is recomputed before each
+            // use, dh zeroed), so the head's logit chunk shares their memory.
+            let swiglu = z(max(2 * rows * i, headChunk * c.vocabSize))
+            n = z(rows * d); h = swiglu; dh = swiglu + rows * i
             dx = z(rows * d); dn = z(rows * d); dqkv = z(rows * (qd + 2 * kvd)); datt = z(rows * qd)
             p = z(Transformer.attentionScratch(seq: seq)); dp = z(Transformer.attentionScratch(seq: seq))
-            head = z(headChunk * c.vocabSize); gathered = z(headChunk * d)
+            head = swiglu; gathered = z(headChunk * d)
             scratch = ProjectionScratch(config: c, rows: rows, maxR: maxR, pool: pool, backward: true, dropout: dropout)
         }
 
@@ -215,11 +218,20 @@ extension Transformer {
         let saved = 2 * d + ldqkv + qd + 2 + 2 * i + qkNormSaved + sandwichSaved
         let perLayer = checkpointed ? d : saved
         guard let perRow = Limits.sum(Limits.product(perLayer, c.numLayers), checkpointed ? saved : 0,
-                                      6 * d + 2 * i + 2 * ldqkv + qd + 3 * max(1, maxR) + (c.sandwichNorms ? d : 0)) else { return nil }
+                                      6 * d + 2 * ldqkv + qd + 3 * max(1, maxR) + (c.sandwichNorms ? d : 0)),
+              let swiglu = Limits.product(rows, 2 * i),
+              let logits = Limits.product(min(rows, Transformer.trainHeadChunkRows), c.vocabSize) else { return nil }
+        // h and dh (rows × inter each) and the head's logit chunk share one buffer (TrainWorkspace).
         return Limits.sum(Limits.product(rows, perRow, 4),
                           Limits.product(Transformer.attentionScratch(seq: seq), 2, 4),
-                          Limits.product(min(rows, Transformer.headChunkRows), c.vocabSize + d, 4))
+                          Limits.product(max(swiglu, logits), 4),
+                          Limits.product(min(rows, Transformer.trainHeadChunkRows), d, 4))
     }
+
+    /// Rows of the head per chunk in training: its logits (rows × vocabulary) share the SwiGLU buffers, so on
+    /// long sequences they cost nothing extra; 256 rows run the vocabulary-wide products ~12% faster than 128
+    /// (oneDNN, 151,936 × 896 and × 3,584).
+    public static let trainHeadChunkRows = 256
 
     public struct StepResult: Sendable {
         public var nllSum: Double
@@ -240,7 +252,7 @@ extension Transformer {
             || trainWorkspace!.checkpointed != checkpointLayers {
             trainWorkspace = nil  // free the old buffers before allocating the new ones
             trainWorkspace = TrainWorkspace(config: c, rows: rows, seq: batch.seq, maxR: maxR, dropout: drop != nil,
-                                            headChunk: min(rows, Transformer.headChunkRows), checkpointed: checkpointLayers)
+                                            headChunk: min(rows, Transformer.trainHeadChunkRows), checkpointed: checkpointLayers)
         }
         let ws = trainWorkspace!
         let d = c.hiddenSize
@@ -260,7 +272,7 @@ extension Transformer {
         }
         let targets = batch.shiftedTargets
         let (nll, count) = headPass(normed: ws.nF, rows: (0..<rows).filter { targets[$0] >= 0 }, targets: targets, out: ws.head,
-                                    gathered: ws.gathered, chunk: min(rows, Transformer.headChunkRows),
+                                    gathered: ws.gathered, chunk: min(rows, Transformer.trainHeadChunkRows),
                                     mode: .backward(lossScale: lossScale, dn: ws.dnF, totalRows: rows))
         // d(final norm) → gradient of the last layer's output, kept in ws.dx.
         ws.dx.update(repeating: 0, count: rows * d)
