@@ -97,10 +97,9 @@ private func gemmAcrossCores(_ transA: Transpose, _ transB: Transpose, _ m: Int,
         return true
     }
     let byRows = m >= n
-    let total = byRows ? m : n
-    Parallel.run(parts) { p in
-        let s = p * total / parts, e = (p + 1) * total / parts
-        guard s < e else { return }
+    // `parts` contiguous blocks (forRanges cuts min(cores, total / 16))
+    Parallel.forRanges(byRows ? m : n, grain: 16) { r in
+        let s = r.lowerBound, e = r.upperBound
         if byRows {  // rows s..<e of op(A) and C
             let ap = transA == .none ? a + s * lda : a + s
             gemm(transA, transB, m: e - s, n: n, k: k, alpha: alpha, a: ap, lda: lda, b: b, ldb: ldb, beta: beta,

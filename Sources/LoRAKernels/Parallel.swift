@@ -11,7 +11,7 @@ public enum Parallel {
     nonisolated(unsafe) public static var cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     /// OpenMP's threads (the default) or GCD's.
-    nonisolated(unsafe) public static var useOpenMP = ProcessInfo.processInfo.environment["LORA_PARALLEL"] != "gcd"
+    static let useOpenMP = ProcessInfo.processInfo.environment["LORA_PARALLEL"] != "gcd"
 
     /// body(c) for c in 0..<n, concurrently, returning when all are done.
     @inline(__always)
