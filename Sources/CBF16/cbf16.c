@@ -78,6 +78,57 @@ void lp_f32_to_bf16_2d(const float *src, size_t lds, uint16_t *dst, size_t ldd, 
     for (size_t r = 0; r < rows; r++) lp_f32_to_bf16(src + r * lds, dst + r * ldd, cols);
 }
 
+// In place: row r's cols floats at buf + r·ld (floats) become cols bf16 values at (uint16_t *)buf + r·ld (halves),
+// rows in order, each front to back, 32 values loaded before any of them is stored. Row r's halves land on bytes
+// of rows ≤ r that are already read (2·r·ld + 2·cols ≤ 4·r·ld for r ≥ 1; within row 0, value j's half at byte
+// 2j is behind every value not yet read), so no value is overwritten before it is converted. Loads and stores go
+// through memcpy and vector intrinsics (no typed aliasing).
+__attribute__((target("avx512f,avx512bf16")))
+static void inplace_avx512(unsigned char *src, unsigned char *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 lo = _mm512_loadu_ps(src + 4 * i), hi = _mm512_loadu_ps(src + 4 * i + 64);
+        __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
+        _mm512_storeu_si512((void *)(dst + 2 * i), (__m512i)v);
+    }
+    for (; i < n; i++) {
+        float f;
+        memcpy(&f, src + 4 * i, 4);
+        uint16_t h = bf16_round(f);
+        memcpy(dst + 2 * i, &h, 2);
+    }
+}
+
+void lp_f32_to_bf16_rows_inplace(float *buf, size_t ld, size_t rows, size_t cols) {
+    if (has_bf16_insn < 0) has_bf16_insn = lp_cpu_has_avx512_bf16();
+    unsigned char *base = (unsigned char *)buf;
+    for (size_t r = 0; r < rows; r++) {
+        unsigned char *src = base + 4 * r * ld, *dst = base + 2 * r * ld;
+        if (has_bf16_insn) { inplace_avx512(src, dst, cols); continue; }
+        for (size_t i = 0; i < cols; i++) {
+            float f;
+            memcpy(&f, src + 4 * i, 4);
+            uint16_t h = bf16_round(f);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+    }
+}
+
+// The inverse of lp_f32_to_bf16_rows_inplace (exact widening): rows last to first, each back to front, so each
+// float lands on bytes whose halves are already read.
+void lp_bf16_to_f32_rows_inplace(float *buf, size_t ld, size_t rows, size_t cols) {
+    unsigned char *base = (unsigned char *)buf;
+    for (size_t r = rows; r-- > 0;) {
+        unsigned char *src = base + 2 * r * ld, *dst = base + 4 * r * ld;
+        for (size_t i = cols; i-- > 0;) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            uint32_t u = (uint32_t)h << 16;
+            memcpy(dst + 4 * i, &u, 4);
+        }
+    }
+}
+
 // MARK: 4-bit decoding
 
 static int has_avx512f = -1;

@@ -19,6 +19,10 @@ struct LayerBuffers {
     var mo: UnsafeMutablePointer<Float>? = nil
     var rstd3: UnsafeMutablePointer<Float>? = nil
     var rstd4: UnsafeMutablePointer<Float>? = nil
+    /// Training with a blocked MLP (BlockedMLP.swift): the block width and its LoRA scratch; gu and h are then one
+    /// block's buffers in the arena, and nothing of the MLP is kept for backward.
+    var mlpBlock: Int? = nil
+    var mlpLoRA: MLPLoRAScratch? = nil
 }
 
 extension Transformer {
@@ -61,6 +65,21 @@ extension Transformer {
             an.withUnsafeBufferPointer { Kernels.rmsNormAdd(io.xm, ao, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd3) }
         } else {
             project([L.o], x: io.att, ldx: qd, rows: rows, y: io.xm, ldy: d, scratch: scratch, accumulate: true, drop: drop)  // residual
+        }
+        if let block = io.mlpBlock, let lt = io.mlpLoRA {
+            // Blocked MLP: layerBackward recomputes it block by block from xm, so the recompute stops here.
+            if savedOnly && L.mlpOutNorm == nil { return }
+            L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd2) }
+            if io.out != io.xm { io.out.update(from: io.xm, count: rows * d) }
+            if let mn = L.mlpOutNorm, let mo = io.mo {
+                mlpForwardBlocked(L, n: io.n, rows: rows, block: block, gu: io.gu, h: io.h, y: mo, accumulate: false, scratch: scratch,
+                                  lt: lt, drop: drop)
+                mn.withUnsafeBufferPointer { Kernels.rmsNormAdd(io.out, mo, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd4) }
+            } else {
+                mlpForwardBlocked(L, n: io.n, rows: rows, block: block, gu: io.gu, h: io.h, y: io.out, accumulate: true, scratch: scratch,
+                                  lt: lt, drop: drop)
+            }
+            return
         }
         L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(io.n, io.xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: io.rstd2) }
         project(L.gateUp, x: io.n, ldx: d, rows: rows, y: io.gu, ldy: 2 * inter, scratch: scratch, accumulate: false, drop: drop)
@@ -127,7 +146,6 @@ extension Transformer {
         // MLP block: out = xm + down(silu(gate(n2))·up(n2)), n2 = norm(xm). gate/up is the forward's; n2 and the
         // SwiGLU product h (elementwise, shared buffers) are recomputed from xm and gate/up.
         L.postNorm.withUnsafeBufferPointer { Kernels.rmsNorm(n, xm, $0.baseAddress!, rows: rows, dim: d, eps: eps, rstd: r2) }
-        activate(h, gu, rows: rows)
         // gemma: out = xm + norm(mo), so ∂/∂mo comes through the post-feedforward norm (into ws.dbr).
         var dyDown = UnsafePointer(dx)
         if let mn = L.mlpOutNorm, let mo = ws.mo[l], let r4 = ws.rstd4[l] {
@@ -135,16 +153,23 @@ extension Transformer {
             mn.withUnsafeBufferPointer { Backward.rmsNorm(ws.dbr, dx, mo, $0.baseAddress!, r4, rows: rows, dim: d) }
             dyDown = UnsafePointer(ws.dbr)
         }
-        dh.update(repeating: 0, count: rows * inter)
-        projectBackward([L.down], x: h, ldx: inter, dy: dyDown, ldy: d, dx: dh, lddx: inter, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
-        switch c.activation {
-        case .silu:
-            Backward.siluMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
-        case .geluTanh:
-            Backward.geluTanhMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+        if let block = ws.mlpBlock, let lt = ws.mlpLoRA {
+            dn.update(repeating: 0, count: rows * d)
+            mlpBackwardBlocked(L, n: n, dy: dyDown, dn: dn, rows: rows, block: block, gu: gu, h: h, scratch: ws.scratch, lt: lt,
+                               grads: grads, drop: drop)
+        } else {
+            activate(h, gu, rows: rows)
+            dh.update(repeating: 0, count: rows * inter)
+            projectBackward([L.down], x: h, ldx: inter, dy: dyDown, ldy: d, dx: dh, lddx: inter, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
+            switch c.activation {
+            case .silu:
+                Backward.siluMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+            case .geluTanh:
+                Backward.geluTanhMul(dg: dgu, du: dgu + inter, ldd: 2 * inter, dh: dh, ldh: inter, g: gu, u: gu + inter, ld: 2 * inter, rows: rows, cols: inter)
+            }
+            dn.update(repeating: 0, count: rows * d)
+            projectBackward(L.gateUp, x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
         }
-        dn.update(repeating: 0, count: rows * d)
-        projectBackward(L.gateUp, x: n, ldx: d, dy: dgu, ldy: 2 * inter, dx: dn, lddx: d, rows: rows, scratch: ws.scratch, grads: grads, drop: drop)
         // dx (= ∂/∂out) flows unchanged through the residual into ∂/∂xm; add the norm's path.
         L.postNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, xm, $0.baseAddress!, r2, rows: rows, dim: d) }
 

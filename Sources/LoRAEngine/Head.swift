@@ -114,18 +114,21 @@ extension Transformer {
             } }
             headBF16 = h
         }
-        let need = m * (forward ? d : vocab)
-        if headOperand.count < need { headOperand = [UInt16](repeating: 0, count: need) }
+        if forward && headOperand.count < m * d { headOperand = [UInt16](repeating: 0, count: m * d) }
         func run(_ w: UnsafePointer<UInt16>) -> Bool {
-            headOperand.withUnsafeMutableBufferPointer { ob in
-                let a = ob.baseAddress!
-                if forward {
+            if forward {
+                return headOperand.withUnsafeMutableBufferPointer { ob in
+                    let a = ob.baseAddress!
                     OneDNN.convert(g, ld: d, rows: m, cols: d, into: a, ldd: d)
                     return OneDNN.gemm(transB: true, m: m, n: vocab, k: d, a: a, lda: d, b: w, ldb: d, accumulate: false, c: out, ldc: vocab)
                 }
-                OneDNN.convert(out, ld: vocab, rows: m, cols: vocab, into: a, ldd: vocab)
-                return OneDNN.gemm(transB: false, m: m, n: d, k: vocab, a: a, lda: vocab, b: w, ldb: d, accumulate: false, c: g, ldc: d)
             }
+            // The chunk's logit gradient (m × vocab) is its own bf16 operand, converted in place: no m × vocab copy.
+            // On failure the values are widened back (bf16-rounded, as the emulation rounds them anyway).
+            let a = OneDNN.convertInPlace(out, ld: vocab, rows: m, cols: vocab)
+            if OneDNN.gemm(transB: false, m: m, n: d, k: vocab, a: a, lda: vocab, b: w, ldb: d, accumulate: false, c: g, ldc: d) { return true }
+            OneDNN.widenInPlace(out, ld: vocab, rows: m, cols: vocab)
+            return false
         }
         let ok = mapped.map(run) ?? headBF16!.withUnsafeBufferPointer { run($0.baseAddress!) }
         if !ok { OneDNN.warnFallback() }

@@ -41,7 +41,13 @@ final class BufferPool {
 final class ProjectionScratch {
     /// Expanded fp32 weights: the stacked weights of a projection when they fit `weightTileFloats`, else one
     /// tile of a weight's output rows at a time.
-    let w: UnsafeMutablePointer<Float>
+    var w: UnsafeMutablePointer<Float> {
+        if let p = _w { return p }
+        let p = pool.make(wCap)
+        _w = p
+        return p
+    }
+    private var _w: UnsafeMutablePointer<Float>?
     let wCap: Int
     /// Capacity of wBF (bf16 values): the stacked weights when they fit bf16TileHalves, else a tile of rows.
     let wBFCap: Int
@@ -58,15 +64,17 @@ final class ProjectionScratch {
     private var _op: UnsafeMutablePointer<Float>?
     private var _opBF: UnsafeMutablePointer<UInt16>?, _wBF: UnsafeMutablePointer<UInt16>?
 
-    init(config c: ModelConfig, rows: Int, maxR: Int, pool: BufferPool, backward: Bool, dropout: Bool) {
-        let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
+    /// `mlpBlock`: the training step's MLP runs in blocks of that many intermediate columns (BlockedMLP.swift), so
+    /// no operand is wider than a block's gate|up.
+    init(config c: ModelConfig, rows: Int, maxR: Int, pool: BufferPool, backward: Bool, dropout: Bool, mlpBlock: Int? = nil) {
+        let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        let i = min(c.intermediateSize, mlpBlock ?? c.intermediateSize)
         self.rows = rows
         self.pool = pool
         widest = max(d, qd + 2 * kvd, 2 * i)
         weightCap = max((qd + 2 * kvd) * d, qd * d, 2 * i * d, i * d)
         wCap = min(weightCap, max(ProjectionScratch.weightTileFloats, max(d, i, qd)))
         wBFCap = min(weightCap, max(ProjectionScratch.bf16TileHalves, max(d, i, qd)))
-        w = pool.make(wCap)
         t = pool.make(rows * max(1, maxR))
         dt = backward ? pool.make(rows * max(1, maxR)) : nil
         let maxIn = max(d, i, qd)
@@ -306,32 +314,7 @@ extension Transformer {
     private func projectBackwardPlain(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, dy: UnsafePointer<Float>, ldy: Int,
                                       dx: UnsafeMutablePointer<Float>, lddx: Int, rows: Int, scratch: ProjectionScratch,
                                       grads: LoRAGradients, drop: LoRADropout?, withLoRA: Bool = true) {
-        let inF = lins[0].inFeatures
-        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
-        let bf16 = computeDType == .bf16
-        if bf16 && compute.backend == .onednn
-            && oneDNNProduct(lins, a: dy, lda: ldy, rows: rows, transposeW: false, y: dx, ldy: lddx, accumulate: true, scratch: scratch) {
-            // done: dx += bf16(dy) · bf16(W) on oneDNN
-        } else {
-            var g = dy, ldg = ldy
-            if bf16 {
-                Kernels.roundToBF16(dy, ld: ldy, rows: rows, cols: outTotal, into: scratch.op, ldd: outTotal)
-                g = UnsafePointer(scratch.op); ldg = outTotal
-            }
-            if outTotal * inF <= scratch.wCap {
-                expandStacked(lins, into: scratch.w, bf16: bf16)
-                Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
-                    gemm(.none, .none, m: rows, n: inF, k: outTotal, a: g, lda: ldg, b: scratch.w, ldb: inF, beta: 1, c: dx, ldc: lddx)
-                }
-            } else {
-                // dx += Σ over tiles of output rows: dy[:, tile]·W[tile, :].
-                forEachWeightTile(lins, scratch: scratch, bf16: bf16) { col, n, w in
-                    Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * n * inF)) {
-                        gemm(.none, .none, m: rows, n: inF, k: n, a: g + col, lda: ldg, b: w, ldb: inF, beta: 1, c: dx, ldc: lddx)
-                    }
-                }
-            }
-        }
+        projectBaseBackward(lins, dy: dy, ldy: ldy, dx: dx, lddx: lddx, rows: rows, scratch: scratch)
         guard withLoRA else { return }
         var col = 0
         for lin in lins {
@@ -456,17 +439,17 @@ extension Transformer {
         let ab = scratch.opBF
         let k = transposeW ? inF : outTotal
         OneDNN.convert(a, ld: lda, rows: rows, cols: k, into: ab, ldd: k)
-        // One product of the stacked weights [col, col + n) held at w (row stride inF).
+        // One product of the stacked weights [col, col + n) held at w (row stride ldw).
         var first = true, failed = false
-        func product(col: Int, n: Int, w: UnsafePointer<UInt16>) -> Bool {
+        func product(col: Int, n: Int, w: UnsafePointer<UInt16>, ldw: Int) -> Bool {
             let acc = transposeW ? accumulate : (accumulate || !first)
             let wasFirst = first
             first = false
             if !failed {
                 let ok = Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * n * inF)) {
                     transposeW
-                        ? OneDNN.gemm(transB: true, m: rows, n: n, k: inF, a: ab, lda: k, b: w, ldb: inF, accumulate: acc, c: y + col, ldc: ldy)
-                        : OneDNN.gemm(transB: false, m: rows, n: inF, k: n, a: ab + col, lda: k, b: w, ldb: inF, accumulate: acc, c: y, ldc: ldy)
+                        ? OneDNN.gemm(transB: true, m: rows, n: n, k: inF, a: ab, lda: k, b: w, ldb: ldw, accumulate: acc, c: y + col, ldc: ldy)
+                        : OneDNN.gemm(transB: false, m: rows, n: inF, k: n, a: ab + col, lda: k, b: w, ldb: ldw, accumulate: acc, c: y, ldc: ldy)
                 }
                 if ok { return true }
                 failed = true
@@ -481,7 +464,7 @@ extension Transformer {
             var o0 = 0
             while o0 < n {
                 let m = min(tile, n - o0)
-                for j in 0..<(m * inF) { wf[j] = bf16ToFloat(w[o0 * inF + j]) }
+                for i in 0..<m { for j in 0..<inF { wf[i * inF + j] = bf16ToFloat(w[(o0 + i) * ldw + j]) } }
                 if transposeW {
                     gemm(.none, .transpose, m: rows, n: m, k: inF, a: af, lda: k, b: wf, ldb: inF, beta: acc ? 1 : 0, c: y + col + o0, ldc: ldy)
                 } else {
@@ -496,7 +479,8 @@ extension Transformer {
         var i = 0, col = 0
         while i < lins.count && ok {
             if case .dense(let t) = lins[i].storage, t.dtype == .BF16 {
-                ok = product(col: col, n: lins[i].outFeatures, w: t.data.baseAddress!.assumingMemoryBound(to: UInt16.self))
+                let w = t.data.baseAddress!.assumingMemoryBound(to: UInt16.self) + lins[i].storedIndex(0)
+                ok = product(col: col, n: lins[i].outFeatures, w: w, ldw: lins[i].storedIn)
                 col += lins[i].outFeatures
                 i += 1
                 continue
@@ -505,7 +489,10 @@ extension Transformer {
             // small model's whole run is one tile, so one product; a 7B model's NF4 gate + up pair goes in ~9
             // tiles of 32 MB instead of one 270 MB copy), one product per tile.
             let wb = scratch.wBF
-            let tileRows = max(1, scratch.wBFCap / inF)
+            // Tiles of equal size over the run (no thin last product).
+            let runRows = lins[i...].prefix { !$0.isStoredBF16 }.reduce(0) { $0 + $1.outFeatures }
+            let capRows = max(1, scratch.wBFCap / inF), tiles = (runRows + capRows - 1) / capRows
+            let tileRows = (runRows + tiles - 1) / tiles
             var filled = 0, o0 = 0
             while i < lins.count && ok {
                 let lin = lins[i]
@@ -516,7 +503,7 @@ extension Transformer {
                 if o0 == lin.outFeatures { o0 = 0; i += 1 }
                 let runEnds = i == lins.count || lins[i].isStoredBF16
                 if filled == tileRows || (o0 == 0 && runEnds) {
-                    ok = product(col: col, n: filled, w: wb)
+                    ok = product(col: col, n: filled, w: wb, ldw: inF)
                     col += filled
                     filled = 0
                 }
@@ -551,6 +538,44 @@ extension Transformer {
                 o0 += n
             }
             col += lin.outFeatures
+        }
+    }
+
+    /// y (+)= x·Wᵀ (+ bias with `bias`) over stacked weights, without LoRA: a blocked MLP's windows.
+    func projectBase(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                     scratch: ProjectionScratch, accumulate: Bool, bias: Bool) {
+        projectPlain(lins, x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, scratch: scratch, accumulate: accumulate, bias: bias, drop: nil,
+                     withLoRA: false)
+    }
+
+    /// dx += dy·W over the stacked weights (one GEMM, or one per weight tile), without LoRA.
+    func projectBaseBackward(_ lins: [LinearWeight], dy: UnsafePointer<Float>, ldy: Int, dx: UnsafeMutablePointer<Float>, lddx: Int,
+                             rows: Int, scratch: ProjectionScratch) {
+        let inF = lins[0].inFeatures
+        let outTotal = lins.reduce(0) { $0 + $1.outFeatures }
+        let bf16 = computeDType == .bf16
+        if bf16 && compute.backend == .onednn
+            && oneDNNProduct(lins, a: dy, lda: ldy, rows: rows, transposeW: false, y: dx, ldy: lddx, accumulate: true, scratch: scratch) {
+            // done: dx += bf16(dy) · bf16(W) on oneDNN
+        } else {
+            var g = dy, ldg = ldy
+            if bf16 {
+                Kernels.roundToBF16(dy, ld: ldy, rows: rows, cols: outTotal, into: scratch.op, ldd: outTotal)
+                g = UnsafePointer(scratch.op); ldg = outTotal
+            }
+            if outTotal * inF <= scratch.wCap {
+                expandStacked(lins, into: scratch.w, bf16: bf16)
+                Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {
+                    gemm(.none, .none, m: rows, n: inF, k: outTotal, a: g, lda: ldg, b: scratch.w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+                }
+            } else {
+                // dx += Σ over tiles of output rows: dy[:, tile]·W[tile, :].
+                forEachWeightTile(lins, scratch: scratch, bf16: bf16) { col, n, w in
+                    Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * n * inF)) {
+                        gemm(.none, .none, m: rows, n: inF, k: n, a: g + col, lda: ldg, b: w, ldb: inF, beta: 1, c: dx, ldc: lddx)
+                    }
+                }
+            }
         }
     }
 

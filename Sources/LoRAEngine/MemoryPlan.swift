@@ -25,9 +25,10 @@ public struct MemoryPlan: Sendable {
     public static func gb(_ b: Int) -> String { b == Int.max ? "more than 2^63 bytes" : String(format: "%.1f GB", Double(b) / 1e9) }
 
     /// The plan of a pass over `model`: `workspace` from trainWorkspaceBytes / inferenceWorkspaceBytes (nil:
-    /// overflowed), `rows` = batch × sequence, `adapterParams` LoRA values (0 for the base alone).
+    /// overflowed), `rows` = batch × sequence, `adapterParams` LoRA values (0 for the base alone), `mlpBlock` the
+    /// training step's MLP block width when it is blocked (Transformer.trainMLPBlock).
     public static func estimate(model: ModelDir, workspace: Int?, rows: Int, adapterParams: Int, training: Bool,
-                                compute: ComputeChoice) -> MemoryPlan {
+                                compute: ComputeChoice, mlpBlock: Int? = nil) -> MemoryPlan {
         let c = model.config, s = model.weights
         var p = MemoryPlan()
         for n in s.names where n != "model.embed_tokens.weight" || c.tieWordEmbeddings {
@@ -38,15 +39,17 @@ public struct MemoryPlan: Sendable {
             p.mappedWeights = Limits.sum(p.mappedWeights, b) ?? Int.max
         }
         p.workspace = workspace ?? Int.max
-        let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
+        let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        let i = min(c.intermediateSize, mlpBlock ?? c.intermediateSize)
         let widest = max(d, qd + 2 * kvd, 2 * i)
         let weightCap = max((qd + 2 * kvd) * d, 2 * i * d)
         let tile = min(weightCap, max(ProjectionScratch.weightTileFloats, max(d, i, qd)))
         let tileBF16 = min(weightCap, max(ProjectionScratch.bf16TileHalves, max(d, i, qd)))
         let bf16 = compute.dtype == .bf16, onednn = compute.backend == .onednn
         let headFloats = Limits.product(c.vocabSize, d) ?? Int.max
-        p.scratch = Limits.sum(Limits.product(tile, 4),
-                               bf16 ? Limits.product(rows, widest, 4) : 0,
+        // The fp32 tile is made on first use, which bf16 compute on oneDNN never has.
+        p.scratch = Limits.sum(bf16 && onednn ? 0 : Limits.product(tile, 4),
+                               bf16 && !onednn ? Limits.product(rows, widest, 4) : 0,
                                onednn ? Limits.sum(Limits.product(tileBF16, 2), Limits.product(rows, widest, 2)) : 0,
                                Transformer.headBlockFloats * 4) ?? Int.max
         if let hb = Limits.product(headFloats, 4), hb <= Transformer.headResidentLimit { p.head = hb }

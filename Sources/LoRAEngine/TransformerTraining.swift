@@ -112,9 +112,11 @@ public struct LoRADropout: Sendable {
     }
 
     /// dst (row stride ldd) = x ⊙ mask / (1 − rate), or dst += that with `accumulate`, for one module's input of
-    /// rows × cols (row stride ld). Rows are split across cores.
+    /// rows × cols (row stride ld). Rows are split across cores. `colOffset` and `fullCols`: x is columns
+    /// [colOffset, colOffset + cols) of the module's input of fullCols columns (a block of an MLP's intermediate
+    /// dimension), and draws that block's part of the whole input's mask.
     func apply(_ x: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, module: String,
-               into dst: UnsafeMutablePointer<Float>, ldd: Int? = nil, accumulate: Bool = false) {
+               into dst: UnsafeMutablePointer<Float>, ldd: Int? = nil, accumulate: Bool = false, colOffset: Int = 0, fullCols: Int? = nil) {
         let k = key(module)
         let k0 = UInt32(truncatingIfNeeded: k), k1 = UInt32(truncatingIfNeeded: k >> 32)
         let t = threshold, scale = 1 / (1 - rate)
@@ -122,7 +124,7 @@ public struct LoRADropout: Sendable {
         Parallel.forRanges(rows, grain: max(1, 8192 / max(1, cols))) { r in
             for i in r {
                 let src = x + i * ld, out = dst + i * ldd
-                let e0 = (UInt64(i) &+ rowOffset) &* UInt64(cols)
+                let e0 = (UInt64(i) &+ rowOffset) &* UInt64(fullCols ?? cols) &+ UInt64(colOffset)
                 var j = 0
                 while j + 8 <= cols {
                     let m = LoRADropout.kept(e0 &+ UInt64(j), k0: k0, k1: k1, threshold: t)
@@ -161,10 +163,16 @@ extension Transformer {
         let xFinal, rstdF, nF, dnF, n, h, dh, dx, dn, dqkv, datt, p, dp, head, gathered: UnsafeMutablePointer<Float>
         let scratch: ProjectionScratch
         let checkpointed: Bool
+        /// The MLP's block width when it runs blocked (BlockedMLP.swift), its LoRA scratch, and the head's rows per chunk.
+        let mlpBlock: Int?
+        let mlpLoRA: MLPLoRAScratch?
+        let headChunk: Int
 
         /// With `checkpointed`, only each layer's input is kept; the other per-layer activations share one set of
         /// buffers that the backward pass refills by recomputing the layer.
-        init(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, dropout: Bool, headChunk: Int, checkpointed: Bool = false) {
+        /// `mlpBlock`: the MLP's block width (mlpBlockWidth); below the intermediate size, gate|up is not kept for
+        /// backward and one arena holds a block's gate|up and SwiGLU product, or the head's logit chunk.
+        init(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, dropout: Bool, mlpBlock: Int, checkpointed: Bool = false) {
             self.rows = rows
             self.seq = seq
             self.checkpointed = checkpointed
@@ -172,15 +180,20 @@ extension Transformer {
             tCap = rows * max(1, maxR)
             let d = c.hiddenSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, i = c.intermediateSize
             let z = pool.make
+            let blocked = mlpBlock < i
+            headChunk = Transformer.trainHeadChunk(config: c, rows: rows, blocked: blocked)
+            self.mlpBlock = blocked ? mlpBlock : nil
+            mlpLoRA = blocked ? MLPLoRAScratch(rows: rows, maxR: maxR, pool: pool) : nil
+            let arena = blocked ? z(Transformer.mlpArena(config: c, rows: rows, block: mlpBlock, headChunk: headChunk)) : nil
             for l in 0..<c.numLayers {
                 xIn.append(z(rows * d))
                 if checkpointed && l > 0 {
                     xMid.append(xMid[0]); qkv.append(qkv[0]); att.append(att[0]); rstd1.append(rstd1[0]); rstd2.append(rstd2[0])
-                    gu.append(gu[0]); qkPre.append(qkPre[0]); qkRstd.append(qkRstd[0])
+                    gu.append(arena ?? gu[0]); qkPre.append(qkPre[0]); qkRstd.append(qkRstd[0])
                     ao.append(ao[0]); mo.append(mo[0]); rstd3.append(rstd3[0]); rstd4.append(rstd4[0])
                 } else {
                     xMid.append(z(rows * d)); qkv.append(z(rows * (qd + 2 * kvd))); att.append(z(rows * qd))
-                    rstd1.append(z(rows)); rstd2.append(z(rows)); gu.append(z(rows * 2 * i))
+                    rstd1.append(z(rows)); rstd2.append(z(rows)); gu.append(arena ?? z(rows * 2 * i))
                     qkPre.append(c.qkNorm ? z(rows * (qd + kvd)) : nil)
                     qkRstd.append(c.qkNorm ? z(rows * (c.numHeads + c.numKVHeads)) : nil)
                     ao.append(c.sandwichNorms ? z(rows * d) : nil); mo.append(c.sandwichNorms ? z(rows * d) : nil)
@@ -188,48 +201,61 @@ extension Transformer {
                 }
             }
             dbr = z(c.sandwichNorms ? rows * d : 1)
-            xFinal = z(rows * d); rstdF = z(rows); nF = z(rows * d); dnF = z(rows * d)
-            // The SwiGLU product h and its gradient dh are free while the head runs (h is recomputed before each
-            // use, dh zeroed), so the head's logit chunk shares their memory.
-            let swiglu = z(max(2 * rows * i, headChunk * c.vocabSize))
-            n = z(rows * d); h = swiglu; dh = swiglu + rows * i
-            dx = z(rows * d); dn = z(rows * d); dqkv = z(rows * (qd + 2 * kvd)); datt = z(rows * qd)
+            // The final norm's output and gradient live in the layers' n and dn, free while the head runs.
+            n = z(rows * d); dn = z(rows * d)
+            xFinal = z(rows * d); rstdF = z(rows); nF = n; dnF = dn
+            if let a = arena {
+                // A block's gate|up, then its SwiGLU product, which its gradient overwrites; or the logit chunk.
+                h = a + rows * 2 * mlpBlock; dh = h; head = a
+            } else {
+                // The SwiGLU product h and its gradient dh are free while the head runs (h is recomputed before each
+                // use, dh zeroed), so the head's logit chunk shares their memory.
+                let swiglu = z(max(2 * rows * i, headChunk * c.vocabSize))
+                h = swiglu; dh = swiglu + rows * i; head = swiglu
+            }
+            dx = z(rows * d); dqkv = z(rows * (qd + 2 * kvd)); datt = z(rows * qd)
             p = z(Transformer.attentionScratch(seq: seq)); dp = z(Transformer.attentionScratch(seq: seq))
-            head = swiglu; gathered = z(headChunk * d)
-            scratch = ProjectionScratch(config: c, rows: rows, maxR: maxR, pool: pool, backward: true, dropout: dropout)
+            gathered = z(headChunk * d)
+            scratch = ProjectionScratch(config: c, rows: rows, maxR: maxR, pool: pool, backward: true, dropout: dropout,
+                                        mlpBlock: blocked ? mlpBlock : nil)
         }
 
         /// Layer l's buffers: it reads xIn[l] and writes its output into xIn[l+1] (the last into xFinal).
         func layer(_ l: Int) -> LayerBuffers {
             LayerBuffers(x: xIn[l], xm: xMid[l], out: l + 1 < xIn.count ? xIn[l + 1] : xFinal, n: n, qkv: qkv[l], att: att[l],
                          gu: gu[l], h: h, rstd1: rstd1[l], rstd2: rstd2[l], qkPre: qkPre[l], qkRstd: qkRstd[l],
-                         ao: ao[l], mo: mo[l], rstd3: rstd3[l], rstd4: rstd4[l])
+                         ao: ao[l], mo: mo[l], rstd3: rstd3[l], rstd4: rstd4[l], mlpBlock: mlpBlock, mlpLoRA: mlpLoRA)
         }
     }
 
     /// Bytes of the training workspace for `rows` rows (batch × sequence), or nil when that overflows: the
     /// per-layer saved activations (only layer inputs with `checkpointed`), the shared per-row buffers, attention
-    /// scratch per core and the head chunk. Checked against memory before lora-train allocates it.
-    public static func trainWorkspaceBytes(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, checkpointed: Bool) -> Int? {
+    /// scratch per core, and the SwiGLU buffers or the blocked MLP's arena, which the head's logit chunk shares
+    /// (`dora`: the adapter has DoRA modules, so the MLP is not blocked). Checked against memory before lora-train
+    /// allocates it.
+    public static func trainWorkspaceBytes(config c: ModelConfig, rows: Int, seq: Int, maxR: Int, checkpointed: Bool,
+                                           dora: Bool = false) -> Int? {
         let d = c.hiddenSize, qd = c.numHeads * c.headDim, ldqkv = qd + 2 * c.numKVHeads * c.headDim
         let i = c.intermediateSize
+        let block = mlpBlockWidth(config: c, rows: rows, dora: dora), blocked = block < i
+        let headChunk = trainHeadChunk(config: c, rows: rows, blocked: blocked)
         let qkNormSaved = c.qkNorm ? qd + c.numKVHeads * c.headDim + c.numHeads + c.numKVHeads : 0
         let sandwichSaved = c.sandwichNorms ? 2 * d + 2 : 0
-        let saved = 2 * d + ldqkv + qd + 2 + 2 * i + qkNormSaved + sandwichSaved
+        let saved = 2 * d + ldqkv + qd + 2 + (blocked ? 0 : 2 * i) + qkNormSaved + sandwichSaved
         let perLayer = checkpointed ? d : saved
         guard let perRow = Limits.sum(Limits.product(perLayer, c.numLayers), checkpointed ? saved : 0,
-                                      6 * d + 2 * ldqkv + qd + 3 * max(1, maxR) + (c.sandwichNorms ? d : 0)),
-              let swiglu = Limits.product(rows, 2 * i),
-              let logits = Limits.product(min(rows, Transformer.trainHeadChunkRows), c.vocabSize) else { return nil }
-        // h and dh (rows × inter each) and the head's logit chunk share one buffer (TrainWorkspace).
+                                      4 * d + 2 * ldqkv + qd + (blocked ? 9 : 3) * max(1, maxR) + (c.sandwichNorms ? d : 0)),
+              let swiglu = blocked ? Limits.product(rows, 3, block) : Limits.product(rows, 2, i),
+              let logits = Limits.product(headChunk, c.vocabSize) else { return nil }
+        // h and dh and the head's logit chunk share one buffer (TrainWorkspace).
         return Limits.sum(Limits.product(rows, perRow, 4),
                           Limits.product(Transformer.attentionScratch(seq: seq), 2, 4),
                           Limits.product(max(swiglu, logits), 4),
-                          Limits.product(min(rows, Transformer.trainHeadChunkRows), d, 4))
+                          Limits.product(headChunk, d, 4))
     }
 
-    /// Rows of the head per chunk in training: its logits (rows × vocabulary) share the SwiGLU buffers, so on
-    /// long sequences they cost nothing extra; 256 rows run the vocabulary-wide products ~12% faster than 128
+    /// Rows of the head per chunk in training (unless the MLP is blocked: trainHeadChunk): its logits (rows ×
+    /// vocabulary) share the SwiGLU buffers, so on long sequences they cost nothing extra; 256 rows run the vocabulary-wide products ~12% faster than 128
     /// (oneDNN, 151,936 × 896 and × 3,584).
     public static let trainHeadChunkRows = 256
 
@@ -249,10 +275,10 @@ extension Transformer {
         let drop = (dropout?.rate ?? 0) > 0 ? dropout : nil
         if trainWorkspace == nil || trainWorkspace!.rows != rows || trainWorkspace!.seq != batch.seq
             || trainWorkspace!.tCap < rows * maxR || (drop != nil && !trainWorkspace!.dropout)
-            || trainWorkspace!.checkpointed != checkpointLayers {
+            || trainWorkspace!.checkpointed != checkpointLayers || (trainWorkspace!.mlpBlock ?? c.intermediateSize) != mlpBlockWidth(rows: rows) {
             trainWorkspace = nil  // free the old buffers before allocating the new ones
             trainWorkspace = TrainWorkspace(config: c, rows: rows, seq: batch.seq, maxR: maxR, dropout: drop != nil,
-                                            headChunk: min(rows, Transformer.trainHeadChunkRows), checkpointed: checkpointLayers)
+                                            mlpBlock: mlpBlockWidth(rows: rows), checkpointed: checkpointLayers)
         }
         let ws = trainWorkspace!
         let d = c.hiddenSize
@@ -272,7 +298,7 @@ extension Transformer {
         }
         let targets = batch.shiftedTargets
         let (nll, count) = headPass(normed: ws.nF, rows: (0..<rows).filter { targets[$0] >= 0 }, targets: targets, out: ws.head,
-                                    gathered: ws.gathered, chunk: min(rows, Transformer.trainHeadChunkRows),
+                                    gathered: ws.gathered, chunk: ws.headChunk,
                                     mode: .backward(lossScale: lossScale, dn: ws.dnF, totalRows: rows))
         // d(final norm) → gradient of the last layer's output, kept in ws.dx.
         ws.dx.update(repeating: 0, count: rows * d)

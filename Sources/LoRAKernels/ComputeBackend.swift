@@ -152,6 +152,19 @@ public enum OneDNN {
         lp_4bit_to_bf16(packed, absmax, Int64(blocksize), code, Int64(start), Int64(count), dst)
     }
 
+    /// buf's rows × cols floats (row stride ld) as bf16 values at the same address, row stride ld halves (round to
+    /// nearest even): a logit chunk's gradient becomes its own bf16 operand without a second buffer. One thread
+    /// (each row's values land on bytes of rows already converted).
+    public static func convertInPlace(_ buf: UnsafeMutablePointer<Float>, ld: Int, rows: Int, cols: Int) -> UnsafePointer<UInt16> {
+        lp_f32_to_bf16_rows_inplace(buf, ld, rows, cols)
+        return UnsafePointer(UnsafeMutableRawPointer(buf).assumingMemoryBound(to: UInt16.self))
+    }
+
+    /// The inverse of convertInPlace: the bf16 values widened back to floats (exactly) where they were.
+    public static func widenInPlace(_ buf: UnsafeMutablePointer<Float>, ld: Int, rows: Int, cols: Int) {
+        lp_bf16_to_f32_rows_inplace(buf, ld, rows, cols)
+    }
+
     /// dst = bf16(src), round to nearest even, rows × cols with row strides.
     public static func convert(_ src: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, into dst: UnsafeMutablePointer<UInt16>, ldd: Int) {
         Parallel.forRanges(rows, grain: max(1, 16384 / max(1, cols))) { r in

@@ -12,13 +12,43 @@ public struct LinearWeight: @unchecked Sendable {
     public let inFeatures: Int
     public let storage: Storage
     public let bias: [Float]?
+    /// A window of the stored [out, in] tensor (`window(rows:cols:)`): its first stored row and column and the
+    /// stored row length. 0, 0 and inFeatures for a whole weight.
+    public private(set) var rowBase = 0, colBase = 0, storedIn: Int
 
     public var numel: Int { outFeatures * inFeatures }
+    /// Whether this is a window of a larger stored weight (rows or columns cut).
+    public var isWindow: Bool { rowBase != 0 || colBase != 0 || storedIn != inFeatures }
+    /// Index into the stored tensor's elements of (row, col) of this weight.
+    @inline(__always) public func storedIndex(_ row: Int, _ col: Int = 0) -> Int { (rowBase + row) * storedIn + colBase + col }
+
+    /// Rows `rows` and columns `cols` of this weight as a weight of their own (same name, the bias sliced to the
+    /// rows, or dropped with `keepBias` false): the blocks of an MLP split along its intermediate dimension.
+    /// Column cuts start on an even column, so a 4-bit row window starts on a whole byte.
+    public func window(rows: Range<Int>, cols: Range<Int>, keepBias: Bool = true) -> LinearWeight {
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= outFeatures && cols.lowerBound >= 0 && cols.upperBound <= inFeatures
+                     && cols.lowerBound % 2 == 0)
+        return LinearWeight(name: name, out: rows.count, in: cols.count, storage: storage,
+                            bias: keepBias ? bias.map { Array($0[rows]) } : nil,
+                            rowBase: rowBase + rows.lowerBound, colBase: colBase + cols.lowerBound, storedIn: storedIn)
+    }
+
+    private init(name: String, out: Int, in inF: Int, storage: Storage, bias: [Float]?, rowBase: Int, colBase: Int, storedIn: Int) {
+        self.name = name
+        outFeatures = out
+        inFeatures = inF
+        self.storage = storage
+        self.bias = bias
+        self.rowBase = rowBase
+        self.colBase = colBase
+        self.storedIn = storedIn
+    }
 
     public init(name: String, store: WeightStore, out: Int, in inF: Int, hasBias: Bool) throws {
         self.name = name
         outFeatures = out
         inFeatures = inF
+        storedIn = inF
         let w = name + ".weight"
         if BnbWeight.stateTensorName(w, in: store) != nil {
             let q = try BnbWeight(name: w, store: store)
@@ -53,6 +83,10 @@ public struct LinearWeight: @unchecked Sendable {
     /// each value rounded to bf16 (round to nearest even) as the bf16 compute dtype takes it.
     public func expand(into dst: UnsafeMutablePointer<Float>, roundToBF16: Bool = false) {
         let round = roundToBF16 && !isStoredBF16
+        if isWindow {
+            expandRows(0..<outFeatures, into: dst, roundToBF16: roundToBF16)
+            return
+        }
         switch storage {
         case .dense(let t):
             let n = numel
@@ -109,11 +143,11 @@ extension LinearWeight {
         let inF = inFeatures
         switch storage {
         case .dense(let t):
-            convertToFloat(t.dtype, t.data.baseAddress! + row * inF * t.dtype.size, dst, count: inF)
+            convertToFloat(t.dtype, t.data.baseAddress! + storedIndex(row) * t.dtype.size, dst, count: inF)
         case .fourBit(let q):
             let bs = q.state.blocksize
             let packed = q.packed.data.bindMemory(to: UInt8.self).baseAddress!
-            let start = row * inF, end = start + inF
+            let start = storedIndex(row), end = start + inF
             q.withScales(elements: start, count: inF) { am, first in
                 var j = start
                 while j < end {
@@ -167,7 +201,11 @@ extension LinearWeight {
         if case .dense(let t) = storage, t.dtype == .BF16 {
             let src = t.data.baseAddress!.assumingMemoryBound(to: UInt16.self)
             Parallel.forRanges(rows.count, grain: max(1, (1 << 16) / max(1, inF))) { r in
-                (dst + r.lowerBound * inF).update(from: src + (rows.lowerBound + r.lowerBound) * inF, count: r.count * inF)
+                if isWindow {
+                    for i in r { (dst + i * inF).update(from: src + storedIndex(rows.lowerBound + i), count: inF) }
+                } else {
+                    (dst + r.lowerBound * inF).update(from: src + (rows.lowerBound + r.lowerBound) * inF, count: r.count * inF)
+                }
             }
             return
         }
@@ -177,7 +215,7 @@ extension LinearWeight {
                 let code = cm.baseAddress!
                 Parallel.forRanges(rows.count, grain: max(1, (1 << 15) / max(1, inF))) { r in
                     for i in r {
-                        let start = (rows.lowerBound + i) * inF
+                        let start = storedIndex(rows.lowerBound + i)
                         // The row's blocks from the first that holds it: packed and start shifted by whole blocks
                         // (block sizes are even, so by whole bytes).
                         q.withScales(elements: start, count: inF) { amp, first in
@@ -218,8 +256,8 @@ extension LinearWeight {
                 for o in r {
                     for i in 0..<rows {
                         let d = bf16
-                            ? Kernels.dotBF16(base.assumingMemoryBound(to: UInt16.self) + o * inF, x + i * ldx, count: inF)
-                            : Kernels.dot(base.assumingMemoryBound(to: Float.self) + o * inF, x + i * ldx, count: inF)
+                            ? Kernels.dotBF16(base.assumingMemoryBound(to: UInt16.self) + storedIndex(o), x + i * ldx, count: inF)
+                            : Kernels.dot(base.assumingMemoryBound(to: Float.self) + storedIndex(o), x + i * ldx, count: inF)
                         if accumulate { y[i * ldy + o] += d } else { y[i * ldy + o] = d }
                     }
                 }

@@ -168,8 +168,9 @@ struct Train: ParsableCommand {
         let rows = Limits.product(o.batchSize, o.seqLen) ?? Int.max
         func plan(_ checkpointed: Bool) -> MemoryPlan {
             MemoryPlan.estimate(model: m, workspace: Transformer.trainWorkspaceBytes(config: m.config, rows: rows, seq: o.seqLen, maxR: maxR,
-                                                                                    checkpointed: checkpointed),
-                                rows: rows, adapterParams: startAdapter.trainableParameters, training: true, compute: compute)
+                                                                                    checkpointed: checkpointed, dora: startAdapter.config.useDora),
+                                rows: rows, adapterParams: startAdapter.trainableParameters, training: true, compute: compute,
+                                mlpBlock: Transformer.trainMLPBlock(config: m.config, rows: rows, dora: startAdapter.config.useDora))
         }
         var fixes: [String] = []
         if !o.gradCheckpoint { fixes.append("pass --grad-checkpoint (activations \(MemoryPlan.gb(plan(true).workspace)))") }

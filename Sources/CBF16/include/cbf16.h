@@ -20,6 +20,11 @@ int lp_cpu_has_amx_bf16(void);
 void lp_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 /// Row-strided conversion: rows x cols from src (row stride lds) into dst (row stride ldd).
 void lp_f32_to_bf16_2d(const float *src, size_t lds, uint16_t *dst, size_t ldd, size_t rows, size_t cols);
+/// In place: rows x cols floats (row stride ld floats) become bf16 values with row stride ld halves in the same
+/// buffer, on the calling thread.
+void lp_f32_to_bf16_rows_inplace(float *buf, size_t ld, size_t rows, size_t cols);
+/// Its inverse: the bf16 values (row stride ld halves) widened to floats (row stride ld) in place.
+void lp_bf16_to_f32_rows_inplace(float *buf, size_t ld, size_t rows, size_t cols);
 
 /// dst[i] = bf16(code[q(start + i)] * absmax[(start + i) / blocksize]) for i < count, round to nearest even:
 /// bitsandbytes' 4-bit dequantization (q: the nibbles of `packed`, high nibble first; code: the 16-entry NF4 or
