@@ -79,6 +79,19 @@ extension Transformer {
         return UnsafePointer(scratch.xdrop!)
     }
 
+    /// Block [j0, j0 + w) of the down projection's LoRA input: td (+)= drop(h_J)·A[:, J]ᵀ (the first block sets it).
+    /// Returns drop(h_J) (h itself without dropout).
+    private func downLoRAInput(_ l: LoRALayer, _ L: Layer, h: UnsafePointer<Float>, rows: Int, j0: Int, w: Int, scratch: ProjectionScratch,
+                               lt: MLPLoRAScratch, drop: LoRADropout?) -> UnsafePointer<Float> {
+        let inter = config.intermediateSize
+        let x = droppedInput(h, ld: w, rows: rows, cols: w, module: L.down.name, scratch: scratch, drop: drop, colOffset: j0, fullCols: inter)
+        l.a.withUnsafeBufferPointer { a in
+            gemm(.none, .transpose, m: rows, n: l.r, k: w, a: x, lda: w, b: a.baseAddress! + j0, ldb: inter,
+                 beta: j0 == 0 ? 0 : 1, c: lt.td, ldc: l.r, acrossCores: true)
+        }
+        return x
+    }
+
     /// The LoRA slot of piece p: pieces of one fused Linear share slot 0.
     private func slot(_ pieces: [(lin: LinearWeight, base: Int)], _ p: Int) -> Int { pieces[p].lin.name == pieces[0].lin.name ? 0 : p }
 
@@ -125,16 +138,7 @@ extension Transformer {
             activateBlock(h, gu, rows: rows, w: w)
             let dv = L.down.window(rows: 0..<d, cols: j0..<(j0 + w), keepBias: j0 == 0)
             projectBase([dv], x: h, ldx: w, rows: rows, y: y, ldy: d, scratch: scratch, accumulate: accumulate || j0 > 0, bias: true)
-            if let l = dl {
-                Profiler.shared.measure("lora") {
-                    let x = droppedInput(h, ld: w, rows: rows, cols: w, module: L.down.name, scratch: scratch, drop: drop,
-                                         colOffset: j0, fullCols: inter)
-                    l.a.withUnsafeBufferPointer { a in
-                        gemm(.none, .transpose, m: rows, n: l.r, k: w, a: x, lda: w, b: a.baseAddress! + j0, ldb: inter,
-                             beta: j0 == 0 ? 0 : 1, c: lt.td, ldc: l.r, acrossCores: true)
-                    }
-                }
-            }
+            if let l = dl { Profiler.shared.measure("lora") { _ = downLoRAInput(l, L, h: h, rows: rows, j0: j0, w: w, scratch: scratch, lt: lt, drop: drop) } }
             j0 += w
         }
         if let l = dl {
@@ -171,12 +175,7 @@ extension Transformer {
             if let l = dl {
                 Profiler.shared.measure("lora") {
                     // td += drop(h_J)·A[:, J]ᵀ; dA[:, J] += s·udᵀ·drop(h_J) — before h_J's buffer takes dh_J.
-                    let x = droppedInput(h, ld: w, rows: rows, cols: w, module: L.down.name, scratch: scratch, drop: drop,
-                                         colOffset: j0, fullCols: inter)
-                    l.a.withUnsafeBufferPointer { a in
-                        gemm(.none, .transpose, m: rows, n: l.r, k: w, a: x, lda: w, b: a.baseAddress! + j0, ldb: inter,
-                             beta: j0 == 0 ? 0 : 1, c: lt.td, ldc: l.r, acrossCores: true)
-                    }
+                    let x = downLoRAInput(l, L, h: h, rows: rows, j0: j0, w: w, scratch: scratch, lt: lt, drop: drop)
                     grads.a[L.down.name]!.withUnsafeMutableBufferPointer { da in
                         gemm(.transpose, .none, m: l.r, n: w, k: rows, alpha: l.scaling, a: lt.ud, lda: l.r, b: x, ldb: w,
                              beta: 1, c: da.baseAddress! + j0, ldc: inter, acrossCores: true)

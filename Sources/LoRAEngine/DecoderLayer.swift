@@ -205,56 +205,63 @@ extension Transformer {
         L.inputNorm.withUnsafeBufferPointer { Backward.rmsNorm(dx, dn, x, $0.baseAddress!, r1, rows: rows, dim: d) }
     }
 
-    /// Attention backward per (sequence, head), recomputing the probabilities: dV += Pᵀ·dO, dP = dO·Vᵀ,
-    /// dS = softmax'(dP), dQ = s·dS·K, dK += s·dSᵀ·Q (GQA heads of a group add into the shared K and V).
+    /// Attention backward per (sequence, KV head), recomputing the probabilities: dV += Pᵀ·dO, dP = dO·Vᵀ,
+    /// dS = softmax'(dP), dQ = s·dS·K, dK += s·dSᵀ·Q, with the group's query heads stacked as in the forward
+    /// (Transformer.attention), so they add into the shared K and V in one product.
     func attentionBackward(qkv: UnsafeMutablePointer<Float>, datt: UnsafeMutablePointer<Float>, dqkv: UnsafeMutablePointer<Float>,
                            batch: TokenBatch, ws: TrainWorkspace, window: Int?) {
         let c = config, T = batch.seq, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
         let group = c.numHeads / c.numKVHeads, scale = c.attentionScale
         let kvHeads = c.numKVHeads
-        let slot = min(T, Transformer.attentionBlock) * T
+        let blk = Transformer.attentionQueryBlock(group: group), slot = Transformer.attentionSlot(config: c, seq: T)
+        let stackRows = group * min(T, blk)
         withSingleThreadedBLAS {
             // One job per (sequence, KV head): the group's query heads add into the same dK and dV, so one writer.
             Parallel.forJobs(batch.batch * kvHeads) { job, worker in
                 let b = job / kvHeads, kvh = job % kvHeads
                 let p = ws.p + worker * slot, dp = ws.dp + worker * slot
+                // Stacked queries and their gradient after the scores; the stacked output gradient after dP's.
+                let qs = p + stackRows * T, dqs = qs + stackRows * hd, dos = dp + stackRows * T
                 let len = max(1, batch.lengths[b])
-                for h in (kvh * group)..<((kvh + 1) * group) {
-                    let base = b * T * ld
-                    let q = qkv + base + h * hd, k = qkv + base + qd + kvh * hd, v = qkv + base + qd + kvd + kvh * hd
-                    let dq = dqkv + base + h * hd, dk = dqkv + base + qd + kvh * hd, dv = dqkv + base + qd + kvd + kvh * hd
-                    let dO = datt + b * T * qd + h * hd
-                    // Query blocks multiply only the keys they can see (the causal triangle, cut at the window).
-                    var q0 = 0
-                    while q0 < T {
-                        let q1 = min(T, q0 + Transformer.attentionBlock), m = q1 - q0
-                        let lo = Transformer.blockFirstKey(q0, len: len, window: window)
-                        let keys = min(q1, len) - lo
-                        let kl = k + lo * ld, vl = v + lo * ld, dkl = dk + lo * ld, dvl = dv + lo * ld
-                        gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: kl, ldb: ld, c: p, ldc: keys)
-                        if let cap = c.attnSoftcap { Kernels.softcap(p, ld: keys, rows: m, cols: keys, cap: cap) }
-                        for i in 0..<m {
-                            let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
-                            Kernels.softmaxRow(p + i * keys, count: keys, from: r.from - lo, valid: r.to - lo)
-                        }
-                        gemm(.none, .transpose, m: m, n: keys, k: hd, a: dO + q0 * qd, lda: qd, b: vl, ldb: ld, c: dp, ldc: keys)
-                        gemm(.transpose, .none, m: keys, n: hd, k: m, a: p, lda: keys, b: dO + q0 * qd, ldb: qd, beta: 1, c: dvl, ldc: ld)
-                        for i in 0..<m {
-                            let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
-                            Backward.softmaxRow(dp + i * keys, p + i * keys, from: r.from - lo, valid: r.to - lo, count: keys)
-                        }
-                        if let cap = c.attnSoftcap {
-                            // Soft-capped scores (gemma2): ∂/∂raw = ∂/∂capped · (1 − tanh²), tanh = capped / cap from the
-                            // recomputed scores (P is no longer needed).
-                            gemm(.none, .transpose, m: m, n: keys, k: hd, alpha: scale, a: q + q0 * ld, lda: ld, b: kl, ldb: ld, c: p, ldc: keys)
-                            Kernels.softcap(p, ld: keys, rows: m, cols: keys, cap: cap)
-                            Backward.softcap(dp, capped: p, count: m * keys, cap: cap)
-                        }
-                        gemm(.none, .none, m: m, n: hd, k: keys, alpha: scale, a: dp, lda: keys, b: kl, ldb: ld, c: dq + q0 * ld, ldc: ld)
-                        gemm(.transpose, .none, m: keys, n: hd, k: m, alpha: scale, a: dp, lda: keys, b: q + q0 * ld, ldb: ld, beta: 1, c: dkl, ldc: ld)
-                        q0 = q1
+                let base = b * T * ld
+                let k = qkv + base + qd + kvh * hd, v = qkv + base + qd + kvd + kvh * hd
+                let dk = dqkv + base + qd + kvh * hd, dv = dqkv + base + qd + kvd + kvh * hd
+                // Query blocks multiply only the keys they can see (the causal triangle, cut at the window).
+                var q0 = 0
+                while q0 < T {
+                    let q1 = min(T, q0 + blk), m = q1 - q0, rows = group * m
+                    let lo = Transformer.blockFirstKey(q0, len: len, window: window)
+                    let keys = min(q1, len) - lo
+                    let kl = k + lo * ld, vl = v + lo * ld, dkl = dk + lo * ld, dvl = dv + lo * ld
+                    Transformer.stackHeads(qkv + base, ld: ld, firstHead: kvh * group, group: group, hd: hd, q0: q0, m: m, qs)
+                    Transformer.stackHeads(datt + b * T * qd, ld: qd, firstHead: kvh * group, group: group, hd: hd, q0: q0, m: m, dos)
+                    gemm(.none, .transpose, m: rows, n: keys, k: hd, alpha: scale, a: qs, lda: hd, b: kl, ldb: ld, c: p, ldc: keys)
+                    if let cap = c.attnSoftcap { Kernels.softcap(p, ld: keys, rows: rows, cols: keys, cap: cap) }
+                    for i in 0..<m {
+                        let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
+                        for g in 0..<group { Kernels.softmaxRow(p + (g * m + i) * keys, count: keys, from: r.from - lo, valid: r.to - lo) }
                     }
+                    gemm(.none, .transpose, m: rows, n: keys, k: hd, a: dos, lda: hd, b: vl, ldb: ld, c: dp, ldc: keys)
+                    gemm(.transpose, .none, m: keys, n: hd, k: rows, a: p, lda: keys, b: dos, ldb: hd, beta: 1, c: dvl, ldc: ld)
+                    for i in 0..<m {
+                        let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
+                        for g in 0..<group {
+                            let o = (g * m + i) * keys
+                            Backward.softmaxRow(dp + o, p + o, from: r.from - lo, valid: r.to - lo, count: keys)
+                        }
+                    }
+                    if let cap = c.attnSoftcap {
+                        // Soft-capped scores (gemma2): ∂/∂raw = ∂/∂capped · (1 − tanh²), tanh = capped / cap from the
+                        // recomputed scores (P is no longer needed).
+                        gemm(.none, .transpose, m: rows, n: keys, k: hd, alpha: scale, a: qs, lda: hd, b: kl, ldb: ld, c: p, ldc: keys)
+                        Kernels.softcap(p, ld: keys, rows: rows, cols: keys, cap: cap)
+                        Backward.softcap(dp, capped: p, count: rows * keys, cap: cap)
+                    }
+                    gemm(.none, .none, m: rows, n: hd, k: keys, alpha: scale, a: dp, lda: keys, b: kl, ldb: ld, c: dqs, ldc: hd)
+                    gemm(.transpose, .none, m: keys, n: hd, k: rows, alpha: scale, a: dp, lda: keys, b: qs, ldb: hd, beta: 1, c: dkl, ldc: ld)
+                    Transformer.stackHeads(dqkv + base, ld: ld, firstHead: kvh * group, group: group, hd: hd, q0: q0, m: m, dqs, unstack: true)
+                    q0 = q1
                 }
             }
         }

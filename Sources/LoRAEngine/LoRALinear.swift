@@ -197,6 +197,15 @@ extension Transformer {
         }
     }
 
+    /// A frozen product's activation operand on the emulated path: x itself in fp32 compute; in bf16, x rounded
+    /// to bf16 values (as floats) in scratch.op, rows × cols packed. Returns the operand and its row stride.
+    private func operand(_ x: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, scratch: ProjectionScratch,
+                         bf16: Bool) -> (UnsafePointer<Float>, Int) {
+        guard bf16 else { return (x, ld) }
+        Kernels.roundToBF16(x, ld: ld, rows: rows, cols: cols, into: scratch.op, ldd: cols)
+        return (UnsafePointer(scratch.op), cols)
+    }
+
     /// project without DoRA's factor: y (+)= x·Wᵀ (+ bias with `bias`) + s·(drop(x)·Aᵀ)·Bᵀ.
     private func projectPlain(_ lins: [LinearWeight], x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
                               scratch: ProjectionScratch, accumulate: Bool, bias: Bool, drop: LoRADropout?, withLoRA: Bool = true) {
@@ -208,11 +217,7 @@ extension Transformer {
             && oneDNNProduct(lins, a: x, lda: ldx, rows: rows, transposeW: true, y: y, ldy: ldy, accumulate: accumulate, scratch: scratch) {
             // done: bf16 × bf16 → fp32 on oneDNN
         } else {
-        var a = x, lda = ldx
-        if bf16 {
-            Kernels.roundToBF16(x, ld: ldx, rows: rows, cols: inF, into: scratch.op, ldd: inF)
-            a = UnsafePointer(scratch.op); lda = inF
-        }
+        let (a, lda) = operand(x, ld: ldx, rows: rows, cols: inF, scratch: scratch, bf16: bf16)
         if rows <= LinearWeight.directRows {
             prof.measure("gemv linear", flops: 2.0 * Double(rows * outTotal * inF)) {
                 var col = 0
@@ -558,11 +563,7 @@ extension Transformer {
             && oneDNNProduct(lins, a: dy, lda: ldy, rows: rows, transposeW: false, y: dx, ldy: lddx, accumulate: true, scratch: scratch) {
             // done: dx += bf16(dy) · bf16(W) on oneDNN
         } else {
-            var g = dy, ldg = ldy
-            if bf16 {
-                Kernels.roundToBF16(dy, ld: ldy, rows: rows, cols: outTotal, into: scratch.op, ldd: outTotal)
-                g = UnsafePointer(scratch.op); ldg = outTotal
-            }
+            let (g, ldg) = operand(dy, ld: ldy, rows: rows, cols: outTotal, scratch: scratch, bf16: bf16)
             if outTotal * inF <= scratch.wCap {
                 expandStacked(lins, into: scratch.w, bf16: bf16)
                 Profiler.shared.measure("gemm linear", flops: 2.0 * Double(rows * outTotal * inF)) {

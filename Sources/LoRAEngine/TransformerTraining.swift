@@ -214,7 +214,7 @@ extension Transformer {
                 h = swiglu; dh = swiglu + rows * i; head = swiglu
             }
             dx = z(rows * d); dqkv = z(rows * (qd + 2 * kvd)); datt = z(rows * qd)
-            p = z(Transformer.attentionScratch(seq: seq)); dp = z(Transformer.attentionScratch(seq: seq))
+            p = z(Transformer.attentionScratch(config: c, seq: seq)); dp = z(Transformer.attentionScratch(config: c, seq: seq))
             gathered = z(headChunk * d)
             scratch = ProjectionScratch(config: c, rows: rows, maxR: maxR, pool: pool, backward: true, dropout: dropout,
                                         mlpBlock: blocked ? mlpBlock : nil)
@@ -249,7 +249,7 @@ extension Transformer {
               let logits = Limits.product(headChunk, c.vocabSize) else { return nil }
         // h and dh and the head's logit chunk share one buffer (TrainWorkspace).
         return Limits.sum(Limits.product(rows, perRow, 4),
-                          Limits.product(Transformer.attentionScratch(seq: seq), 2, 4),
+                          Limits.product(Transformer.attentionScratch(config: c, seq: seq), 2, 4),
                           Limits.product(max(swiglu, logits), 4),
                           Limits.product(headChunk, d, 4))
     }

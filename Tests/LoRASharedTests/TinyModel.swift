@@ -8,13 +8,14 @@ import Foundation
 @testable import LoRATokenizer
 
 enum TinyModel {
-    /// A Llama with `vocab` tokens (≥ the tokenizer's), hidden 32, 2 layers, GQA 4/2, tied head.
+    /// A Llama with `vocab` tokens (≥ the tokenizer's), hidden 32, 2 layers, GQA `heads`/`kvHeads` (4/2), tied head.
     /// `family` "gemma2" or "gemma3_text" writes that family's layer instead (its config keys, the sandwich norms as
     /// offsets from 1, gemma3's q/k norms; a window of 8 on the sliding layers).
     static func write(to dir: String, tokenizer: String = "qwen2", vocab: Int = 1824, seed: UInt64 = 1,
-                      maxPositions: Int = 512, chatTemplate: Bool = true, family: String = "llama") throws {
+                      maxPositions: Int = 512, chatTemplate: Bool = true, family: String = "llama",
+                      heads: Int = 4, kvHeads: Int = 2) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let h = 32, inter = 64, layers = 2, heads = 4, kv = 2, hd = 8
+        let h = 32, inter = 64, layers = 2, kv = kvHeads, hd = 8
         let gemma = family.hasPrefix("gemma")
         let arch = ["llama": "LlamaForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"][family]!
         let familyKeys = gemma
