@@ -212,10 +212,8 @@ extension Transformer {
                            batch: TokenBatch, ws: TrainWorkspace, window: Int?) {
         let c = config, T = batch.seq, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
-        let group = c.numHeads / c.numKVHeads, scale = c.attentionScale
-        let kvHeads = c.numKVHeads
-        let blk = Transformer.attentionQueryBlock(group: group), slot = Transformer.attentionSlot(config: c, seq: T)
-        let stackRows = group * min(T, blk)
+        let scale = c.attentionScale, kvHeads = c.numKVHeads
+        let (group, blk, stackRows, slot) = Transformer.attentionLayout(config: c, seq: T)
         withSingleThreadedBLAS {
             // One job per (sequence, KV head): the group's query heads add into the same dK and dV, so one writer.
             Parallel.forJobs(batch.batch * kvHeads) { job, worker in
@@ -236,12 +234,8 @@ extension Transformer {
                     let kl = k + lo * ld, vl = v + lo * ld, dkl = dk + lo * ld, dvl = dv + lo * ld
                     Transformer.stackHeads(qkv + base, ld: ld, firstHead: kvh * group, group: group, hd: hd, q0: q0, m: m, qs)
                     Transformer.stackHeads(datt + b * T * qd, ld: qd, firstHead: kvh * group, group: group, hd: hd, q0: q0, m: m, dos)
-                    gemm(.none, .transpose, m: rows, n: keys, k: hd, alpha: scale, a: qs, lda: hd, b: kl, ldb: ld, c: p, ldc: keys)
-                    if let cap = c.attnSoftcap { Kernels.softcap(p, ld: keys, rows: rows, cols: keys, cap: cap) }
-                    for i in 0..<m {
-                        let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
-                        for g in 0..<group { Kernels.softmaxRow(p + (g * m + i) * keys, count: keys, from: r.from - lo, valid: r.to - lo) }
-                    }
+                    stackedProbabilities(qs, k: kl, ld: ld, group: group, m: m, keys: keys, lo: lo, q0: q0, batch: batch, b: b,
+                                         len: len, window: window, into: p)
                     gemm(.none, .transpose, m: rows, n: keys, k: hd, a: dos, lda: hd, b: vl, ldb: ld, c: dp, ldc: keys)
                     gemm(.transpose, .none, m: keys, n: hd, k: rows, a: p, lda: keys, b: dos, ldb: hd, beta: 1, c: dvl, ldc: ld)
                     for i in 0..<m {

@@ -307,19 +307,34 @@ public final class Transformer: @unchecked Sendable {
     public static let attentionBlock = 64
 
     /// Query rows per head in a block: `attentionBlock`, fewer for large GQA groups so that a stacked block stays
-    /// at most 512 rows.
+    /// at most 512 rows (8 queries per head for groups over 64).
     public static func attentionQueryBlock(group: Int) -> Int { max(8, min(attentionBlock, 512 / max(1, group))) }
 
-    /// Floats of one worker's attention scratch: the stacked block's scores (group × block rows × keys) and two
-    /// stacked row sets of head-dim floats (queries and outputs, or their gradients).
-    static func attentionSlot(config c: ModelConfig, seq: Int) -> Int {
-        let group = c.numHeads / max(1, c.numKVHeads)
-        let rows = group * min(seq, attentionQueryBlock(group: group))
-        return rows * (seq + 2 * c.headDim)
+    /// How the attention passes cut a sequence of `seq`: query heads per KV head, queries per block, rows of a
+    /// stacked block (the group's heads × the block), and the floats of one worker's scratch: the stacked block's
+    /// scores (rows × keys) and two stacked row sets of head-dim floats (queries and outputs, or their gradients).
+    static func attentionLayout(config c: ModelConfig, seq: Int) -> (group: Int, block: Int, stackRows: Int, slot: Int) {
+        let group = c.numHeads / max(1, c.numKVHeads), block = attentionQueryBlock(group: group)
+        let rows = group * min(seq, block)
+        return (group, block, rows, rows * (seq + 2 * c.headDim))
     }
 
-    /// Floats of score scratch the attention passes need: one slot (attentionSlot) per worker.
-    public static func attentionScratch(config c: ModelConfig, seq: Int) -> Int { Parallel.cores * attentionSlot(config: c, seq: seq) }
+    /// Floats of score scratch the attention passes need: one slot (attentionLayout) per worker.
+    public static func attentionScratch(config c: ModelConfig, seq: Int) -> Int { Parallel.cores * attentionLayout(config: c, seq: seq).slot }
+
+    /// The probabilities of one stacked query block [q0, q0 + m): P = softmax(softcap(scale · qs·Kᵀ)) over each
+    /// query's keys (keyRange), for `qs` the group's queries stacked by stackHeads and the block's keys
+    /// [lo, lo + keys) at k (row stride ld), into p (group · m rows × keys).
+    func stackedProbabilities(_ qs: UnsafePointer<Float>, k: UnsafePointer<Float>, ld: Int, group: Int, m: Int, keys: Int, lo: Int,
+                              q0: Int, batch: TokenBatch, b: Int, len: Int, window: Int?, into p: UnsafeMutablePointer<Float>) {
+        let c = config, rows = group * m
+        gemm(.none, .transpose, m: rows, n: keys, k: c.headDim, alpha: c.attentionScale, a: qs, lda: c.headDim, b: k, ldb: ld, c: p, ldc: keys)
+        if let cap = c.attnSoftcap { Kernels.softcap(p, ld: keys, rows: rows, cols: keys, cap: cap) }
+        for i in 0..<m {
+            let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
+            for g in 0..<group { Kernels.softmaxRow(p + (g * m + i) * keys, count: keys, from: r.from - lo, valid: r.to - lo) }
+        }
+    }
 
     /// Copies rows [q0, q0 + m) of the group's heads (column hd · head, row stride ld) into `dst`, stacked head by
     /// head (row g · m + i is query q0 + i of the group's head g), or back with `unstack`.
@@ -358,10 +373,8 @@ public final class Transformer: @unchecked Sendable {
                    scores s: UnsafeMutablePointer<Float>, window: Int?) {
         let c = config, T = batch.seq, hd = c.headDim
         let qd = c.numHeads * hd, kvd = c.numKVHeads * hd, ld = qd + 2 * kvd
-        let group = c.numHeads / c.numKVHeads, scale = c.attentionScale
         let kvHeads = c.numKVHeads
-        let blk = Transformer.attentionQueryBlock(group: group), slot = Transformer.attentionSlot(config: c, seq: T)
-        let stackRows = group * min(T, blk)
+        let (group, blk, stackRows, slot) = Transformer.attentionLayout(config: c, seq: T)
         withSingleThreadedBLAS {
             Parallel.forJobs(batch.batch * kvHeads) { job, worker in
                 let b = job / kvHeads, kvh = job % kvHeads
@@ -377,12 +390,8 @@ public final class Transformer: @unchecked Sendable {
                     let lo = Transformer.blockFirstKey(q0, len: len, window: window)
                     let keys = min(q1, len) - lo
                     Transformer.stackHeads(qkv + b * T * ld, ld: ld, firstHead: kvh * group, group: group, hd: hd, q0: q0, m: m, qs)
-                    gemm(.none, .transpose, m: rows, n: keys, k: hd, alpha: scale, a: qs, lda: hd, b: k + lo * ld, ldb: ld, c: s, ldc: keys)
-                    if let cap = c.attnSoftcap { Kernels.softcap(s, ld: keys, rows: rows, cols: keys, cap: cap) }
-                    for i in 0..<m {
-                        let r = Transformer.keyRange(batch, b, q0 + i, len: len, window: window)
-                        for g in 0..<group { Kernels.softmaxRow(s + (g * m + i) * keys, count: keys, from: r.from - lo, valid: r.to - lo) }
-                    }
+                    stackedProbabilities(qs, k: k + lo * ld, ld: ld, group: group, m: m, keys: keys, lo: lo, q0: q0, batch: batch, b: b,
+                                         len: len, window: window, into: s)
                     gemm(.none, .none, m: rows, n: hd, k: keys, a: s, lda: keys, b: v + lo * ld, ldb: ld, c: os, ldc: hd)
                     Transformer.stackHeads(out + b * T * qd, ld: qd, firstHead: kvh * group, group: group, hd: hd, q0: q0, m: m, os, unstack: true)
                     q0 = q1
