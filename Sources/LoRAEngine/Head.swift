@@ -129,7 +129,8 @@ extension Transformer {
             // The chunk's logit gradient (m × vocab) is its own bf16 operand, converted in place: no m × vocab copy.
             // On failure the values are widened back (bf16-rounded, as the emulation rounds them anyway).
             // The product sums over the vocabulary in slices (Transformer.headBackwardSlice) added into g: one
-            // product over all of a 152k vocabulary ran ~15-25% slower on oneDNN 2.6 (bench: 7B head, 110 rows).
+            // product over all of a 152k vocabulary was slower on oneDNN 2.6 (the 7B shape's head in a LORA_PROFILE=1
+            // step: 286 GFLOP/s over forward and backward with one product, 317 with four slices).
             let a = OneDNN.convertInPlace(out, ld: vocab, rows: m, cols: vocab)
             let slices = (vocab + Transformer.headBackwardSlice - 1) / Transformer.headBackwardSlice
             let slice = (vocab + slices - 1) / slices

@@ -303,7 +303,7 @@ public final class Transformer: @unchecked Sendable {
     /// Jobs are (sequence, KV head) — the query heads of a GQA group together, so backward's dK/dV sums have one
     /// writer — spread over the cores, each job's small GEMMs single-threaded on its own core. A block's queries
     /// of all the group's heads are stacked (copied) into one matrix, so each product is one GEMM of group ×
-    /// block rows against the shared keys instead of one thin GEMM per head (~15% faster on a 7-head group).
+    /// block rows against the shared keys instead of one thin GEMM per head.
     public static let attentionBlock = 64
 
     /// Query rows per head in a block: `attentionBlock`, fewer for large GQA groups so that a stacked block stays
